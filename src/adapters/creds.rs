@@ -1,0 +1,87 @@
+//! Credential switching, in one place: the child-side switch to an
+//! environment user before `exec`, and a short effective-id switch around a
+//! single `connect()` to a user's D-Bus socket.
+//!
+//! This is the only module allowed `unsafe` (for `pre_exec`); see the SAFETY
+//! note there.
+#![allow(unsafe_code)]
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use nix::unistd::{getegid, geteuid, setegid, seteuid, setgid, setgroups, setuid, Gid, Uid};
+
+use crate::ports::Account;
+
+/// Makes `cmd` start in its own process group (so a timeout can kill the
+/// whole tree) and, when we are not already that user, run with the
+/// account's uid, primary gid and supplementary groups.
+pub fn run_as(cmd: &mut Command, account: &Account) {
+    cmd.process_group(0);
+    if geteuid().as_raw() == account.uid {
+        // Already this user (tests run unprivileged): nothing to switch.
+        return;
+    }
+    let uid = Uid::from_raw(account.uid);
+    let gid = Gid::from_raw(account.gid);
+    let groups: Vec<Gid> = account.groups.iter().copied().map(Gid::from_raw).collect();
+    // SAFETY: the closure runs in the forked child before exec. It only makes
+    // the setgroups/setgid/setuid system calls on data prepared (and moved in)
+    // by the parent: no allocation, no locks, nothing that another thread of
+    // the parent could have left half-done. Order matters: groups and gid
+    // first, while we still have the privilege to change them, uid last.
+    unsafe {
+        cmd.pre_exec(move || {
+            setgroups(&groups)?;
+            setgid(gid)?;
+            setuid(uid)?;
+            Ok(())
+        });
+    }
+}
+
+static EFFECTIVE_SWITCH: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with the effective uid/gid of `account`, then switches back.
+///
+/// Used only around `connect()` to `/run/user/<uid>/bus`: dbus-daemon records
+/// the peer's credentials at connect time and only lets the bus owner in.
+/// glibc applies `seteuid` to every thread of the process, so `f` must be
+/// short and the other threads must not be opening files meanwhile (ours are
+/// an idle HTTP runtime and D-Bus readers on already-open sockets).
+pub fn as_effective_user<T>(account: &Account, f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    let _guard = EFFECTIVE_SWITCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (euid, egid) = (geteuid(), getegid());
+    if euid.as_raw() == account.uid {
+        return Ok(f());
+    }
+    if !euid.is_root() {
+        bail!(
+            "cannot act as user {} (uid {}): this process runs as uid {}, not root",
+            account.name,
+            account.uid,
+            euid
+        );
+    }
+    setegid(Gid::from_raw(account.gid))
+        .with_context(|| format!("setegid({}) for user {}", account.gid, account.name))?;
+    if let Err(e) = seteuid(Uid::from_raw(account.uid)) {
+        restore(euid, egid);
+        return Err(e).with_context(|| format!("seteuid({}) for user {}", account.uid, account.name));
+    }
+    let out = f();
+    restore(euid, egid);
+    Ok(out)
+}
+
+fn restore(euid: Uid, egid: Gid) {
+    if seteuid(euid).is_err() || setegid(egid).is_err() {
+        // Continuing with another user's identity would be worse than dying.
+        eprintln!("hostenv-activate: cannot switch back to uid {euid}/gid {egid}; aborting");
+        std::process::abort();
+    }
+}

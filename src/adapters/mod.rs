@@ -1,0 +1,14 @@
+//! The real effects behind the traits in `ports`: one module per effect.
+//! Adapters never call into the engine.
+
+pub mod clock;
+pub mod creds;
+pub mod http;
+pub mod log;
+pub mod plan_store;
+pub mod process;
+pub mod programs;
+pub mod signals;
+pub mod systemd;
+pub mod token;
+pub mod users;

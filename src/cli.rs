@@ -1,0 +1,100 @@
+//! The command line: every setting is a flag and an environment variable
+//! (flags win). Also the single source for `--help`, the man page and the
+//! shell completions. Values are kept raw here and checked in `config`, so a
+//! bad value is reported naming both its variable and its flag.
+
+use clap::{Parser, ValueEnum};
+
+pub const AFTER_HELP: &str = "\
+Configuration comes from the environment (comin's postDeploymentCommand wrapper
+exports it); each variable also has a flag, and a flag wins over its variable.
+COMIN_GIT_SHA unset or empty (and no --sha): nothing to do, exit 0.
+
+Exit status:
+  0  success, or nothing to do (no COMIN_GIT_SHA, no intent for this node)
+  1  a deployment action failed, or the provider failed or refused us
+  2  usage or configuration error (the message names the variable and flag)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Brings this node's hosted environments to the state the provider's deploy
+/// intent asks for, after a comin deployment. Runs as root.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "hostenv-activate", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Commit whose deploy intent to perform (set by comin).
+    #[arg(long, env = "COMIN_GIT_SHA", value_name = "SHA", hide_env_values = true)]
+    pub sha: Option<String>,
+
+    /// This node's logical name, as the provider knows it. [required]
+    #[arg(long, env = "HOSTENV_COMIN_NODE_NAME", value_name = "NAME", hide_env_values = true)]
+    pub node_name: Option<String>,
+
+    /// Provider API base URL: https://..., http://... or unix:/path/to.sock. [required]
+    #[arg(long, env = "HOSTENV_COMIN_API_BASE_URL", value_name = "URL", hide_env_values = true)]
+    pub api_base_url: Option<String>,
+
+    /// File holding this node's bearer token (waited for up to 30 s). [required]
+    #[arg(long, env = "HOSTENV_COMIN_TOKEN_FILE", value_name = "PATH", hide_env_values = true)]
+    pub token_file: Option<String>,
+
+    /// Seconds one action may take. [required; the NixOS module sets 900]
+    #[arg(long, env = "HOSTENV_COMIN_ACTION_TIMEOUT", value_name = "SECONDS", hide_env_values = true)]
+    pub action_timeout: Option<String>,
+
+    /// Seconds a deactivate waits to see the target node at all.
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value = "120",
+        hide_env_values = true
+    )]
+    pub target_observe_timeout: String,
+
+    /// Seconds to keep retrying when the provider has no intent yet (404).
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_INTENT_WAIT",
+        value_name = "SECONDS",
+        default_value = "30",
+        hide_env_values = true
+    )]
+    pub intent_wait: String,
+
+    /// Result of comin's system switch: `done` or `failed` (set by comin).
+    #[arg(long, env = "COMIN_STATUS", value_name = "STATUS", hide_env_values = true)]
+    pub comin_status: Option<String>,
+
+    /// comin's error message when the switch failed (set by comin).
+    #[arg(long, env = "COMIN_ERROR_MSG", value_name = "TEXT", hide_env_values = true)]
+    pub comin_error_msg: Option<String>,
+
+    /// Show what the deployment would do and check its preconditions;
+    /// posts nothing, starts nothing, writes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Output format of --dry-run.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, value_name = "FORMAT")]
+    pub output: OutputFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,18 @@
+//! hostenv-activate: after each comin deployment, perform this node's deploy
+//! intent (activate, reload, backup, restore, deactivate) as each
+//! environment's user and report every step to the provider.
+//!
+//! Layout: `model` (wire and domain types, no I/O), `ports` (the traits the
+//! engine talks through), `engine` (the run itself, pure decisions),
+//! `adapters` (the real HTTP, D-Bus, process, restic, file, clock and log
+//! effects), `dry_run` (read-only preflight), `cli`/`config`/`errors`.
+
+pub mod adapters;
+pub mod cli;
+pub mod config;
+pub mod dry_run;
+pub mod engine;
+pub mod errors;
+pub mod model;
+pub mod ports;
+pub mod secret;

@@ -1,0 +1,236 @@
+//! What this node tells the provider (`NodeEvent` and its payloads) and what
+//! it reads back about other nodes (`DeployStatus`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::intent::Op;
+use super::names::{MigrationKey, NodeName, UserName};
+
+/// A node event's status. `Unknown` only ever comes from the server (a value
+/// this program does not know); it is never posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Waiting,
+    Running,
+    Success,
+    Failed,
+    TimedOut,
+    #[serde(other)]
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Waiting => "waiting",
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    /// `failed` or `timed_out`: the node gave up.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::TimedOut)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Success | Status::Failed | Status::TimedOut)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event's phase: one action's op, or `intent` for the node as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Intent,
+    Activate,
+    Reload,
+    Backup,
+    Restore,
+    Deactivate,
+    #[serde(other)]
+    Unknown,
+}
+
+impl From<Op> for Phase {
+    fn from(op: Op) -> Self {
+        match op {
+            Op::Activate => Phase::Activate,
+            Op::Reload => Phase::Reload,
+            Op::Backup => Phase::Backup,
+            Op::Restore => Phase::Restore,
+            Op::Deactivate => Phase::Deactivate,
+        }
+    }
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Intent => "intent",
+            Phase::Activate => "activate",
+            Phase::Reload => "reload",
+            Phase::Backup => "backup",
+            Phase::Restore => "restore",
+            Phase::Deactivate => "deactivate",
+            Phase::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Body of `POST /api/deploy-jobs/{jobId}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeEvent {
+    pub node: NodeName,
+    pub status: Status,
+    pub phase: Phase,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<EventPayload>,
+}
+
+/// The payloads this program posts. Serialised without a tag: each variant is
+/// the JSON object the provider (and the restoring node) expects.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EventPayload {
+    Backup(BackupPayload),
+    ProgramFailed(ProgramFailure),
+    UnitFailed(UnitFailure),
+}
+
+/// Payload of a successful `backup`; served later, verbatim, to the restoring
+/// node by `backup-snapshot`, so its shape is part of the contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPayload {
+    pub user: String,
+    pub source_node: String,
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, String>,
+}
+
+/// Payload of a failed `activate` (also `reload` and `restore`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramFailure {
+    pub user: UserName,
+    pub exit_code: Option<i32>,
+    pub detail: String,
+}
+
+/// Payload of a failed or timed-out backup unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitFailure {
+    pub user: UserName,
+    pub migration_key: MigrationKey,
+    pub unit_name: String,
+    pub exit_code: Option<i32>,
+    pub result: Option<String>,
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+    pub exec_main_status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One entry of `statuses`: the latest event of one node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployStatus {
+    #[serde(default)]
+    pub event_id: Value,
+    pub node: String,
+    pub status: Status,
+    pub phase: Phase,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// `/run/hostenv/user/<user>/restore/plan.json`: what the environment's own
+/// activation restores from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlan {
+    pub source_node: String,
+    pub snapshots: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn backup_event_has_the_contract_shape() {
+        let event = NodeEvent {
+            node: NodeName::parse("node-a").expect("node"),
+            status: Status::Success,
+            phase: Phase::Backup,
+            message: "Migration backups completed for acme".into(),
+            payload: Some(EventPayload::Backup(BackupPayload {
+                user: "acme".into(),
+                source_node: "node-a".into(),
+                snapshots: BTreeMap::from([("drupal-migrate".into(), "355f".into())]),
+            })),
+        };
+        assert_eq!(
+            serde_json::to_value(&event).expect("serialises"),
+            json!({"node": "node-a", "status": "success", "phase": "backup",
+                   "message": "Migration backups completed for acme",
+                   "payload": {"user": "acme", "sourceNode": "node-a",
+                               "snapshots": {"drupal-migrate": "355f"}}})
+        );
+    }
+
+    #[test]
+    fn timed_out_and_unknown_values_round_trip() {
+        assert_eq!(serde_json::to_value(Status::TimedOut).expect("ser"), json!("timed_out"));
+        let s: DeployStatus = serde_json::from_value(json!({
+            "eventId": 7, "node": "node-b", "status": "weird", "phase": "something",
+            "message": "m", "createdAt": "2026-11-21T23:31:25Z"
+        }))
+        .expect("decodes");
+        assert_eq!(s.status, Status::Unknown);
+        assert_eq!(s.phase, Phase::Unknown);
+    }
+
+    #[test]
+    fn an_event_without_payload_omits_it() {
+        let event = NodeEvent {
+            node: NodeName::parse("n").expect("node"),
+            status: Status::Running,
+            phase: Phase::Activate,
+            message: "Applying action for u".into(),
+            payload: None,
+        };
+        let v = serde_json::to_value(&event).expect("ser");
+        assert!(v.get("payload").is_none());
+    }
+}

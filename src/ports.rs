@@ -1,0 +1,276 @@
+//! The traits through which the engine touches the world. The engine sees
+//! only these; `main.rs` plugs in the real adapters and tests plug in stubs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::model::{
+    BackupPayload, DeployStatus, IntentEnvelope, JobId, MigrationKey, NodeEvent, NodeName,
+    RestorePlan, UserName,
+};
+
+// ---------------------------------------------------------------- provider
+
+/// How a provider call failed. The mapping from HTTP status is a pure
+/// function in `adapters::http`; the engine decides about retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderError {
+    /// 403: unknown node or wrong token. Retrying will not heal it.
+    Refused,
+    /// 409 on an event: the job is closed (finished, failed elsewhere or superseded).
+    JobClosed,
+    /// 404 where the resource must exist (e.g. an event for a job without an intent for us).
+    NotFound(String),
+    /// 400: the request itself is wrong (a bug here or a blank node name).
+    BadRequest(String),
+    /// Any other 4xx.
+    Client { status: u16, body: String },
+    /// 5xx: the provider is unwell; worth retrying.
+    Server { status: u16, body: String },
+    /// Could not talk to the provider at all (connect, timeout, TLS); worth retrying.
+    Transport(String),
+    /// A 200 whose body is not what the contract says.
+    Decode(String),
+}
+
+impl ProviderError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Server { .. } | ProviderError::Transport(_))
+    }
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderError::Refused => f.write_str(
+                "the provider refused this node's token (403): check HOSTENV_COMIN_NODE_NAME and the token in HOSTENV_COMIN_TOKEN_FILE",
+            ),
+            ProviderError::JobClosed => {
+                f.write_str("the provider has closed this job (409): it finished, failed elsewhere or was superseded")
+            }
+            ProviderError::NotFound(body) => write!(f, "not found (404): {body}"),
+            ProviderError::BadRequest(body) => write!(f, "bad request (400): {body}"),
+            ProviderError::Client { status, body } => write!(f, "HTTP {status}: {body}"),
+            ProviderError::Server { status, body } => write!(f, "provider error HTTP {status}: {body}"),
+            ProviderError::Transport(why) => write!(f, "cannot reach the provider: {why}"),
+            ProviderError::Decode(why) => write!(f, "unexpected answer from the provider: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// The node-facing provider API (see provider-api.md). One call, one request:
+/// no retries here.
+pub trait Provider {
+    /// `GET /api/deploy-intents/by-sha?sha=&node=`; `Ok(None)` on 404.
+    fn intent_by_sha(&self, sha: &str) -> Result<Option<IntentEnvelope>, ProviderError>;
+    /// `POST /api/deploy-jobs/{job}/events`.
+    fn post_event(&self, job: &JobId, event: &NodeEvent) -> Result<(), ProviderError>;
+    /// `GET /api/deploy-jobs/{job}/statuses?node=<me>`: latest event per node.
+    fn statuses(&self, job: &JobId) -> Result<Vec<DeployStatus>, ProviderError>;
+    /// `GET /api/deploy-jobs/{job}/backup-snapshot?node=<me>&source=&user=`.
+    fn backup_snapshot(
+        &self,
+        job: &JobId,
+        source: &NodeName,
+        user: &UserName,
+    ) -> Result<Option<BackupPayload>, ProviderError>;
+}
+
+// ---------------------------------------------------------------- users
+
+/// A local account an environment runs as, resolved from the passwd database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: UserName,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (from `getgrouplist`), including the primary gid.
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+}
+
+impl Account {
+    /// `/run/user/<uid>`.
+    pub fn runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/user/{}", self.uid))
+    }
+}
+
+/// Resolves environment users. Must refuse uid 0 and unknown names with an
+/// error that names the user.
+pub trait Users {
+    fn lookup(&self, name: &UserName) -> anyhow::Result<Account>;
+}
+
+// ---------------------------------------------------------------- cancel
+
+/// Set when SIGTERM/SIGINT arrives. Every wait in the adapters and the engine
+/// looks at it and returns early.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------- systemd
+
+/// The unit's state after its job ended, for the operator and the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitStatus {
+    /// Service `Result` (`success`, `exit-code`, `timeout`, ...).
+    pub result: Option<String>,
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+    pub exec_main_status: Option<i32>,
+}
+
+/// How a start job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// `JobRemoved` with result `done`.
+    Done,
+    /// `JobRemoved` with another result (`failed`, `dependency`, `canceled`, ...).
+    Failed { job_result: String },
+    /// The deadline passed; the job was cancelled and the unit stopped.
+    TimedOut,
+    /// Cancel was set; the job was cancelled and the unit stopped.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitRun {
+    pub outcome: JobOutcome,
+    pub status: UnitStatus,
+}
+
+/// The environment user's own systemd instance (`systemctl --user`).
+/// Implementations do the D-Bus work with the user's credentials and bring
+/// the user's manager up (`user@<uid>.service`) when its bus is absent.
+pub trait UserSystemd {
+    /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...).
+    fn load_state(&self, account: &Account, unit: &str) -> anyhow::Result<String>;
+    /// Starts `unit` (subscribed to job removal first) and waits for its job
+    /// to end, at most `timeout`. On timeout or cancel the job is cancelled
+    /// and the unit stopped before returning.
+    fn run_unit(
+        &self,
+        account: &Account,
+        unit: &str,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<UnitRun>;
+    /// Stops `unit`; a unit that is not loaded is not an error.
+    fn stop_unit(&self, account: &Account, unit: &str) -> anyhow::Result<()>;
+    /// `systemctl --user daemon-reload`.
+    fn reload_manager(&self, account: &Account) -> anyhow::Result<()>;
+    /// Names of the user's loaded units starting with `prefix`, for diagnostics.
+    fn list_units(&self, account: &Account, prefix: &str) -> anyhow::Result<Vec<String>>;
+}
+
+// ---------------------------------------------------------------- programs
+
+/// How a program run as the user ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgramOutcome {
+    Exited(i32),
+    /// Killed by a signal it did not expect (not by us).
+    Signalled(i32),
+    /// Past its timeout; the whole process group was killed.
+    TimedOut,
+    /// Cancel was set; the whole process group was killed.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramRun {
+    pub outcome: ProgramOutcome,
+    /// stdout and stderr, interleaved as written (lossy UTF-8).
+    pub output: String,
+}
+
+/// Finding and running the user's programs as the user, in the clean
+/// environment of behaviour.md (never root's environment, never the token).
+pub trait UserPrograms {
+    /// The user's `activate` program, in the documented lookup order.
+    fn find_activate(&self, account: &Account) -> Option<PathBuf>;
+    /// The user's `restic-<key>` wrapper, in the documented lookup order.
+    fn find_restic_wrapper(&self, account: &Account, key: &MigrationKey) -> Option<PathBuf>;
+    /// Runs `program args...` as the user; the error case is "could not start".
+    fn run(
+        &self,
+        account: &Account,
+        program: &Path,
+        args: &[String],
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<ProgramRun>;
+}
+
+// ---------------------------------------------------------------- plans
+
+/// Writes `/run/hostenv/user/<user>/restore/plan.json` safely.
+pub trait PlanStore {
+    /// Writes the plan atomically (dir 0700, file 0600, owned by the user,
+    /// never following a symlink as root) and returns its path.
+    fn write_restore_plan(&self, account: &Account, plan: &RestorePlan) -> anyhow::Result<PathBuf>;
+}
+
+// ---------------------------------------------------------------- clock
+
+/// Wall time and waiting. The real clock's `sleep` returns early on cancel;
+/// the test clock advances instantly.
+pub trait Clock {
+    fn now(&self) -> Timestamp;
+    fn sleep(&self, duration: Duration);
+}
+
+// ---------------------------------------------------------------- log
+
+/// One step of the run, as the operator sees it in the journal and on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where step lines go. Fields are the context every line carries.
+pub trait Log {
+    fn line(&self, level: Level, fields: &LogFields<'_>, message: &str);
+}
+
+/// Context of a log line: which node, job, op, user, unit or key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFields<'a> {
+    pub node: Option<&'a str>,
+    pub job: Option<&'a str>,
+    pub op: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    pub key: Option<&'a str>,
+}
