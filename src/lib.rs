@@ -10,6 +10,7 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod docs;
 pub mod dry_run;
 pub mod engine;
 pub mod errors;
