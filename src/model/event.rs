@@ -118,7 +118,7 @@ pub struct NodeEvent {
 pub enum EventPayload {
     Backup(BackupPayload),
     ProgramFailed(ProgramFailure),
-    UnitFailed(UnitFailure),
+    UnitFailed(Box<UnitFailure>),
 }
 
 /// Payload of a successful `backup`; served later, verbatim, to the restoring
@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn timed_out_and_unknown_values_round_trip() {
-        assert_eq!(serde_json::to_value(Status::TimedOut).expect("ser"), json!("timed_out"));
+        assert_eq!(
+            serde_json::to_value(Status::TimedOut).expect("ser"),
+            json!("timed_out")
+        );
         let s: DeployStatus = serde_json::from_value(json!({
             "eventId": 7, "node": "node-b", "status": "weird", "phase": "something",
             "message": "m", "createdAt": "2026-11-21T23:31:25Z"

@@ -234,19 +234,48 @@ mod tests {
     fn explains_each_kind_of_bad_intent() {
         let cases = [
             (json!([]), "not a JSON object"),
-            (json!({"schemaVersion": 2, "actions": []}), "schemaVersion must be 1, got 2"),
+            (
+                json!({"schemaVersion": 2, "actions": []}),
+                "schemaVersion must be 1, got 2",
+            ),
             (json!({"schemaVersion": 1}), "actions must be an array"),
-            (json!({"schemaVersion": 1, "actions": [{"op": "nuke", "user": "a"}]}), "actions[0]: op \"nuke\""),
-            (json!({"schemaVersion": 1, "actions": [{"op": "activate", "user": ""}]}), "actions[0]: user is empty"),
-            (json!({"schemaVersion": 1, "actions": [{"op": "activate"}]}), "user is missing"),
-            (json!({"schemaVersion": 1, "actions": [{"op": "activate", "user": "../root"}]}), "user name \"../root\""),
-            (json!({"schemaVersion": 1, "actions": [{"op": "backup", "user": "a", "migrations": ["x/../y"]}]}), "migration key \"x/../y\""),
-            (json!({"schemaVersion": 1, "actions": [{"op": "backup", "user": "a", "migrations": "k"}]}), "migrations must be an array"),
-            (json!({"schemaVersion": 1, "actions": [{"op": "restore", "user": "a", "fromNode": 3}]}), "fromNode must be a string"),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "nuke", "user": "a"}]}),
+                "actions[0]: op \"nuke\"",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "activate", "user": ""}]}),
+                "actions[0]: user is empty",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "activate"}]}),
+                "user is missing",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "activate", "user": "../root"}]}),
+                "user name \"../root\"",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "backup", "user": "a", "migrations": ["x/../y"]}]}),
+                "migration key \"x/../y\"",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "backup", "user": "a", "migrations": "k"}]}),
+                "migrations must be an array",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "restore", "user": "a", "fromNode": 3}]}),
+                "fromNode must be a string",
+            ),
         ];
         for (raw, expected) in cases {
-            let err = validate_intent(&raw).expect_err("must be refused").to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            let err = validate_intent(&raw)
+                .expect_err("must be refused")
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
         }
     }
 
@@ -255,9 +284,10 @@ mod tests {
         let env: IntentEnvelope =
             serde_json::from_value(json!({"jobId": 42, "intent": {}})).expect("decodes");
         assert_eq!(env.job_id.as_str(), "42");
-        let env: IntentEnvelope =
-            serde_json::from_value(json!({"jobId": "j-1", "commitSha": "abc", "node": "n", "intent": {}}))
-                .expect("decodes");
+        let env: IntentEnvelope = serde_json::from_value(
+            json!({"jobId": "j-1", "commitSha": "abc", "node": "n", "intent": {}}),
+        )
+        .expect("decodes");
         assert_eq!(env.job_id.as_str(), "j-1");
     }
 }

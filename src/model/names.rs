@@ -15,7 +15,11 @@ pub struct NameError {
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?} is not valid: {}", self.kind, self.value, self.rule)
+        write!(
+            f,
+            "{} {:?} is not valid: {}",
+            self.kind, self.value, self.rule
+        )
     }
 }
 
@@ -87,7 +91,10 @@ impl MigrationKey {
 
     pub fn parse(value: &str) -> Result<Self, NameError> {
         let ok = value.len() <= 128
-            && value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
             && value.chars().all(is_word_char);
         if ok {
             Ok(Self(value.to_owned()))
@@ -182,8 +189,18 @@ mod tests {
             assert!(UserName::parse(ok).is_ok(), "{ok} should be accepted");
         }
         for bad in [
-            "", "../etc", "a/b", "..", "a..b", "-rf", ".hidden", "has space", "tab\t",
-            "ünï", "a\n", &"x".repeat(33),
+            "",
+            "../etc",
+            "a/b",
+            "..",
+            "a..b",
+            "-rf",
+            ".hidden",
+            "has space",
+            "tab\t",
+            "ünï",
+            "a\n",
+            &"x".repeat(33),
         ] {
             assert!(UserName::parse(bad).is_err(), "{bad:?} should be refused");
         }
@@ -195,7 +212,10 @@ mod tests {
             assert!(MigrationKey::parse(ok).is_ok(), "{ok} should be accepted");
         }
         for bad in ["", "-x", ".x", "_x", "a/b", "a b", "a;rm", "key\n"] {
-            assert!(MigrationKey::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                MigrationKey::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

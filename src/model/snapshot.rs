@@ -30,7 +30,9 @@ pub enum SnapshotError {
 impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SnapshotError::Malformed(why) => write!(f, "restic output is not a snapshot list: {why}"),
+            SnapshotError::Malformed(why) => {
+                write!(f, "restic output is not a snapshot list: {why}")
+            }
             SnapshotError::Empty => f.write_str("restic lists no snapshot with this tag"),
             SnapshotError::NoneFromThisRun { newest } => write!(
                 f,
@@ -70,12 +72,17 @@ pub fn pick_snapshot(json: &str, not_before: Timestamp) -> Result<Snapshot, Snap
         serde_json::from_str(json.trim()).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
     let mut parsed = Vec::with_capacity(raw.len());
     for snap in raw {
-        let time: Timestamp = snap.time.parse().map_err(|e| {
-            SnapshotError::Malformed(format!("snapshot time {:?}: {e}", snap.time))
-        })?;
+        let time: Timestamp = snap
+            .time
+            .parse()
+            .map_err(|e| SnapshotError::Malformed(format!("snapshot time {:?}: {e}", snap.time)))?;
         parsed.push((time, snap.id.filter(|id| !id.trim().is_empty())));
     }
-    let newest_overall = parsed.iter().map(|(t, _)| *t).max().ok_or(SnapshotError::Empty)?;
+    let newest_overall = parsed
+        .iter()
+        .map(|(t, _)| *t)
+        .max()
+        .ok_or(SnapshotError::Empty)?;
     let (time, id) = parsed
         .into_iter()
         .filter(|(t, _)| *t >= not_before)
@@ -111,14 +118,22 @@ mod tests {
     fn snapshots_before_the_run_are_ignored() {
         let json = r#"[{"time": "2026-11-21T10:00:00Z", "id": "stale"}]"#;
         let err = pick_snapshot(json, ts("2026-11-21T11:00:00Z")).expect_err("stale");
-        assert_eq!(err, SnapshotError::NoneFromThisRun { newest: ts("2026-11-21T10:00:00Z") });
+        assert_eq!(
+            err,
+            SnapshotError::NoneFromThisRun {
+                newest: ts("2026-11-21T10:00:00Z")
+            }
+        );
     }
 
     #[test]
     fn empty_malformed_and_idless_answers_are_errors() {
         let start = ts("2026-11-21T00:00:00Z");
         assert_eq!(pick_snapshot("[]", start), Err(SnapshotError::Empty));
-        assert!(matches!(pick_snapshot("{", start), Err(SnapshotError::Malformed(_))));
+        assert!(matches!(
+            pick_snapshot("{", start),
+            Err(SnapshotError::Malformed(_))
+        ));
         assert!(matches!(
             pick_snapshot(r#"[{"time": "yesterday", "id": "x"}]"#, start),
             Err(SnapshotError::Malformed(_))
@@ -127,5 +142,36 @@ mod tests {
             pick_snapshot(r#"[{"time": "2026-11-21T01:00:00Z"}]"#, start),
             Err(SnapshotError::MissingId { .. })
         ));
+    }
+}
+
+/// The JSON array within a program's combined output: the whole output when
+/// it is one, else the last line that starts with `[` (restic prints its
+/// JSON on one line; warnings go to stderr, which we capture alongside).
+pub fn extract_snapshot_json(output: &str) -> &str {
+    let trimmed = output.trim();
+    if trimmed.starts_with('[') && trimmed.ends_with(']') {
+        return trimmed;
+    }
+    output
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('['))
+        .unwrap_or(trimmed)
+}
+
+#[cfg(test)]
+mod extract_tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_array_among_warnings() {
+        let out = "warning: cache is old\n[{\"time\":\"2026-11-21T23:31:25Z\",\"id\":\"a\"}]\n";
+        assert_eq!(
+            extract_snapshot_json(out),
+            "[{\"time\":\"2026-11-21T23:31:25Z\",\"id\":\"a\"}]"
+        );
+        assert_eq!(extract_snapshot_json("  []\n"), "[]");
+        assert_eq!(extract_snapshot_json("garbage"), "garbage");
     }
 }

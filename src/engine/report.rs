@@ -1,0 +1,147 @@
+//! Posting events: every step becomes one `NodeEvent`, delivered with bounded
+//! retries, and a provider answer that must end the run becomes a `Stop`.
+
+use std::fmt;
+
+use crate::model::{Action, EventPayload, JobId, NodeEvent, Phase, Status};
+use crate::ports::{Level, LogFields, ProviderError};
+
+use super::{retry, Ports, Settings};
+
+/// Why the run had to stop outside of an action's own result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The provider closed the job (409): nothing more may be done for it.
+    JobClosed { job: JobId, step: String },
+    /// The provider refused our token (403).
+    Refused { step: String },
+    /// The provider could not be reached or answered wrongly, after retries.
+    Provider { step: String, error: ProviderError },
+    /// SIGTERM/SIGINT while no action was running.
+    Interrupted { step: String },
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::JobClosed { job, step } => write!(
+                f,
+                "the provider closed job {job} (409) at step {step}: it finished, failed on another node or was superseded; no further action was run"
+            ),
+            Stop::Refused { step } => write!(
+                f,
+                "the provider refused this node's token (403) at step {step}: check HOSTENV_COMIN_NODE_NAME and the token in HOSTENV_COMIN_TOKEN_FILE"
+            ),
+            Stop::Provider { step, error } => write!(f, "provider call failed at step {step}: {error}"),
+            Stop::Interrupted { step } => write!(f, "interrupted by a signal at step {step}"),
+        }
+    }
+}
+
+impl Stop {
+    pub fn from_provider(job: Option<&JobId>, step: String, error: ProviderError) -> Stop {
+        match (error, job) {
+            (ProviderError::JobClosed, Some(job)) => Stop::JobClosed {
+                job: job.clone(),
+                step,
+            },
+            (ProviderError::Refused, _) => Stop::Refused { step },
+            (error, _) => Stop::Provider { step, error },
+        }
+    }
+}
+
+/// Posts this node's events for one job.
+pub struct Reporter<'a> {
+    settings: &'a Settings,
+    ports: Ports<'a>,
+    job: JobId,
+}
+
+impl<'a> Reporter<'a> {
+    pub fn new(settings: &'a Settings, ports: Ports<'a>, job: JobId) -> Self {
+        Reporter {
+            settings,
+            ports,
+            job,
+        }
+    }
+
+    pub fn job(&self) -> &JobId {
+        &self.job
+    }
+
+    /// Posts an event for the node as a whole or for an action's phase.
+    pub fn post(
+        &self,
+        phase: Phase,
+        status: Status,
+        message: &str,
+        payload: Option<EventPayload>,
+    ) -> Result<(), Stop> {
+        self.post_with(phase, status, message, payload, LogFields::default())
+    }
+
+    /// Posts an event for `action`, logging its user.
+    pub fn post_for(
+        &self,
+        action: &Action,
+        status: Status,
+        message: &str,
+        payload: Option<EventPayload>,
+    ) -> Result<(), Stop> {
+        let fields = LogFields {
+            user: Some(action.user.as_str()),
+            ..LogFields::default()
+        };
+        self.post_with(action.op.into(), status, message, payload, fields)
+    }
+
+    fn post_with(
+        &self,
+        phase: Phase,
+        status: Status,
+        message: &str,
+        payload: Option<EventPayload>,
+        fields: LogFields<'_>,
+    ) -> Result<(), Stop> {
+        let event = NodeEvent {
+            node: self.settings.node.clone(),
+            status,
+            phase,
+            message: message.to_owned(),
+            payload,
+        };
+        let level = if status.is_failure() {
+            Level::Error
+        } else {
+            Level::Info
+        };
+        let fields = LogFields {
+            node: Some(self.settings.node.as_str()),
+            job: Some(self.job.as_str()),
+            op: Some(phase.as_str()),
+            ..fields
+        };
+        self.ports
+            .log
+            .line(level, &fields, &format!("{status}: {message}"));
+        let step = format!("{phase}/{status}");
+        retry::retrying(self.settings, self.ports, &step, || {
+            self.ports.provider.post_event(&self.job, &event)
+        })
+        .map_err(|e| Stop::from_provider(Some(&self.job), step.clone(), e))
+    }
+
+    /// Logs why the run stopped, with the job and step.
+    pub fn log_stop(&self, stop: &Stop) {
+        let fields = LogFields {
+            node: Some(self.settings.node.as_str()),
+            job: Some(self.job.as_str()),
+            ..LogFields::default()
+        };
+        self.ports
+            .log
+            .line(Level::Error, &fields, &stop.to_string());
+    }
+}

@@ -1,0 +1,855 @@
+//! The engine against stub adapters: for every action and outcome, the exact
+//! events posted and the run's outcome. No I/O, no sleeping.
+
+#[path = "support/stubs.rs"]
+mod stubs;
+
+use std::time::Duration;
+
+use hostenv_activate::engine::Outcome;
+use hostenv_activate::model::Phase::{self, Activate, Backup, Deactivate, Intent, Reload, Restore};
+use hostenv_activate::model::Status::{self, Failed, Running, Success, TimedOut, Waiting};
+use hostenv_activate::ports::{
+    JobOutcome, ProgramOutcome, ProgramRun, ProviderError, UnitRun, UnitStatus,
+};
+use serde_json::json;
+use stubs::*;
+
+fn seq(items: &[(Phase, Status)]) -> Vec<(Phase, Status)> {
+    items.to_vec()
+}
+
+fn activate_intent() -> serde_json::Value {
+    intent(json!([{"op": "activate", "user": "acme"}]))
+}
+
+fn backup_intent(keys: &[&str]) -> serde_json::Value {
+    intent(
+        json!([{"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": keys}]),
+    )
+}
+
+const UNIT: &str = "restic-backups-drupal-migrate.service";
+
+// ------------------------------------------------------------------ run-level
+
+#[test]
+fn no_actions_posts_one_intent_success() {
+    let w = World::new(StubProvider::with_intent(intent(json!([]))));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(w.provider.sequence(), seq(&[(Intent, Success)]));
+    assert_eq!(
+        w.provider.messages(),
+        vec!["No user actions for node node-a"]
+    );
+}
+
+#[test]
+fn invalid_intent_is_reported_and_nothing_runs() {
+    let w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "activate", "user": "../etc"}]),
+    )));
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert_eq!(out.exit() as i32, 1);
+    assert_eq!(w.provider.sequence(), seq(&[(Intent, Failed)]));
+    let msg = &w.provider.messages()[0];
+    assert!(
+        msg.starts_with("Invalid deploy intent payload for node node-a"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("actions[0]") && msg.contains("../etc"),
+        "{msg}"
+    );
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+#[test]
+fn failed_system_switch_touches_no_user() {
+    let mut w = World::new(StubProvider::with_intent(activate_intent()));
+    w.settings.comin = hostenv_activate::config::CominStatus::Failed {
+        message: "switch-to-configuration exited 4".into(),
+    };
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(w.provider.sequence(), seq(&[(Intent, Failed)]));
+    assert!(w.provider.messages()[0].contains("switch-to-configuration exited 4"));
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+#[test]
+fn intent_404_is_retried_every_poll_interval_then_nothing_to_do() {
+    let w = World::new(StubProvider::answering(vec![Ok(None)]));
+    let out = w.run();
+    assert!(matches!(out, Outcome::NothingToDo(_)), "{out:?}");
+    assert_eq!(out.exit() as i32, 0);
+    assert!(w.provider.posted.borrow().is_empty());
+    // 30 s window, one lookup every 2 s: at 0, 2, ..., 30.
+    assert_eq!(w.provider.intent_calls.get(), 16);
+    assert!(w.clock.slept.get() <= Duration::from_secs(30));
+}
+
+#[test]
+fn intent_appearing_within_the_window_is_performed() {
+    let w = World::new(StubProvider::answering(vec![
+        Ok(None),
+        Ok(None),
+        Ok(Some(envelope(activate_intent()))),
+    ]));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(w.provider.intent_calls.get(), 3);
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Success), (Intent, Success)])
+    );
+}
+
+#[test]
+fn refused_token_fails_fast_without_retry() {
+    let w = World::new(StubProvider::answering(vec![Err(ProviderError::Refused)]));
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert!(
+        out.message().contains("refused this node's token"),
+        "{}",
+        out.message()
+    );
+    assert_eq!(w.provider.intent_calls.get(), 1);
+    assert_eq!(w.clock.slept.get(), Duration::ZERO);
+}
+
+#[test]
+fn refused_event_stops_the_run() {
+    let w = World::new(
+        StubProvider::with_intent(activate_intent()).fail_post(0, ProviderError::Refused),
+    );
+    let out = w.run();
+    assert!(out.message().contains("403"), "{}", out.message());
+    assert!(
+        w.programs.ran.borrow().is_empty(),
+        "no action runs without its running event"
+    );
+}
+
+#[test]
+fn server_errors_are_retried_with_backoff() {
+    let w = World::new(
+        StubProvider::with_intent(activate_intent())
+            .fail_post(
+                0,
+                ProviderError::Server {
+                    status: 502,
+                    body: "bad gateway".into(),
+                },
+            )
+            .fail_post(1, ProviderError::Transport("connection reset".into())),
+    );
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Success), (Intent, Success)])
+    );
+    assert_eq!(w.clock.slept.get(), Duration::from_secs(1 + 2));
+}
+
+#[test]
+fn server_errors_beyond_the_budget_end_the_run() {
+    let mut p = StubProvider::with_intent(activate_intent());
+    for n in 0..100 {
+        p = p.fail_post(
+            n,
+            ProviderError::Server {
+                status: 503,
+                body: String::new(),
+            },
+        );
+    }
+    let w = World::new(p);
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert!(out.message().contains("503"), "{}", out.message());
+    assert!(w.clock.slept.get() <= Duration::from_secs(60));
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+#[test]
+fn job_closed_mid_run_runs_no_further_action() {
+    let w = World::new(
+        StubProvider::with_intent(intent(json!([
+            {"op": "activate", "user": "acme"},
+            {"op": "deactivate", "user": "other"}
+        ])))
+        // 0: activate running, 1: activate success, 2: deactivate running -> 409
+        .fail_post(2, ProviderError::JobClosed),
+    );
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert!(
+        out.message().contains("closed job job-1") && out.message().contains("deactivate/running"),
+        "{}",
+        out.message()
+    );
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Success)])
+    );
+    assert!(
+        w.systemd.stopped.borrow().is_empty(),
+        "deactivate must not run for a closed job"
+    );
+    assert!(w
+        .log
+        .0
+        .borrow()
+        .iter()
+        .any(|l| l.contains("closed job job-1")));
+}
+
+#[test]
+fn the_first_failure_stops_the_run() {
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "ghost"},
+        {"op": "activate", "user": "acme"}
+    ]))));
+    w.programs = StubPrograms::default();
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("ghost"));
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+// ------------------------------------------------------------------ activate / reload
+
+#[test]
+fn activate_success() {
+    let w = World::new(StubProvider::with_intent(activate_intent()));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Success), (Intent, Success)])
+    );
+    assert_eq!(w.provider.messages()[0], "Applying action for acme");
+    assert_eq!(
+        w.provider.messages()[2],
+        "Completed all deploy actions for node node-a"
+    );
+    let ran = w.programs.ran.borrow();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(
+        ran[0].2,
+        Duration::from_secs(900),
+        "the action timeout bounds the program"
+    );
+}
+
+#[test]
+fn reload_uses_the_reload_phase() {
+    let w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "reload", "user": "acme"}]),
+    )));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Reload, Running), (Reload, Success), (Intent, Success)])
+    );
+}
+
+#[test]
+fn activate_failure_carries_a_summary_and_the_output() {
+    let mut w = World::new(StubProvider::with_intent(activate_intent()));
+    let output = format!(
+        "{}\nstarting php-fpm\nERROR: config invalid\n",
+        "noise ".repeat(1000)
+    );
+    w.programs = StubPrograms::default().answer("activate", vec![exited(3, &output)]);
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Failed)])
+    );
+    let msg = &w.provider.messages()[1];
+    assert!(
+        msg.contains("exit code 3") && msg.ends_with("starting php-fpm; ERROR: config invalid"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    let payload = w.provider.payload_json(1);
+    assert_eq!(payload["user"], "acme");
+    assert_eq!(payload["exitCode"], 3);
+    let detail = payload["detail"].as_str().expect("detail");
+    assert_eq!(detail.chars().count(), 4000);
+    assert!(detail.ends_with("ERROR: config invalid\n"));
+}
+
+#[test]
+fn activate_timeout() {
+    let mut w = World::new(StubProvider::with_intent(activate_intent()));
+    w.programs = StubPrograms::default().answer(
+        "activate",
+        vec![ProgramRun {
+            outcome: ProgramOutcome::TimedOut,
+            output: String::new(),
+        }],
+    );
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, TimedOut)])
+    );
+    assert_eq!(
+        w.provider.messages()[1],
+        "Activation timed out for acme after 900s"
+    );
+}
+
+#[test]
+fn activate_program_missing() {
+    let mut w = World::new(StubProvider::with_intent(activate_intent()));
+    w.programs.activate = None;
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Failed)])
+    );
+    assert!(w.provider.messages()[1].starts_with("activate script not found for user acme"));
+}
+
+#[test]
+fn stop_signal_during_activate_posts_the_terminal_event() {
+    let mut w = World::new(StubProvider::with_intent(activate_intent()));
+    let cancel = w.cancel.clone();
+    w.programs = StubPrograms {
+        cancel_on_run: Some(cancel),
+        ..StubPrograms::default()
+    }
+    .answer(
+        "activate",
+        vec![ProgramRun {
+            outcome: ProgramOutcome::Interrupted,
+            output: "partial".into(),
+        }],
+    );
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("Interrupted"));
+}
+
+#[test]
+fn stop_signal_between_actions_runs_nothing_more() {
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "acme"},
+        {"op": "activate", "user": "beta"}
+    ]))));
+    let cancel = w.cancel.clone();
+    w.programs = StubPrograms {
+        cancel_on_run: Some(cancel),
+        ..StubPrograms::default()
+    };
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Success), (Intent, Failed)])
+    );
+    assert!(w.provider.messages()[2].contains("Interrupted before action 2 of 2"));
+    assert_eq!(w.programs.ran.borrow().len(), 1);
+}
+
+// ------------------------------------------------------------------ backup
+
+fn backup_world(keys: &[&str], run: UnitRun, restic_output: &str) -> World {
+    let mut w = World::new(StubProvider::with_intent(backup_intent(keys)));
+    let mut sd = StubSystemd::default();
+    for k in keys {
+        sd = sd.loaded(&format!("restic-backups-{k}.service"), run.clone());
+    }
+    w.systemd = sd;
+    let mut programs = StubPrograms::default();
+    for k in keys {
+        programs = programs.answer(&format!("restic-{k}"), vec![exited(0, restic_output)]);
+    }
+    w.programs = programs;
+    w
+}
+
+// The fake clock starts at 10:00:00Z; the unit starts then.
+const FRESH: &str = "2026-11-22T10:00:05.5Z";
+
+#[test]
+fn backup_posts_the_snapshot_this_run_made() {
+    let restic = snapshots_json(&[
+        ("2026-11-21T09:00:00Z", "old0000000"),
+        (FRESH, "new1111111fullid"),
+    ]);
+    let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Success), (Intent, Success)])
+    );
+    assert_eq!(
+        w.provider.payload_json(1),
+        json!({"user": "acme", "sourceNode": "node-a", "snapshots": {"drupal-migrate": "new1111111fullid"}})
+    );
+    assert_eq!(w.systemd.started.borrow()[0].0, UNIT);
+    let ran = w.programs.ran.borrow();
+    assert!(ran[0].0.ends_with(".local/bin/restic-drupal-migrate"));
+    assert_eq!(
+        ran[0].1,
+        vec!["snapshots", "--tag", "drupal-migrate", "--json"]
+    );
+}
+
+#[test]
+fn backup_compares_snapshot_times_as_instants() {
+    // As strings "2026-11-22T05:00:06-05:00" < "2026-11-22T10:00:05Z", but it is later.
+    let restic = snapshots_json(&[
+        ("2026-11-22T10:00:05.26Z", "utc-snap"),
+        ("2026-11-22T05:00:06.97-05:00", "ny-snap-newer"),
+    ]);
+    let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
+    w.run();
+    assert_eq!(
+        w.provider.payload_json(1)["snapshots"]["drupal-migrate"],
+        "ny-snap-newer"
+    );
+}
+
+#[test]
+fn backup_of_several_keys() {
+    let restic = snapshots_json(&[(FRESH, "idX")]);
+    let w = backup_world(&["db-migrate", "files-migrate"], unit_ok(), &restic);
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.payload_json(1)["snapshots"],
+        json!({"db-migrate": "idX", "files-migrate": "idX"})
+    );
+    let started: Vec<String> = w
+        .systemd
+        .started
+        .borrow()
+        .iter()
+        .map(|s| s.0.clone())
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "restic-backups-db-migrate.service",
+            "restic-backups-files-migrate.service"
+        ]
+    );
+}
+
+#[test]
+fn backup_without_migrations_succeeds_at_once() {
+    let w = World::new(StubProvider::with_intent(backup_intent(&[])));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.messages()[1],
+        "No migration backups required for acme"
+    );
+    assert!(w.systemd.started.borrow().is_empty());
+}
+
+#[test]
+fn backup_unit_not_loaded_fails_naming_user_key_and_unit() {
+    let mut w = World::new(StubProvider::with_intent(backup_intent(&[
+        "drupal-migrate",
+    ])));
+    w.systemd =
+        StubSystemd::default().loaded("restic-backups-acme-drupal-migrate.service", unit_ok());
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    let msg = &w.provider.messages()[1];
+    for part in [
+        "acme",
+        "drupal-migrate",
+        UNIT,
+        "LoadState=not-found",
+        "restic-backups-acme-drupal-migrate.service",
+    ] {
+        assert!(msg.contains(part), "{msg} should mention {part}");
+    }
+    assert!(
+        w.systemd.started.borrow().is_empty(),
+        "no fallback unit is ever started"
+    );
+    let payload = w.provider.payload_json(1);
+    assert_eq!(payload["unitName"], UNIT);
+    assert_eq!(payload["migrationKey"], "drupal-migrate");
+}
+
+#[test]
+fn backup_unit_failure_carries_the_unit_state() {
+    let failed = UnitRun {
+        outcome: JobOutcome::Failed {
+            job_result: "failed".into(),
+        },
+        status: UnitStatus {
+            result: Some("exit-code".into()),
+            active_state: Some("failed".into()),
+            sub_state: Some("failed".into()),
+            exec_main_status: Some(1),
+        },
+    };
+    let w = backup_world(&["drupal-migrate"], failed, "[]");
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    let p = w.provider.payload_json(1);
+    assert_eq!(p["result"], "exit-code");
+    assert_eq!(p["execMainStatus"], 1);
+    assert_eq!(p["exitCode"], 1);
+    assert_eq!(p["activeState"], "failed");
+    assert_eq!(p["user"], "acme");
+    assert!(
+        w.programs.ran.borrow().is_empty(),
+        "no snapshot lookup after a failed unit"
+    );
+}
+
+#[test]
+fn backup_unit_timeout() {
+    let hung = UnitRun {
+        outcome: JobOutcome::TimedOut,
+        status: UnitStatus {
+            active_state: Some("inactive".into()),
+            ..UnitStatus::default()
+        },
+    };
+    let w = backup_world(&["drupal-migrate"], hung, "[]");
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, TimedOut)])
+    );
+    assert!(w.provider.messages()[1].contains("timed out after 900s"));
+}
+
+#[test]
+fn backup_never_posts_a_stale_snapshot() {
+    let restic = snapshots_json(&[("2026-11-22T09:59:00Z", "stale-id")]);
+    let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    let msg = &w.provider.messages()[1];
+    assert!(
+        msg.contains("snapshot id missing")
+            && msg.contains("drupal-migrate")
+            && msg.contains("2026-11-22T09:59:00Z"),
+        "{msg}"
+    );
+    let all = serde_json::to_string(
+        &*w.provider
+            .posted
+            .borrow()
+            .iter()
+            .map(|e| serde_json::to_value(e).expect("ser"))
+            .collect::<Vec<_>>(),
+    )
+    .expect("ser");
+    assert!(!all.contains("stale-id"));
+}
+
+#[test]
+fn backup_with_empty_or_malformed_restic_output_fails() {
+    for output in ["[]", "not json", "[{\"time\": \"2026-11-22T10:00:05Z\"}]"] {
+        let w = backup_world(&["drupal-migrate"], unit_ok(), output);
+        w.run();
+        assert_eq!(
+            w.provider.sequence(),
+            seq(&[(Backup, Running), (Backup, Failed)]),
+            "{output}"
+        );
+        assert!(
+            w.provider.messages()[1].contains("snapshot id missing"),
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn backup_without_wrapper_starts_no_unit() {
+    let mut w = backup_world(&["drupal-migrate"], unit_ok(), "[]");
+    w.programs.wrappers = false;
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("restic wrapper restic-drupal-migrate not found"));
+    assert!(w.systemd.started.borrow().is_empty());
+}
+
+#[test]
+fn backup_interrupted_while_the_unit_runs() {
+    let stopped = UnitRun {
+        outcome: JobOutcome::Interrupted,
+        status: UnitStatus::default(),
+    };
+    let w = backup_world(&["drupal-migrate"], stopped, "[]");
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("Interrupted"));
+}
+
+// ------------------------------------------------------------------ restore
+
+fn restore_intent() -> serde_json::Value {
+    intent(
+        json!([{"op": "restore", "user": "acme", "fromNode": "node-b", "toNode": "node-a", "migrations": ["drupal-migrate"]}]),
+    )
+}
+
+#[test]
+fn restore_waits_for_the_backup_then_writes_the_plan_and_activates() {
+    let w = World::new(StubProvider::with_intent(restore_intent()).backups(vec![
+        Ok(None),
+        Ok(None),
+        Ok(Some(backup_payload(
+            "acme",
+            "node-b",
+            &[("drupal-migrate", "snapfull")],
+        ))),
+    ]));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[
+            (Restore, Waiting),
+            (Restore, Running),
+            (Restore, Success),
+            (Intent, Success)
+        ])
+    );
+    let written = w.plans.written.borrow();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].1.source_node, "node-b");
+    assert_eq!(
+        written[0].1.snapshots,
+        map(&[("drupal-migrate", "snapfull")])
+    );
+    assert_eq!(w.programs.ran_names(), ["activate"]);
+    assert_eq!(w.clock.slept.get(), Duration::from_secs(4));
+}
+
+#[test]
+fn restore_fails_when_the_source_backup_failed() {
+    let w = World::new(
+        StubProvider::with_intent(restore_intent())
+            .statuses(vec![Ok(vec![status("node-b", Backup, Failed)])]),
+    );
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Restore, Waiting), (Restore, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("source node node-b failed"));
+    assert!(w.plans.written.borrow().is_empty());
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+#[test]
+fn restore_times_out_waiting_for_the_source() {
+    let w = World::new(StubProvider::with_intent(restore_intent()));
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Restore, Waiting), (Restore, TimedOut)])
+    );
+    assert!(w.clock.slept.get() >= Duration::from_secs(900));
+    assert!(w.clock.slept.get() < Duration::from_secs(900 + 61));
+}
+
+#[test]
+fn restore_without_from_node_fails() {
+    let w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "restore", "user": "acme", "migrations": ["drupal-migrate"]}]),
+    )));
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Restore, Running), (Restore, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("no fromNode"));
+}
+
+#[test]
+fn restore_plan_refused_fails_without_activating() {
+    let mut w = World::new(
+        StubProvider::with_intent(restore_intent()).backups(vec![Ok(Some(backup_payload(
+            "acme",
+            "node-b",
+            &[("drupal-migrate", "snapfull")],
+        )))]),
+    );
+    w.plans.fail = true;
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Restore, Waiting), (Restore, Running), (Restore, Failed)])
+    );
+    assert!(w.provider.messages()[2].contains("symlink"));
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+#[test]
+fn restore_activation_failure_is_reported_with_output() {
+    let mut w = World::new(
+        StubProvider::with_intent(restore_intent()).backups(vec![Ok(Some(backup_payload(
+            "acme",
+            "node-b",
+            &[("drupal-migrate", "snapfull")],
+        )))]),
+    );
+    w.programs =
+        StubPrograms::default().answer("activate", vec![exited(2, "restic: wrong password")]);
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Restore, Waiting), (Restore, Running), (Restore, Failed)])
+    );
+    assert_eq!(
+        w.provider.payload_json(2)["detail"],
+        "restic: wrong password"
+    );
+}
+
+// ------------------------------------------------------------------ deactivate
+
+fn deactivate_intent() -> serde_json::Value {
+    intent(json!([{"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}]))
+}
+
+#[test]
+fn deactivate_waits_for_the_target_to_activate() {
+    let w = World::new(
+        StubProvider::with_intent(deactivate_intent()).statuses(vec![
+            Ok(vec![status("node-b", Restore, Waiting)]),
+            Ok(vec![status("node-b", Restore, Running)]),
+            Ok(vec![
+                status("node-a", Deactivate, Waiting),
+                status("node-b", Intent, Success),
+            ]),
+        ]),
+    );
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[
+            (Deactivate, Waiting),
+            (Deactivate, Running),
+            (Deactivate, Success),
+            (Intent, Success)
+        ])
+    );
+    assert_eq!(*w.systemd.stopped.borrow(), ["hostenv.target"]);
+    assert_eq!(w.systemd.reloads.get(), 1);
+}
+
+#[test]
+fn deactivate_accepts_activate_success_too() {
+    let w = World::new(
+        StubProvider::with_intent(deactivate_intent())
+            .statuses(vec![Ok(vec![status("node-b", Activate, Success)])]),
+    );
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+}
+
+#[test]
+fn deactivate_refuses_when_the_target_failed() {
+    for phase in [Activate, Restore, Intent] {
+        let w = World::new(
+            StubProvider::with_intent(deactivate_intent())
+                .statuses(vec![Ok(vec![status("node-b", phase, TimedOut)])]),
+        );
+        w.run();
+        assert_eq!(
+            w.provider.sequence(),
+            seq(&[(Deactivate, Waiting), (Deactivate, Failed)]),
+            "{phase}"
+        );
+        assert!(
+            w.systemd.stopped.borrow().is_empty(),
+            "a live site must not be taken down"
+        );
+    }
+}
+
+#[test]
+fn deactivate_proceeds_when_the_target_is_never_seen() {
+    let w = World::new(StubProvider::with_intent(deactivate_intent()));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[
+            (Deactivate, Waiting),
+            (Deactivate, Running),
+            (Deactivate, Success),
+            (Intent, Success)
+        ])
+    );
+    assert!(w.provider.messages()[1].contains("not visible after 120s"));
+    assert!(w.clock.slept.get() >= Duration::from_secs(120));
+}
+
+#[test]
+fn deactivate_times_out_when_the_target_never_activates() {
+    let w = World::new(
+        StubProvider::with_intent(deactivate_intent())
+            .statuses(vec![Ok(vec![status("node-b", Restore, Running)])]),
+    );
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Deactivate, Waiting), (Deactivate, TimedOut)])
+    );
+    assert!(w.systemd.stopped.borrow().is_empty());
+}
+
+#[test]
+fn deactivate_without_target_stops_at_once() {
+    let w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "deactivate", "user": "acme"}]),
+    )));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[
+            (Deactivate, Running),
+            (Deactivate, Success),
+            (Intent, Success)
+        ])
+    );
+    assert_eq!(w.clock.slept.get(), Duration::ZERO);
+}
+
+#[test]
+fn job_closed_while_waiting_stops_before_taking_the_site_down() {
+    // 0: waiting, 1: running -> 409
+    let w = World::new(
+        StubProvider::with_intent(deactivate_intent())
+            .statuses(vec![Ok(vec![status("node-b", Intent, Success)])])
+            .fail_post(1, ProviderError::JobClosed),
+    );
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert!(w.systemd.stopped.borrow().is_empty());
+}
