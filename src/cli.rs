@@ -30,23 +30,48 @@ pub enum OutputFormat {
 #[command(name = "hostenv-activate", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Commit whose deploy intent to perform (set by comin).
-    #[arg(long, env = "COMIN_GIT_SHA", value_name = "SHA", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "COMIN_GIT_SHA",
+        value_name = "SHA",
+        hide_env_values = true
+    )]
     pub sha: Option<String>,
 
     /// This node's logical name, as the provider knows it. [required]
-    #[arg(long, env = "HOSTENV_COMIN_NODE_NAME", value_name = "NAME", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_NODE_NAME",
+        value_name = "NAME",
+        hide_env_values = true
+    )]
     pub node_name: Option<String>,
 
     /// Provider API base URL: https://..., http://... or unix:/path/to.sock. [required]
-    #[arg(long, env = "HOSTENV_COMIN_API_BASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_API_BASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub api_base_url: Option<String>,
 
     /// File holding this node's bearer token (waited for up to 30 s). [required]
-    #[arg(long, env = "HOSTENV_COMIN_TOKEN_FILE", value_name = "PATH", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_TOKEN_FILE",
+        value_name = "PATH",
+        hide_env_values = true
+    )]
     pub token_file: Option<String>,
 
     /// Seconds one action may take. [required; the NixOS module sets 900]
-    #[arg(long, env = "HOSTENV_COMIN_ACTION_TIMEOUT", value_name = "SECONDS", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_ACTION_TIMEOUT",
+        value_name = "SECONDS",
+        hide_env_values = true
+    )]
     pub action_timeout: Option<String>,
 
     /// Seconds a deactivate waits to see the target node at all.
@@ -70,11 +95,21 @@ pub struct Cli {
     pub intent_wait: String,
 
     /// Result of comin's system switch: `done` or `failed` (set by comin).
-    #[arg(long, env = "COMIN_STATUS", value_name = "STATUS", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "COMIN_STATUS",
+        value_name = "STATUS",
+        hide_env_values = true
+    )]
     pub comin_status: Option<String>,
 
     /// comin's error message when the switch failed (set by comin).
-    #[arg(long, env = "COMIN_ERROR_MSG", value_name = "TEXT", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "COMIN_ERROR_MSG",
+        value_name = "TEXT",
+        hide_env_values = true
+    )]
     pub comin_error_msg: Option<String>,
 
     /// Show what the deployment would do and check its preconditions;

@@ -83,7 +83,11 @@ impl Config {
             });
         }
         let action_timeout = seconds(
-            required(&cli.action_timeout, "HOSTENV_COMIN_ACTION_TIMEOUT", "action-timeout")?,
+            required(
+                &cli.action_timeout,
+                "HOSTENV_COMIN_ACTION_TIMEOUT",
+                "action-timeout",
+            )?,
             "HOSTENV_COMIN_ACTION_TIMEOUT",
             "action-timeout",
             1,
@@ -94,7 +98,12 @@ impl Config {
             "target-observe-timeout",
             0,
         )?;
-        let intent_wait = seconds(&cli.intent_wait, "HOSTENV_COMIN_INTENT_WAIT", "intent-wait", 0)?;
+        let intent_wait = seconds(
+            &cli.intent_wait,
+            "HOSTENV_COMIN_INTENT_WAIT",
+            "intent-wait",
+            0,
+        )?;
         let comin = match cli.comin_status.as_deref().map(str::trim) {
             None | Some("") | Some("done") => CominStatus::Done,
             Some("failed") => CominStatus::Failed {
@@ -182,7 +191,9 @@ fn parse_api_base(raw: &str) -> Result<ApiBase, ConfigError> {
         )));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("must not carry credentials; the token comes from HOSTENV_COMIN_TOKEN_FILE".into()));
+        return Err(bad(
+            "must not carry credentials; the token comes from HOSTENV_COMIN_TOKEN_FILE".into(),
+        ));
     }
     Ok(ApiBase::Http(raw.trim_end_matches('/').to_owned()))
 }
@@ -209,7 +220,10 @@ mod tests {
     #[test]
     fn a_complete_configuration_resolves() {
         let c = Config::from_cli(&cli(FULL), "abc".into()).expect("valid");
-        assert_eq!(c.api_base, ApiBase::Http("https://provider.example.org".into()));
+        assert_eq!(
+            c.api_base,
+            ApiBase::Http("https://provider.example.org".into())
+        );
         assert_eq!(c.action_timeout, Duration::from_secs(900));
         assert_eq!(c.target_observe_timeout, Duration::from_secs(120));
         assert_eq!(c.intent_wait, Duration::from_secs(30));
@@ -219,20 +233,99 @@ mod tests {
     #[test]
     fn each_problem_names_its_variable_and_flag() {
         let cases: &[(&[&str], &str)] = &[
-            (&["--api-base-url=http://x", "--token-file=/t", "--action-timeout=1"], "HOSTENV_COMIN_NODE_NAME (--node-name) is not set"),
-            (&["--node-name=n", "--token-file=/t", "--action-timeout=1"], "HOSTENV_COMIN_API_BASE_URL (--api-base-url)"),
-            (&["--node-name=n", "--api-base-url=ftp://x", "--token-file=/t", "--action-timeout=1"], "HOSTENV_COMIN_API_BASE_URL (--api-base-url) must be"),
-            (&["--node-name=n", "--api-base-url=http://x", "--action-timeout=1"], "HOSTENV_COMIN_TOKEN_FILE (--token-file)"),
-            (&["--node-name=n", "--api-base-url=http://x", "--token-file=rel", "--action-timeout=1"], "must be an absolute path"),
-            (&["--node-name=n", "--api-base-url=http://x", "--token-file=/t"], "HOSTENV_COMIN_ACTION_TIMEOUT (--action-timeout)"),
-            (&["--node-name=n", "--api-base-url=http://x", "--token-file=/t", "--action-timeout=soon"], "must be whole seconds"),
-            (&["--node-name=n", "--api-base-url=http://x", "--token-file=/t", "--action-timeout=0"], "must be whole seconds between 1"),
-            (&["--node-name=n", "--api-base-url=http://x", "--token-file=/t", "--action-timeout=1", "--intent-wait=-1"], "HOSTENV_COMIN_INTENT_WAIT (--intent-wait)"),
-            (&["--node-name=n", "--api-base-url=http://x", "--token-file=/t", "--action-timeout=1", "--comin-status=meh"], "COMIN_STATUS (--comin-status)"),
+            (
+                &[
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                    "--action-timeout=1",
+                ],
+                "HOSTENV_COMIN_NODE_NAME (--node-name) is not set",
+            ),
+            (
+                &["--node-name=n", "--token-file=/t", "--action-timeout=1"],
+                "HOSTENV_COMIN_API_BASE_URL (--api-base-url)",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=ftp://x",
+                    "--token-file=/t",
+                    "--action-timeout=1",
+                ],
+                "HOSTENV_COMIN_API_BASE_URL (--api-base-url) must be",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--action-timeout=1",
+                ],
+                "HOSTENV_COMIN_TOKEN_FILE (--token-file)",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=rel",
+                    "--action-timeout=1",
+                ],
+                "must be an absolute path",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                ],
+                "HOSTENV_COMIN_ACTION_TIMEOUT (--action-timeout)",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                    "--action-timeout=soon",
+                ],
+                "must be whole seconds",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                    "--action-timeout=0",
+                ],
+                "must be whole seconds between 1",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                    "--action-timeout=1",
+                    "--intent-wait=-1",
+                ],
+                "HOSTENV_COMIN_INTENT_WAIT (--intent-wait)",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                    "--action-timeout=1",
+                    "--comin-status=meh",
+                ],
+                "COMIN_STATUS (--comin-status)",
+            ),
         ];
         for (args, expected) in cases {
-            let err = Config::from_cli(&cli(args), "abc".into()).expect_err("invalid").to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            let err = Config::from_cli(&cli(args), "abc".into())
+                .expect_err("invalid")
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
         }
     }
 
@@ -253,7 +346,9 @@ mod tests {
         assert_eq!(c.api_base, ApiBase::Unix("/run/provider.sock".into()));
         assert_eq!(
             c.comin,
-            CominStatus::Failed { message: "switch-to-configuration failed".into() }
+            CominStatus::Failed {
+                message: "switch-to-configuration failed".into()
+            }
         );
     }
 

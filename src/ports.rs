@@ -39,7 +39,10 @@ pub enum ProviderError {
 
 impl ProviderError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Server { .. } | ProviderError::Transport(_))
+        matches!(
+            self,
+            ProviderError::Server { .. } | ProviderError::Transport(_)
+        )
     }
 }
 

@@ -71,7 +71,8 @@ pub fn as_effective_user<T>(account: &Account, f: impl FnOnce() -> T) -> anyhow:
         .with_context(|| format!("setegid({}) for user {}", account.gid, account.name))?;
     if let Err(e) = seteuid(Uid::from_raw(account.uid)) {
         restore(euid, egid);
-        return Err(e).with_context(|| format!("seteuid({}) for user {}", account.uid, account.name));
+        return Err(e)
+            .with_context(|| format!("seteuid({}) for user {}", account.uid, account.name));
     }
     let out = f();
     restore(euid, egid);

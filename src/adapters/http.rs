@@ -1,1 +1,497 @@
-//! TODO
+//! The provider API over HTTP(S) or a unix socket (`ports::Provider`), with
+//! reqwest's blocking client. One call is one request: retries are the
+//! engine's business. The node token travels only in a sensitive
+//! `Authorization` header; it never appears in a URL, a log line or an error.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION};
+use reqwest::redirect::Policy;
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::config::ApiBase;
+use crate::model::{
+    BackupPayload, DeployStatus, IntentEnvelope, JobId, NodeEvent, NodeName, UserName,
+};
+use crate::ports::{Provider, ProviderError};
+use crate::secret::Token;
+
+/// Time allowed to establish a connection (TCP + TLS, or the unix socket).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one whole request, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of an error answer's body is kept for messages.
+pub const BODY_EXCERPT_CHARS: usize = 300;
+
+/// The endpoints this program calls; the status mapping depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /api/deploy-intents/by-sha`
+    IntentBySha,
+    /// `POST /api/deploy-jobs/{job}/events`
+    Events,
+    /// `GET /api/deploy-jobs/{job}/statuses`
+    Statuses,
+    /// `GET /api/deploy-jobs/{job}/backup-snapshot`
+    BackupSnapshot,
+}
+
+impl Endpoint {
+    fn describe(self) -> &'static str {
+        match self {
+            Endpoint::IntentBySha => "intent lookup",
+            Endpoint::Events => "event post",
+            Endpoint::Statuses => "job statuses",
+            Endpoint::BackupSnapshot => "backup snapshot lookup",
+        }
+    }
+}
+
+/// Maps an HTTP answer to the contract's outcome. Pure: status code and body
+/// text in, `Ok(())` for 2xx or the matching [`ProviderError`]. The body is
+/// shortened to [`BODY_EXCERPT_CHARS`] and folded onto one line. A 404 from
+/// the intent lookup is `NotFound` here; `HttpProvider` turns it into
+/// "no intent yet".
+pub fn classify(endpoint: Endpoint, status: u16, body: &str) -> Result<(), ProviderError> {
+    let excerpt = || excerpt(body);
+    match status {
+        200..=299 => Ok(()),
+        403 => Err(ProviderError::Refused),
+        409 if endpoint == Endpoint::Events => Err(ProviderError::JobClosed),
+        404 => Err(ProviderError::NotFound(with_context(endpoint, excerpt()))),
+        400 => Err(ProviderError::BadRequest(with_context(endpoint, excerpt()))),
+        500..=599 => Err(ProviderError::Server {
+            status,
+            body: excerpt(),
+        }),
+        // Other 4xx, and anything outside 2xx/4xx/5xx (redirects are not
+        // followed; see `HttpProvider::new`).
+        _ => Err(ProviderError::Client {
+            status,
+            body: excerpt(),
+        }),
+    }
+}
+
+fn with_context(endpoint: Endpoint, excerpt: String) -> String {
+    if excerpt.is_empty() {
+        format!("{} (empty answer)", endpoint.describe())
+    } else {
+        format!("{}: {excerpt}", endpoint.describe())
+    }
+}
+
+/// At most [`BODY_EXCERPT_CHARS`] characters of `body`, whitespace runs
+/// (newlines included) folded to one space, `…` when cut.
+pub fn excerpt(body: &str) -> String {
+    let folded = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = folded.chars();
+    let mut out: String = chars.by_ref().take(BODY_EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `ports::Provider` over HTTP.
+pub struct HttpProvider {
+    client: Client,
+    base: Url,
+    node: NodeName,
+    /// Kept only to scrub it from error bodies a server might echo.
+    token: Token,
+}
+
+impl std::fmt::Debug for HttpProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProvider")
+            .field("base", &self.base.as_str())
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpProvider {
+    /// A client for `base` acting as `node`. `ApiBase::Unix` speaks plain
+    /// HTTP over the socket. Redirects are not followed (an API that
+    /// redirects is misconfigured, and a redirect would carry the token
+    /// elsewhere); proxies from the environment are honoured for TCP.
+    pub fn new(base: &ApiBase, node: NodeName, token: Token) -> anyhow::Result<Self> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            // The error names neither the value nor the token.
+            anyhow::anyhow!(
+                "the token in HOSTENV_COMIN_TOKEN_FILE contains characters that cannot go into an HTTP header"
+            )
+        })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+
+        let mut builder = Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("hostenv-activate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(Policy::none());
+        let base_url = match base {
+            ApiBase::Http(url) => Url::parse(url)
+                .with_context(|| format!("provider base URL {url:?} is not a URL"))?,
+            ApiBase::Unix(path) => {
+                builder = builder.unix_socket(path.as_path());
+                // The host is not resolved; it only fills the Host header.
+                Url::parse("http://localhost").context("building the unix-socket base URL")?
+            }
+        };
+        if base_url.cannot_be_a_base() {
+            anyhow::bail!("provider base URL {base} cannot carry a path");
+        }
+        let client = builder
+            .build()
+            .context("cannot set up the HTTP client (TLS roots or system settings)")?;
+        Ok(Self {
+            client,
+            base: base_url,
+            node,
+            token,
+        })
+    }
+
+    /// `base` + `/api/...` segments, each segment percent-encoded; a path
+    /// prefix in the base URL is kept.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn job_url(&self, job: &JobId, leaf: &str) -> Url {
+        self.url(&["api", "deploy-jobs", job.as_str(), leaf])
+    }
+
+    /// Sends the request and reads the whole answer; transport problems
+    /// become `Transport`, described without the token.
+    fn send(
+        &self,
+        endpoint: Endpoint,
+        request: RequestBuilder,
+    ) -> Result<(u16, String), ProviderError> {
+        let response = request.send().map_err(|e| self.transport(endpoint, &e))?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Ok((status.as_u16(), redirect_note(&response)));
+        }
+        let body = response.text().map_err(|e| self.transport(endpoint, &e))?;
+        Ok((status.as_u16(), self.scrub(&body)))
+    }
+
+    fn transport(&self, endpoint: Endpoint, err: &reqwest::Error) -> ProviderError {
+        let what = if err.is_timeout() {
+            format!(
+                "timed out (connect {}s, request {}s)",
+                CONNECT_TIMEOUT.as_secs(),
+                REQUEST_TIMEOUT.as_secs()
+            )
+        } else if err.is_connect() {
+            "could not connect".to_owned()
+        } else {
+            "request failed".to_owned()
+        };
+        let mut chain = Vec::new();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            chain.push(cause.to_string());
+            source = cause.source();
+        }
+        chain.dedup();
+        let detail = if chain.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", chain.join(": "))
+        };
+        ProviderError::Transport(self.scrub(&format!(
+            "{} at {} {what}{detail}",
+            endpoint.describe(),
+            self.display_base(),
+        )))
+    }
+
+    fn display_base(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// Removes the token from text that came from outside (a server could
+    /// echo the request headers in an error page).
+    fn scrub(&self, text: &str) -> String {
+        let secret = self.token.expose();
+        if secret.is_empty() || !text.contains(secret) {
+            text.to_owned()
+        } else {
+            text.replace(secret, "<redacted>")
+        }
+    }
+
+    /// Sends a GET and decodes a 200 answer as `T`.
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        url: Url,
+        query: &[(&str, &str)],
+    ) -> Result<T, ProviderError> {
+        let (status, body) = self.send(endpoint, self.client.get(url).query(query))?;
+        classify(endpoint, status, &body)?;
+        decode(endpoint, &body)
+    }
+}
+
+fn redirect_note(response: &Response) -> String {
+    let target = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(no Location)");
+    format!(
+        "the provider redirects to {target}; redirects are not followed, set HOSTENV_COMIN_API_BASE_URL to the final address"
+    )
+}
+
+fn decode<T: DeserializeOwned>(endpoint: Endpoint, body: &str) -> Result<T, ProviderError> {
+    serde_json::from_str(body).map_err(|e| {
+        ProviderError::Decode(format!(
+            "{} answer is not the documented JSON ({e}); body: {}",
+            endpoint.describe(),
+            excerpt(body)
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct StatusesBody {
+    statuses: Vec<DeployStatus>,
+}
+
+#[derive(Deserialize)]
+struct BackupSnapshotBody {
+    #[serde(default)]
+    payload: Option<BackupPayload>,
+}
+
+impl Provider for HttpProvider {
+    fn intent_by_sha(&self, sha: &str) -> Result<Option<IntentEnvelope>, ProviderError> {
+        let url = self.url(&["api", "deploy-intents", "by-sha"]);
+        let query = [("sha", sha), ("node", self.node.as_str())];
+        match self.get_json(Endpoint::IntentBySha, url, &query) {
+            Ok(envelope) => Ok(Some(envelope)),
+            Err(ProviderError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn post_event(&self, job: &JobId, event: &NodeEvent) -> Result<(), ProviderError> {
+        let url = self.job_url(job, "events");
+        let (status, body) = self.send(Endpoint::Events, self.client.post(url).json(event))?;
+        // 200 with an empty body (Servant NoContent): nothing to parse.
+        classify(Endpoint::Events, status, &body)
+    }
+
+    fn statuses(&self, job: &JobId) -> Result<Vec<DeployStatus>, ProviderError> {
+        let url = self.job_url(job, "statuses");
+        let body: StatusesBody =
+            self.get_json(Endpoint::Statuses, url, &[("node", self.node.as_str())])?;
+        Ok(body.statuses)
+    }
+
+    fn backup_snapshot(
+        &self,
+        job: &JobId,
+        source: &NodeName,
+        user: &UserName,
+    ) -> Result<Option<BackupPayload>, ProviderError> {
+        let url = self.job_url(job, "backup-snapshot");
+        let query = [
+            ("node", self.node.as_str()),
+            ("source", source.as_str()),
+            ("user", user.as_str()),
+        ];
+        let body: BackupSnapshotBody = self.get_json(Endpoint::BackupSnapshot, url, &query)?;
+        Ok(body.payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_codes_are_ok_and_the_body_is_ignored() {
+        assert_eq!(classify(Endpoint::Events, 200, ""), Ok(()));
+        assert_eq!(classify(Endpoint::Events, 204, "not json at all"), Ok(()));
+        assert_eq!(classify(Endpoint::IntentBySha, 200, "{}"), Ok(()));
+    }
+
+    #[test]
+    fn forbidden_is_refused_on_every_endpoint() {
+        for endpoint in [
+            Endpoint::IntentBySha,
+            Endpoint::Events,
+            Endpoint::Statuses,
+            Endpoint::BackupSnapshot,
+        ] {
+            assert_eq!(classify(endpoint, 403, "nope"), Err(ProviderError::Refused));
+        }
+    }
+
+    #[test]
+    fn conflict_means_job_closed_only_for_events() {
+        assert_eq!(
+            classify(Endpoint::Events, 409, ""),
+            Err(ProviderError::JobClosed)
+        );
+        assert_eq!(
+            classify(Endpoint::Statuses, 409, "odd"),
+            Err(ProviderError::Client {
+                status: 409,
+                body: "odd".into()
+            })
+        );
+    }
+
+    #[test]
+    fn not_found_and_bad_request_keep_the_endpoint_and_body() {
+        assert_eq!(
+            classify(Endpoint::Events, 404, "no intent for node"),
+            Err(ProviderError::NotFound(
+                "event post: no intent for node".into()
+            ))
+        );
+        assert_eq!(
+            classify(Endpoint::IntentBySha, 404, ""),
+            Err(ProviderError::NotFound(
+                "intent lookup (empty answer)".into()
+            ))
+        );
+        assert_eq!(
+            classify(Endpoint::Events, 400, "bad status"),
+            Err(ProviderError::BadRequest("event post: bad status".into()))
+        );
+    }
+
+    #[test]
+    fn other_client_errors_and_server_errors() {
+        assert_eq!(
+            classify(Endpoint::Statuses, 401, "who"),
+            Err(ProviderError::Client {
+                status: 401,
+                body: "who".into()
+            })
+        );
+        assert_eq!(
+            classify(Endpoint::Statuses, 422, ""),
+            Err(ProviderError::Client {
+                status: 422,
+                body: String::new()
+            })
+        );
+        for status in [500, 502, 503, 599] {
+            let err = classify(Endpoint::IntentBySha, status, "boom").expect_err("error");
+            assert_eq!(
+                err,
+                ProviderError::Server {
+                    status,
+                    body: "boom".into()
+                }
+            );
+            assert!(err.is_retryable());
+        }
+        assert!(!classify(Endpoint::Events, 403, "")
+            .expect_err("error")
+            .is_retryable());
+        assert!(matches!(
+            classify(Endpoint::Events, 301, ""),
+            Err(ProviderError::Client { status: 301, .. })
+        ));
+    }
+
+    #[test]
+    fn bodies_are_cut_to_one_short_line() {
+        let long = "x".repeat(1000);
+        let ProviderError::Server { body, .. } =
+            classify(Endpoint::Events, 500, &long).expect_err("error")
+        else {
+            panic!("expected a server error");
+        };
+        assert_eq!(body.chars().count(), BODY_EXCERPT_CHARS + 1);
+        assert!(body.ends_with('…'));
+        assert_eq!(excerpt("line one\n  line two\r\n"), "line one line two");
+        // Multi-byte characters are never split.
+        let wide = "é".repeat(400);
+        assert_eq!(excerpt(&wide).chars().count(), BODY_EXCERPT_CHARS + 1);
+    }
+
+    fn provider(base: &str) -> HttpProvider {
+        HttpProvider::new(
+            &ApiBase::Http(base.into()),
+            NodeName::parse("node-a").expect("node"),
+            Token::new("s3cr3t-token").expect("token"),
+        )
+        .expect("client")
+    }
+
+    #[test]
+    fn urls_keep_a_path_prefix_and_encode_segments() {
+        let p = provider("https://provider.example.org/prefix");
+        assert_eq!(
+            p.job_url(&JobId::new("job 1/x"), "events").as_str(),
+            "https://provider.example.org/prefix/api/deploy-jobs/job%201%2Fx/events"
+        );
+        let p = provider("http://127.0.0.1:8080");
+        assert_eq!(
+            p.url(&["api", "deploy-intents", "by-sha"]).as_str(),
+            "http://127.0.0.1:8080/api/deploy-intents/by-sha"
+        );
+    }
+
+    #[test]
+    fn the_token_is_scrubbed_and_never_debug_printed() {
+        let p = provider("http://127.0.0.1:1");
+        assert_eq!(
+            p.scrub("echo: Bearer s3cr3t-token"),
+            "echo: Bearer <redacted>"
+        );
+        assert!(!format!("{p:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_refused_without_echoing_it() {
+        let err = HttpProvider::new(
+            &ApiBase::Http("http://127.0.0.1:1".into()),
+            NodeName::parse("node-a").expect("node"),
+            Token::new("bad\u{7}token").expect("token"),
+        )
+        .expect_err("refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("HOSTENV_COMIN_TOKEN_FILE"), "{text}");
+        assert!(!text.contains("bad\u{7}token"));
+    }
+
+    #[test]
+    fn transport_errors_name_the_endpoint_not_the_token() {
+        // Port 1 on loopback: nothing listens there.
+        let p = provider("http://127.0.0.1:1");
+        let err = p.intent_by_sha("abc").expect_err("cannot connect");
+        assert!(err.is_retryable(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("intent lookup at http://127.0.0.1:1"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
+}

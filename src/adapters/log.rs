@@ -1,1 +1,241 @@
-//! TODO
+//! Step lines where an operator looks: always stderr (comin keeps it only at
+//! debug level), and the systemd journal when its socket is there, with the
+//! run's context as structured `HOSTENV_*` fields.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use crate::ports::{Level, Log, LogFields};
+
+/// Where journald listens for native-protocol datagrams.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+const IDENTIFIER: &str = "hostenv-activate";
+
+/// A journal datagram larger than this is cut (stderr keeps the whole line).
+const MAX_JOURNAL_MESSAGE: usize = 48 * 1024;
+
+/// Logs to stderr and, best effort, to the journal.
+#[derive(Debug)]
+pub struct Logger {
+    journal: Option<(UnixDatagram, PathBuf)>,
+}
+
+impl Logger {
+    /// Logs to stderr, and to the journal at `journal_socket` if that socket
+    /// exists now. Production passes [`JOURNAL_SOCKET`].
+    pub fn new(journal_socket: impl AsRef<Path>) -> Self {
+        let path = journal_socket.as_ref();
+        let journal = if path.exists() {
+            UnixDatagram::unbound()
+                .ok()
+                .map(|sock| (sock, path.to_path_buf()))
+        } else {
+            None
+        };
+        Logger { journal }
+    }
+
+    /// Logs to stderr and the system journal.
+    pub fn system() -> Self {
+        Self::new(JOURNAL_SOCKET)
+    }
+
+    /// Whether lines also go to the journal.
+    pub fn has_journal(&self) -> bool {
+        self.journal.is_some()
+    }
+}
+
+impl Log for Logger {
+    fn line(&self, level: Level, fields: &LogFields<'_>, message: &str) {
+        let line = stderr_line(level, fields, message);
+        // Nothing sensible to do if stderr is gone; never fail the run over it.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if let Some((sock, path)) = &self.journal {
+            // Best effort: a full or vanished journal must not fail the run.
+            let _ = sock.send_to(&journal_datagram(level, fields, message), path);
+        }
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
+fn priority(level: Level) -> &'static str {
+    match level {
+        Level::Info => "6",
+        Level::Warn => "4",
+        Level::Error => "3",
+    }
+}
+
+/// The fields that are set, as (short name, journal field, value).
+fn set_fields<'a>(fields: &LogFields<'a>) -> Vec<(&'static str, &'static str, &'a str)> {
+    [
+        ("node", "HOSTENV_NODE", fields.node),
+        ("job", "HOSTENV_JOB", fields.job),
+        ("op", "HOSTENV_OP", fields.op),
+        ("user", "HOSTENV_USER", fields.user),
+        ("unit", "HOSTENV_UNIT", fields.unit),
+        ("key", "HOSTENV_KEY", fields.key),
+    ]
+    .into_iter()
+    .filter_map(|(short, journal, value)| value.map(|v| (short, journal, v)))
+    .collect()
+}
+
+/// `hostenv-activate: <level> node=.. job=..: <message>\n`.
+pub fn stderr_line(level: Level, fields: &LogFields<'_>, message: &str) -> String {
+    let mut line = format!("{IDENTIFIER}: {}", level_name(level));
+    for (short, _, value) in set_fields(fields) {
+        line.push_str(&format!(" {short}={value}"));
+    }
+    line.push_str(": ");
+    line.push_str(message);
+    line.push('\n');
+    line
+}
+
+/// One journald native-protocol datagram.
+pub fn journal_datagram(level: Level, fields: &LogFields<'_>, message: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let message = cut_at_char_boundary(message, MAX_JOURNAL_MESSAGE);
+    push_field(&mut out, "MESSAGE", message);
+    push_field(&mut out, "PRIORITY", priority(level));
+    push_field(&mut out, "SYSLOG_IDENTIFIER", IDENTIFIER);
+    for (_, name, value) in set_fields(fields) {
+        push_field(&mut out, name, value);
+    }
+    out
+}
+
+/// `NAME=value\n`, or the length-prefixed form when the value has a newline.
+fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    if value.contains('\n') {
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        out.push(b'=');
+    }
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'\n');
+}
+
+fn cut_at_char_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> LogFields<'static> {
+        LogFields {
+            node: Some("node-a"),
+            job: Some("job-1"),
+            user: Some("acme"),
+            ..LogFields::default()
+        }
+    }
+
+    #[test]
+    fn stderr_line_names_only_the_fields_that_are_set() {
+        let line = stderr_line(Level::Warn, &fields(), "it happened");
+        assert_eq!(
+            line,
+            "hostenv-activate: warn node=node-a job=job-1 user=acme: it happened\n"
+        );
+        let bare = stderr_line(Level::Info, &LogFields::default(), "hello");
+        assert_eq!(bare, "hostenv-activate: info: hello\n");
+    }
+
+    /// Parses a native-protocol datagram back into (name, value) pairs.
+    fn parse(mut data: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let nl = data.iter().position(|b| *b == b'\n').expect("newline");
+            let head = &data[..nl];
+            if let Some(eq) = head.iter().position(|b| *b == b'=') {
+                out.push((
+                    String::from_utf8_lossy(&head[..eq]).into_owned(),
+                    String::from_utf8_lossy(&head[eq + 1..]).into_owned(),
+                ));
+                data = &data[nl + 1..];
+            } else {
+                let name = String::from_utf8_lossy(head).into_owned();
+                let rest = &data[nl + 1..];
+                let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+                let value = String::from_utf8_lossy(&rest[8..8 + len]).into_owned();
+                assert_eq!(rest[8 + len], b'\n', "value is followed by a newline");
+                out.push((name, value));
+                data = &rest[8 + len + 1..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_reach_a_journal_socket_with_their_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.sock");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let logger = Logger::new(&path);
+        assert!(logger.has_journal());
+
+        logger.line(Level::Error, &fields(), "first line\nsecond line");
+        let mut buf = vec![0u8; 65536];
+        let n = server.recv(&mut buf).expect("a datagram arrives");
+        let got = parse(&buf[..n]);
+        let want: Vec<(String, String)> = [
+            ("MESSAGE", "first line\nsecond line"),
+            ("PRIORITY", "3"),
+            ("SYSLOG_IDENTIFIER", "hostenv-activate"),
+            ("HOSTENV_NODE", "node-a"),
+            ("HOSTENV_JOB", "job-1"),
+            ("HOSTENV_USER", "acme"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+
+        logger.line(Level::Info, &LogFields::default(), "plain");
+        let n = server.recv(&mut buf).expect("a second datagram");
+        let got = parse(&buf[..n]);
+        assert!(got.contains(&("MESSAGE".into(), "plain".into())));
+        assert!(got.contains(&("PRIORITY".into(), "6".into())));
+    }
+
+    #[test]
+    fn a_missing_or_dead_journal_never_fails_a_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = Logger::new(dir.path().join("nope.sock"));
+        assert!(!missing.has_journal());
+        missing.line(Level::Info, &fields(), "still goes to stderr");
+
+        let path = dir.path().join("gone.sock");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let logger = Logger::new(&path);
+        drop(server);
+        std::fs::remove_file(&path).expect("remove socket");
+        logger.line(Level::Warn, &fields(), "journal vanished");
+    }
+}

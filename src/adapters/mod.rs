@@ -8,6 +8,7 @@ pub mod log;
 pub mod plan_store;
 pub mod process;
 pub mod programs;
+pub mod read_only;
 pub mod signals;
 pub mod systemd;
 pub mod token;

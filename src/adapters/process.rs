@@ -1,1 +1,615 @@
-//! TODO
+//! The one way a subprocess runs as an environment's user: a command built
+//! as a value first (program, args, a clean environment built from scratch,
+//! cwd `$HOME`, timeout), then run with the user's credentials in its own
+//! process group, bounded by the timeout and the cancel flag, the whole group
+//! killed when it must stop.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::adapters::creds;
+use crate::ports::{Account, Cancel, Level, Log, LogFields, ProgramOutcome, ProgramRun};
+
+/// How often the deadline and the cancel flag are looked at.
+const SLICE: Duration = Duration::from_millis(100);
+/// Between SIGTERM and SIGKILL to the process group.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+/// After SIGKILL, how long to wait for the output pipe to close.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long processes left behind by an exited program may hold its output.
+const LINGER: Duration = Duration::from_secs(2);
+/// Only the tail of the output is kept.
+pub const MAX_OUTPUT: usize = 64 * 1024;
+
+/// A command to run as a user, complete before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The complete environment; nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+}
+
+/// The user's PATH directories, in order.
+pub fn user_path(account: &Account) -> Vec<PathBuf> {
+    let home = &account.home;
+    let user = account.name.as_str();
+    vec![
+        home.join(".local/bin"),
+        PathBuf::from(format!("/etc/profiles/per-user/{user}/bin")),
+        home.join(".nix-profile/bin"),
+        PathBuf::from(format!("/nix/var/nix/profiles/per-user/{user}/profile/bin")),
+        PathBuf::from("/run/wrappers/bin"),
+        PathBuf::from("/run/current-system/sw/bin"),
+        PathBuf::from("/usr/local/bin"),
+        PathBuf::from("/usr/bin"),
+        PathBuf::from("/bin"),
+    ]
+}
+
+impl UserCommand {
+    /// `program args...` as `account`, in its clean environment and `$HOME`.
+    pub fn for_account(
+        account: &Account,
+        program: &Path,
+        args: &[String],
+        timeout: Duration,
+    ) -> Self {
+        let home = account.home.to_string_lossy().into_owned();
+        let user = account.name.as_str().to_owned();
+        let runtime = account.runtime_dir().to_string_lossy().into_owned();
+        let path = user_path(account)
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        let env = vec![
+            ("HOME".to_owned(), home.clone()),
+            ("USER".to_owned(), user.clone()),
+            ("LOGNAME".to_owned(), user),
+            ("XDG_CONFIG_HOME".to_owned(), format!("{home}/.config")),
+            ("XDG_STATE_HOME".to_owned(), format!("{home}/.local/state")),
+            ("XDG_DATA_HOME".to_owned(), format!("{home}/.local/share")),
+            ("XDG_CACHE_HOME".to_owned(), format!("{home}/.cache")),
+            ("XDG_RUNTIME_DIR".to_owned(), runtime.clone()),
+            (
+                "DBUS_SESSION_BUS_ADDRESS".to_owned(),
+                format!("unix:path={runtime}/bus"),
+            ),
+            ("PATH".to_owned(), path),
+        ];
+        UserCommand {
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            env,
+            cwd: account.home.clone(),
+            timeout,
+        }
+    }
+
+    /// `program arg arg` for log lines (never the environment).
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.display().to_string())
+            .chain(self.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Why the wait loop stopped before the output was complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TimedOut,
+    Interrupted,
+    /// The program exited; processes it left in its group still hold the output.
+    Lingering,
+}
+
+/// Runs [`UserCommand`]s; logs each start through `log`.
+#[derive(Clone)]
+pub struct ProcessRunner {
+    log: Arc<dyn Log + Send + Sync>,
+}
+
+impl ProcessRunner {
+    pub fn new(log: Arc<dyn Log + Send + Sync>) -> Self {
+        ProcessRunner { log }
+    }
+
+    /// Runs `cmd` as `account` until it exits, its timeout passes or `cancel`
+    /// is set; in the last two cases its whole process group is killed.
+    /// The error case is "could not start".
+    pub fn run(
+        &self,
+        cmd: &UserCommand,
+        account: &Account,
+        cancel: &Cancel,
+    ) -> anyhow::Result<ProgramRun> {
+        let user = account.name.as_str();
+        let fields = LogFields {
+            user: Some(user),
+            ..LogFields::default()
+        };
+        self.log.line(
+            Level::Info,
+            &fields,
+            &format!(
+                "running {} as {user} (timeout {}s)",
+                cmd.display(),
+                cmd.timeout.as_secs()
+            ),
+        );
+        let spawn_account = account.clone();
+        let handle = duct::cmd(&cmd.program, &cmd.args)
+            .full_env(cmd.env.iter().map(|(k, v)| (k, v)))
+            .dir(&cmd.cwd)
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .before_spawn(move |c| {
+                creds::run_as(c, &spawn_account);
+                Ok(())
+            })
+            .start()
+            .with_context(|| {
+                format!(
+                    "could not start {} as user {user} (cwd {}): check that it exists, is executable by {user} and that the home directory is accessible",
+                    cmd.program.display(),
+                    cmd.cwd.display()
+                )
+            })?;
+        let Some(&pid) = handle.pids().first() else {
+            anyhow::bail!(
+                "started {} as {user} but got no process id",
+                cmd.program.display()
+            );
+        };
+        let group = Pid::from_raw(pid as i32);
+
+        let deadline = Instant::now() + cmd.timeout;
+        let mut exited_at: Option<Instant> = None;
+        let stop = loop {
+            if let Some(out) = handle
+                .wait_timeout(SLICE)
+                .context("waiting for the program")?
+            {
+                let run = finish(out, None);
+                self.end_leftovers(group, cmd, &fields);
+                return Ok(run);
+            }
+            let now = Instant::now();
+            if cancel.is_cancelled() {
+                break Stop::Interrupted;
+            }
+            if now >= deadline {
+                break Stop::TimedOut;
+            }
+            if exited_at.is_none() && leader_exited(group) {
+                exited_at = Some(now);
+            }
+            if exited_at.is_some_and(|t| now.duration_since(t) >= LINGER) {
+                break Stop::Lingering;
+            }
+        };
+        let why = match stop {
+            Stop::TimedOut => format!("timed out after {}s", cmd.timeout.as_secs()),
+            Stop::Interrupted => "interrupted".to_owned(),
+            Stop::Lingering => "exited but left processes holding its output".to_owned(),
+        };
+        self.log.line(
+            Level::Warn,
+            &fields,
+            &format!(
+                "{} {why}: killing its process group {pid}",
+                cmd.program.display()
+            ),
+        );
+        match kill_group(group, &handle)? {
+            Some(out) => Ok(finish(out, Some(stop))),
+            None => {
+                self.log.line(
+                    Level::Warn,
+                    &fields,
+                    &format!(
+                        "a process of {} left its process group and still holds the output pipe",
+                        cmd.program.display()
+                    ),
+                );
+                Ok(ProgramRun {
+                    outcome: outcome_of_stop(stop, None),
+                    output:
+                        "(output unavailable: a process that left the process group still holds it)"
+                            .to_owned(),
+                })
+            }
+        }
+    }
+}
+
+impl ProcessRunner {
+    /// Processes the program left in its group (not holding the output) must
+    /// not outlive the report: SIGTERM, a grace period, then SIGKILL.
+    fn end_leftovers(&self, group: Pid, cmd: &UserCommand, fields: &LogFields<'_>) {
+        if killpg(group, None).is_err() {
+            return; // the group is empty: nothing left behind
+        }
+        self.log.line(
+            Level::Warn,
+            fields,
+            &format!(
+                "{} exited but left processes in its group {group}: ending them",
+                cmd.program.display()
+            ),
+        );
+        let _ = killpg(group, Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < TERM_GRACE {
+            if killpg(group, None).is_err() {
+                return;
+            }
+            std::thread::sleep(SLICE);
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+/// Whether the group's leader (the program itself) has exited. `WNOWAIT`
+/// leaves the status for duct to collect; `ECHILD` means duct already did.
+fn leader_exited(pid: Pid) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(pid), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(Errno::ECHILD) => true,
+        Err(_) => false,
+    }
+}
+
+/// SIGTERM to the group, a grace period, SIGKILL, then collect. `None` if
+/// the output pipe stays open even after that (held outside the group).
+fn kill_group(group: Pid, handle: &duct::Handle) -> anyhow::Result<Option<&Output>> {
+    // ESRCH: the group is already gone, which is what we want.
+    let _ = killpg(group, Signal::SIGTERM);
+    if let Some(out) = handle
+        .wait_timeout(TERM_GRACE)
+        .context("waiting for the program after SIGTERM")?
+    {
+        return Ok(Some(out));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    handle
+        .wait_timeout(KILL_GRACE)
+        .context("waiting for the program after SIGKILL")
+}
+
+fn outcome_of_stop(stop: Stop, out: Option<&Output>) -> ProgramOutcome {
+    match stop {
+        Stop::TimedOut => ProgramOutcome::TimedOut,
+        Stop::Interrupted => ProgramOutcome::Interrupted,
+        Stop::Lingering => match out {
+            Some(out) => outcome_of_status(out),
+            None => ProgramOutcome::Exited(-1),
+        },
+    }
+}
+
+fn outcome_of_status(out: &Output) -> ProgramOutcome {
+    match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => ProgramOutcome::Exited(code),
+        (None, Some(sig)) => ProgramOutcome::Signalled(sig),
+        (None, None) => ProgramOutcome::Exited(-1),
+    }
+}
+
+fn finish(out: &Output, stop: Option<Stop>) -> ProgramRun {
+    let outcome = match stop {
+        Some(stop) => outcome_of_stop(stop, Some(out)),
+        None => outcome_of_status(out),
+    };
+    ProgramRun {
+        outcome,
+        output: tail(&out.stdout),
+    }
+}
+
+/// The last [`MAX_OUTPUT`] bytes, as lossy UTF-8.
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(MAX_OUTPUT);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+
+    use nix::unistd::{getegid, geteuid};
+
+    use super::*;
+    use crate::model::UserName;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Log for Recorder {
+        fn line(&self, _level: Level, _fields: &LogFields<'_>, message: &str) {
+            self.0.lock().expect("lock").push(message.to_owned());
+        }
+    }
+
+    fn account(home: &Path) -> Account {
+        let gid = getegid().as_raw();
+        Account {
+            name: UserName::parse("hostenv-test").expect("name"),
+            uid: geteuid().as_raw(),
+            gid,
+            groups: vec![gid],
+            home: home.to_path_buf(),
+        }
+    }
+
+    fn runner() -> (ProcessRunner, Arc<Recorder>) {
+        let log = Arc::new(Recorder::default());
+        (ProcessRunner::new(log.clone()), log)
+    }
+
+    fn sh(account: &Account, script: &str, timeout: Duration) -> UserCommand {
+        let args = vec!["-c".to_owned(), script.to_owned()];
+        UserCommand::for_account(account, Path::new("/bin/sh"), &args, timeout)
+    }
+
+    /// Alive and not a zombie; waits up to 5 s for a killed process to go.
+    fn still_running(pid: i32) -> bool {
+        let start = Instant::now();
+        loop {
+            let alive = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(stat) => !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z'),
+                Err(_) => false,
+            };
+            if !alive || start.elapsed() > Duration::from_secs(5) {
+                return alive;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn read_pid(path: &Path) -> i32 {
+        std::fs::read_to_string(path)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    #[test]
+    fn the_command_value_has_exactly_the_documented_environment() {
+        let acct = Account {
+            name: UserName::parse("acme").expect("name"),
+            uid: 1234,
+            gid: 1234,
+            groups: vec![1234],
+            home: PathBuf::from("/home/acme"),
+        };
+        let cmd = UserCommand::for_account(
+            &acct,
+            Path::new("/home/acme/.local/bin/activate"),
+            &["--flag".to_owned()],
+            Duration::from_secs(9),
+        );
+        assert_eq!(cmd.program, PathBuf::from("/home/acme/.local/bin/activate"));
+        assert_eq!(cmd.args, vec!["--flag".to_owned()]);
+        assert_eq!(cmd.cwd, PathBuf::from("/home/acme"));
+        assert_eq!(cmd.timeout, Duration::from_secs(9));
+        let want: Vec<(String, String)> = [
+            ("HOME", "/home/acme"),
+            ("USER", "acme"),
+            ("LOGNAME", "acme"),
+            ("XDG_CONFIG_HOME", "/home/acme/.config"),
+            ("XDG_STATE_HOME", "/home/acme/.local/state"),
+            ("XDG_DATA_HOME", "/home/acme/.local/share"),
+            ("XDG_CACHE_HOME", "/home/acme/.cache"),
+            ("XDG_RUNTIME_DIR", "/run/user/1234"),
+            ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1234/bus"),
+            (
+                "PATH",
+                "/home/acme/.local/bin:/etc/profiles/per-user/acme/bin:/home/acme/.nix-profile/bin:\
+                 /nix/var/nix/profiles/per-user/acme/profile/bin:/run/wrappers/bin:\
+                 /run/current-system/sw/bin:/usr/local/bin:/usr/bin:/bin",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(cmd.env, want, "nothing more, nothing inherited");
+        assert_eq!(cmd.display(), "/home/acme/.local/bin/activate --flag");
+    }
+
+    #[test]
+    fn exit_code_and_interleaved_output_are_captured() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let (runner, log) = runner();
+        let cmd = sh(
+            &acct,
+            "echo out; echo err >&2; exit 3",
+            Duration::from_secs(60),
+        );
+        let run = runner.run(&cmd, &acct, &Cancel::new()).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::Exited(3));
+        assert_eq!(run.output, "out\nerr\n");
+        let lines = log.0.lock().expect("lock").clone();
+        assert!(lines[0].contains("/bin/sh -c echo out"), "{lines:?}");
+        assert!(!lines
+            .iter()
+            .any(|l| l.contains("PATH") || l.contains(".local/state")));
+
+        let cmd = sh(&acct, "kill -9 $$", Duration::from_secs(60));
+        let run = runner.run(&cmd, &acct, &Cancel::new()).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::Signalled(9));
+    }
+
+    #[test]
+    fn the_program_sees_exactly_the_built_environment() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let cmd = UserCommand::for_account(
+            &acct,
+            Path::new("/usr/bin/env"),
+            &[],
+            Duration::from_secs(60),
+        );
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::Exited(0));
+        let seen: BTreeSet<String> = run.output.lines().map(str::to_owned).collect();
+        let built: BTreeSet<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(seen, built);
+    }
+
+    #[test]
+    fn stdin_is_at_eof_and_cwd_is_home() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let cmd = sh(
+            &acct,
+            "if read x; then echo got; else echo eof; fi; pwd -P",
+            Duration::from_secs(60),
+        );
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        let real_home = home.path().canonicalize().expect("canonical home");
+        assert_eq!(run.output, format!("eof\n{}\n", real_home.display()));
+    }
+
+    #[test]
+    fn a_timeout_kills_the_whole_tree() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let pidfile = home.path().join("grandchild.pid");
+        let script = format!("sleep 60 & echo $! > {}; sleep 60", pidfile.display());
+        let cmd = sh(&acct, &script, Duration::from_secs(1));
+        let start = Instant::now();
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(!still_running(read_pid(&pidfile)), "the grandchild is gone");
+    }
+
+    #[test]
+    fn cancel_stops_the_program_quickly() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let cancel = Cancel::new();
+        let setter = cancel.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            setter.cancel();
+        });
+        let cmd = sh(&acct, "sleep 600", Duration::from_secs(600));
+        let start = Instant::now();
+        let run = runner().0.run(&cmd, &acct, &cancel).expect("run");
+        t.join().expect("thread");
+        assert_eq!(run.outcome, ProgramOutcome::Interrupted);
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn processes_left_behind_are_ended_and_the_exit_code_kept() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let (runner, _) = runner();
+        // One holds the output pipe, one does not; neither may outlive the run.
+        let holder = home.path().join("holder.pid");
+        let quiet = home.path().join("quiet.pid");
+        let script = format!(
+            "sleep 60 & echo $! > {}; sleep 60 >/dev/null 2>&1 & echo $! > {}; echo done; exit 4",
+            holder.display(),
+            quiet.display()
+        );
+        let start = Instant::now();
+        let run = runner
+            .run(
+                &sh(&acct, &script, Duration::from_secs(300)),
+                &acct,
+                &Cancel::new(),
+            )
+            .expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::Exited(4));
+        assert_eq!(run.output, "done\n");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        assert!(!still_running(read_pid(&holder)));
+        assert!(!still_running(read_pid(&quiet)));
+    }
+
+    #[test]
+    fn a_spawn_failure_names_the_program_and_the_user() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let cmd = UserCommand::for_account(
+            &acct,
+            Path::new("/nonexistent/activate"),
+            &[],
+            Duration::from_secs(5),
+        );
+        let err = runner()
+            .0
+            .run(&cmd, &acct, &Cancel::new())
+            .expect_err("no such program");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("/nonexistent/activate") && msg.contains("hostenv-test"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn only_the_tail_of_the_output_is_kept() {
+        let mut bytes = vec![b'a'; 10];
+        bytes.extend(vec![b'b'; MAX_OUTPUT]);
+        assert_eq!(tail(&bytes), "b".repeat(MAX_OUTPUT));
+        assert_eq!(tail(b"short"), "short");
+    }
+
+    #[test]
+    fn as_root_the_program_runs_with_only_the_users_ids() {
+        if !geteuid().is_root() {
+            return eprintln!("skipped: needs root to switch users");
+        }
+        let Some(nobody) = nix::unistd::User::from_name("nobody").expect("passwd") else {
+            return eprintln!("skipped: no nobody account");
+        };
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let acct = Account {
+            name: UserName::parse("nobody").expect("name"),
+            uid: nobody.uid.as_raw(),
+            gid: nobody.gid.as_raw(),
+            groups: vec![nobody.gid.as_raw()],
+            home: home.path().to_path_buf(),
+        };
+        let cmd = sh(&acct, "id -u; id -g; id -G", Duration::from_secs(60));
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        let gid = nobody.gid.as_raw();
+        assert_eq!(
+            run.output,
+            format!("{}\n{gid}\n{gid}\n", nobody.uid.as_raw())
+        );
+    }
+}
