@@ -8,7 +8,7 @@ use clap::{Command, CommandFactory};
 use clap_complete::Shell;
 use clap_mangen::Man;
 
-use crate::cli::{Cli, Generate, AFTER_HELP};
+use crate::cli::{Cli, Generate};
 
 /// Writes the requested document to `out`.
 pub fn generate(what: Generate, out: &mut dyn Write) -> io::Result<()> {
@@ -44,12 +44,18 @@ fn completion_command() -> Command {
 /// (configuration and exit status) is kept line for line as in `--help`,
 /// in a section of its own, rather than refilled into one "EXTRA" paragraph.
 fn man_page() -> io::Result<String> {
+    let cmd = Cli::command();
+    let after_help = cmd
+        .get_after_long_help()
+        .or_else(|| cmd.get_after_help())
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let mut page = Vec::new();
-    Man::new(Cli::command().after_help(None::<&str>)).render(&mut page)?;
+    Man::new(cmd.after_help(None::<&str>).after_long_help(None::<&str>)).render(&mut page)?;
     let page = String::from_utf8(page).map_err(io::Error::other)?;
 
     let mut section = String::from(".SH \"CONFIGURATION AND EXIT STATUS\"\n.nf\n");
-    for line in AFTER_HELP.lines() {
+    for line in after_help.lines() {
         section.push_str(&roff_literal(line));
         section.push('\n');
     }
@@ -74,6 +80,7 @@ fn roff_literal(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::AFTER_HELP;
 
     fn render(what: Generate) -> String {
         let mut out = Vec::new();

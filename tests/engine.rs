@@ -197,12 +197,6 @@ fn job_closed_mid_run_runs_no_further_action() {
         w.systemd.stopped.borrow().is_empty(),
         "deactivate must not run for a closed job"
     );
-    assert!(w
-        .log
-        .0
-        .borrow()
-        .iter()
-        .any(|l| l.contains("closed job job-1")));
 }
 
 #[test]

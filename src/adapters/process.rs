@@ -5,7 +5,7 @@
 //! killed when it must stop.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,8 +62,8 @@ impl UserCommand {
     /// `program args...` as `account`, in its clean environment and `$HOME`.
     pub fn for_account(
         account: &Account,
-        program: &Path,
-        args: &[String],
+        program: impl Into<PathBuf>,
+        args: impl Into<Vec<String>>,
         timeout: Duration,
     ) -> Self {
         let home = account.home.to_string_lossy().into_owned();
@@ -90,8 +90,8 @@ impl UserCommand {
             ("PATH".to_owned(), path),
         ];
         UserCommand {
-            program: program.to_path_buf(),
-            args: args.to_vec(),
+            program: program.into(),
+            args: args.into(),
             env,
             cwd: account.home.clone(),
             timeout,
@@ -150,26 +150,7 @@ impl ProcessRunner {
                 cmd.timeout.as_secs()
             ),
         );
-        let spawn_account = account.clone();
-        let handle = duct::cmd(&cmd.program, &cmd.args)
-            .full_env(cmd.env.iter().map(|(k, v)| (k, v)))
-            .dir(&cmd.cwd)
-            .stdin_null()
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .before_spawn(move |c| {
-                creds::run_as(c, &spawn_account);
-                Ok(())
-            })
-            .start()
-            .with_context(|| {
-                format!(
-                    "could not start {} as user {user} (cwd {}): check that it exists, is executable by {user} and that the home directory is accessible",
-                    cmd.program.display(),
-                    cmd.cwd.display()
-                )
-            })?;
+        let handle = spawn(cmd, account)?;
         let Some(&pid) = handle.pids().first() else {
             anyhow::bail!(
                 "started {} as {user} but got no process id",
@@ -177,63 +158,107 @@ impl ProcessRunner {
             );
         };
         let group = Pid::from_raw(pid as i32);
-
-        let deadline = Instant::now() + cmd.timeout;
-        let mut exited_at: Option<Instant> = None;
-        let stop = loop {
-            if let Some(out) = handle
-                .wait_timeout(SLICE)
-                .context("waiting for the program")?
-            {
-                let run = finish(out, None);
+        let stop = match wait(&handle, group, cmd.timeout, cancel) {
+            Ok(Waited::Finished(run)) => {
                 self.end_leftovers(group, cmd, &fields);
                 return Ok(run);
             }
-            let now = Instant::now();
-            if cancel.is_cancelled() {
-                break Stop::Interrupted;
-            }
-            if now >= deadline {
-                break Stop::TimedOut;
-            }
-            if exited_at.is_none() && leader_exited(group) {
-                exited_at = Some(now);
-            }
-            if exited_at.is_some_and(|t| now.duration_since(t) >= LINGER) {
-                break Stop::Lingering;
+            Ok(Waited::Stopped(stop)) => stop,
+            Err(e) => {
+                // Whatever went wrong, nothing of the user's may keep running.
+                let _ = killpg(group, Signal::SIGKILL);
+                return Err(e);
             }
         };
         let why = match stop {
             Stop::TimedOut => format!("timed out after {}s", cmd.timeout.as_secs()),
-            Stop::Interrupted => "interrupted".to_owned(),
+            Stop::Interrupted => "was interrupted".to_owned(),
             Stop::Lingering => "exited but left processes holding its output".to_owned(),
         };
+        let program = cmd.program.display();
+        self.log.line(
+            Level::Warn,
+            &fields,
+            &format!("{program} {why}: killing its process group {pid}"),
+        );
+        if let Some(out) = kill_group(group, &handle)? {
+            return Ok(finish(out, Some(stop)));
+        }
         self.log.line(
             Level::Warn,
             &fields,
             &format!(
-                "{} {why}: killing its process group {pid}",
-                cmd.program.display()
+                "a process of {program} left its process group and still holds the output pipe"
             ),
         );
-        match kill_group(group, &handle)? {
-            Some(out) => Ok(finish(out, Some(stop))),
-            None => {
-                self.log.line(
-                    Level::Warn,
-                    &fields,
-                    &format!(
-                        "a process of {} left its process group and still holds the output pipe",
-                        cmd.program.display()
-                    ),
-                );
-                Ok(ProgramRun {
-                    outcome: outcome_of_stop(stop, None),
-                    output:
-                        "(output unavailable: a process that left the process group still holds it)"
-                            .to_owned(),
-                })
-            }
+        Ok(ProgramRun {
+            outcome: outcome_of_stop(stop, None),
+            output: "(output unavailable: a process that left the process group still holds it)"
+                .to_owned(),
+        })
+    }
+}
+
+/// Starts `cmd` as `account` in a new process group, output captured.
+fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<duct::Handle> {
+    let spawn_account = account.clone();
+    duct::cmd(&cmd.program, &cmd.args)
+        .full_env(cmd.env.iter().map(|(k, v)| (k, v)))
+        .dir(&cmd.cwd)
+        .stdin_null()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .before_spawn(move |c| {
+            creds::run_as(c, &spawn_account);
+            Ok(())
+        })
+        .start()
+        .with_context(|| {
+            let user = &account.name;
+            format!(
+                "could not start {} as user {user} (cwd {}): check that it exists, is executable \
+                 by {user} and that the home directory is accessible",
+                cmd.program.display(),
+                cmd.cwd.display()
+            )
+        })
+}
+
+enum Waited {
+    Finished(ProgramRun),
+    Stopped(Stop),
+}
+
+/// Waits in short slices until the program and its output are done, or it
+/// must be stopped (deadline, cancel, or leftovers holding the output).
+fn wait(
+    handle: &duct::Handle,
+    group: Pid,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> anyhow::Result<Waited> {
+    let deadline = Instant::now() + timeout;
+    let mut exited_at: Option<Instant> = None;
+    loop {
+        if let Some(out) = handle
+            .wait_timeout(SLICE)
+            .context("waiting for the program")?
+        {
+            return Ok(Waited::Finished(finish(out, None)));
+        }
+        let now = Instant::now();
+        if cancel.is_cancelled() {
+            return Ok(Waited::Stopped(Stop::Interrupted));
+        }
+        if now >= deadline {
+            return Ok(Waited::Stopped(Stop::TimedOut));
+        }
+        if exited_at.is_none() && leader_exited(group) {
+            exited_at = Some(now);
+        }
+        if exited_at.is_some_and(|t| now.duration_since(t) >= LINGER) {
+            return Ok(Waited::Stopped(Stop::Lingering));
         }
     }
 }
@@ -334,6 +359,7 @@ fn tail(bytes: &[u8]) -> String {
 mod tests {
     use std::collections::BTreeSet;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
     use std::sync::Mutex;
 
     use nix::unistd::{getegid, geteuid};
@@ -368,7 +394,7 @@ mod tests {
 
     fn sh(account: &Account, script: &str, timeout: Duration) -> UserCommand {
         let args = vec!["-c".to_owned(), script.to_owned()];
-        UserCommand::for_account(account, Path::new("/bin/sh"), &args, timeout)
+        UserCommand::for_account(account, "/bin/sh", args, timeout)
     }
 
     /// Alive and not a zombie; waits up to 5 s for a killed process to go.
@@ -509,6 +535,17 @@ mod tests {
         assert_eq!(run.outcome, ProgramOutcome::TimedOut);
         assert!(start.elapsed() < Duration::from_secs(30));
         assert!(!still_running(read_pid(&pidfile)), "the grandchild is gone");
+    }
+
+    #[test]
+    fn a_program_ignoring_sigterm_is_killed() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let cmd = sh(&acct, "trap '' TERM; sleep 60", Duration::from_secs(1));
+        let start = Instant::now();
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

@@ -108,10 +108,7 @@ pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
     let reporter = Reporter::new(settings, ports, envelope.job_id.clone());
     match run_job(settings, ports, &reporter, &envelope.intent) {
         Ok(outcome) => outcome,
-        Err(stop) => {
-            reporter.log_stop(&stop);
-            Outcome::Failed(stop.to_string())
-        }
+        Err(stop) => Outcome::Failed(stop.to_string()),
     }
 }
 

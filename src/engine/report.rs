@@ -123,25 +123,14 @@ impl<'a> Reporter<'a> {
             op: Some(phase.as_str()),
             ..fields
         };
-        self.ports
-            .log
-            .line(level, &fields, &format!("{status}: {message}"));
         let step = format!("{phase}/{status}");
         retry::retrying(self.settings, self.ports, &step, || {
             self.ports.provider.post_event(&self.job, &event)
         })
-        .map_err(|e| Stop::from_provider(Some(&self.job), step.clone(), e))
-    }
-
-    /// Logs why the run stopped, with the job and step.
-    pub fn log_stop(&self, stop: &Stop) {
-        let fields = LogFields {
-            node: Some(self.settings.node.as_str()),
-            job: Some(self.job.as_str()),
-            ..LogFields::default()
-        };
+        .map_err(|e| Stop::from_provider(Some(&self.job), step.clone(), e))?;
         self.ports
             .log
-            .line(Level::Error, &fields, &stop.to_string());
+            .line(level, &fields, &format!("{status}: {message}"));
+        Ok(())
     }
 }

@@ -91,9 +91,12 @@ pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<Inte
         if ports.cancel.is_cancelled() {
             return Err(Stop::Interrupted { step });
         }
-        if elapsed(ports.clock, start) + settings.poll_interval > settings.intent_wait {
+        let spent = elapsed(ports.clock, start);
+        if spent >= settings.intent_wait {
             return Ok(None);
         }
-        ports.clock.sleep(settings.poll_interval);
+        ports
+            .clock
+            .sleep(settings.poll_interval.min(settings.intent_wait - spent));
     }
 }

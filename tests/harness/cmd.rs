@@ -33,7 +33,9 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> anyhow::Result<Ran> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {shown}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {shown}"))?;
     let pid = child.id();
     let out = child.stdout.take().map(drain);
     let err = child.stderr.take().map(drain);

@@ -30,7 +30,11 @@ impl BackupPaths<'_> {
         format!("{}/restic-repos/{}", self.home.display(), self.key)
     }
     pub fn password_file(&self) -> String {
-        format!("{}/.config/restic/{}.password", self.home.display(), self.key)
+        format!(
+            "{}/.config/restic/{}.password",
+            self.home.display(),
+            self.key
+        )
     }
     pub fn data_dir(&self) -> String {
         format!("{}/data/{}", self.home.display(), self.key)

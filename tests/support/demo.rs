@@ -10,7 +10,7 @@ mod fake_provider;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use fake_provider::{fixture_json, FakeProvider, Route};
+use fake_provider::{fixture_json, fixture_text, FakeProvider, Route};
 
 const NODE: &str = "node-a";
 const SHA: &str = "demo";
@@ -62,12 +62,23 @@ fn run() -> Result<ExitCode, String> {
         "== fake provider at {} serves job {JOB} (sha {SHA}) for {NODE}",
         fake.url()
     );
-    println!("== intent:\n{}", pretty(&fixture_json("demo/intent.json")));
+    print!(
+        "== intent (fixtures/demo/intent.json):\n{}",
+        fixture_text("demo/intent.json")
+    );
 
     let mut worst = 0;
     for (title, extra) in [("text", None), ("JSON", Some("--output=json"))] {
-        println!("\n== hostenv-activate --dry-run {}", extra.unwrap_or(""));
-        println!("   ({title} output; stderr carries the log lines)\n");
+        let shown = match extra {
+            Some(flag) => format!("--dry-run {flag}"),
+            None => "--dry-run".to_owned(),
+        };
+        println!("\n== hostenv-activate {shown}   ({title} output; stderr carries the log lines)");
+        println!(
+            "   environment: COMIN_GIT_SHA={SHA} HOSTENV_COMIN_NODE_NAME={NODE} HOSTENV_COMIN_API_BASE_URL={} HOSTENV_COMIN_TOKEN_FILE={} HOSTENV_COMIN_ACTION_TIMEOUT=900\n",
+            fake.url(),
+            token_file.display()
+        );
         let mut cmd = Command::new(&bin);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -119,8 +130,4 @@ fn write_secret(path: &std::path::Path, token: &str) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     writeln!(file, "{token}").map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn pretty(value: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }

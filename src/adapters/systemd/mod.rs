@@ -21,10 +21,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use zbus::blocking::{connection, fdo::DBusProxy, Connection};
+use zbus::blocking::{connection, fdo::DBusProxy, Connection, MessageIterator};
+use zbus::message::Type as MessageType;
 use zbus::names::BusName;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::OwnedObjectPath;
+use zbus::{MatchRule, Message};
 
 use self::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
 use crate::adapters::creds;
@@ -32,6 +34,8 @@ use crate::ports::{Account, Cancel, JobOutcome, UnitRun, UnitStatus, UserSystemd
 
 /// The well-known name of a systemd manager on its bus.
 const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
 /// The longest single sleep of any wait loop here.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -160,7 +164,7 @@ impl UserSystemd for UserBus {
     ) -> anyhow::Result<UnitRun> {
         let deadline = Instant::now() + timeout;
         let session = self.session(account, Some(cancel))?;
-        let who = &session.who;
+        let who = who(account);
         // Listen before starting: a fast unit's job can end before StartUnit returns.
         let jobs = session.watch_jobs()?;
         if cancel.is_cancelled() {
@@ -176,18 +180,31 @@ impl UserSystemd for UserBus {
         let outcome = match jobs.wait_for(&job, deadline, Some(cancel)) {
             Waited::Removed(result) => job_outcome(&result),
             Waited::Deadline => {
-                self.abort(&session, unit, &job)?;
+                self.abort(&session, unit, Some(&job))?;
                 JobOutcome::TimedOut
             }
             Waited::Cancelled => {
-                self.abort(&session, unit, &job)?;
+                self.abort(&session, unit, Some(&job))?;
                 JobOutcome::Interrupted
             }
-            Waited::Lost => bail!(
-                "{who}: lost the connection to the user's systemd while {unit} was running; \
-                 check `systemctl --user status {unit}` as the user and the user's manager ({})",
-                user_manager_unit(account.uid)
-            ),
+            Waited::Lost => {
+                // Do not leave the unit running behind the error: stop it
+                // over a fresh connection if the bus is still there.
+                drop(session);
+                let stopped = self
+                    .session(account, None)
+                    .and_then(|fresh| self.abort(&fresh, unit, None));
+                bail!(
+                    "{who}: lost the connection to the user's systemd while {unit} was running \
+                     ({}); check `systemctl --user status {unit}` as the user and the user's \
+                     manager ({})",
+                    match stopped {
+                        Ok(()) => "the unit was then stopped".to_owned(),
+                        Err(e) => format!("stopping it afterwards failed too: {e:#}"),
+                    },
+                    user_manager_unit(account.uid)
+                )
+            }
         };
         Ok(UnitRun {
             outcome,
@@ -276,10 +293,15 @@ impl UserSystemd for UserBus {
 impl UserBus {
     /// After a timeout or cancel: cancel the start job, stop the unit, and
     /// make sure nothing of it is left running (`SIGKILL` after the grace).
-    fn abort(&self, session: &Session, unit: &str, job: &OwnedObjectPath) -> anyhow::Result<()> {
+    fn abort(
+        &self,
+        session: &Session,
+        unit: &str,
+        job: Option<&OwnedObjectPath>,
+    ) -> anyhow::Result<()> {
         let who = &session.who;
         // The job may already be gone; stopping the unit below covers that.
-        if let Ok(proxy) = session.job(job) {
+        if let Some(proxy) = job.and_then(|job| session.job(job).ok()) {
             let _ = proxy.cancel();
         }
         let stop_error = session.manager.stop_unit(unit, "replace").err();
@@ -426,34 +448,67 @@ impl Session {
         .is_ok()
     }
 
-    /// `Subscribe` and a reader thread forwarding every `JobRemoved` to a
-    /// channel, so waits can use `recv_timeout`.
+    /// `Subscribe`, a match rule for `JobRemoved` and a reader thread
+    /// forwarding each one to a channel, so waits can use `recv_timeout`.
     fn watch_jobs(&self) -> anyhow::Result<JobWatch> {
         let who = &self.who;
-        self.manager.subscribe().with_context(|| {
-            format!("{who}: cannot subscribe to the user's systemd job signals")
-        })?;
-        let signals = self.manager.receive_job_removed().with_context(|| {
-            format!("{who}: cannot listen for JobRemoved on the user's systemd")
-        })?;
+        let context = || format!("{who}: cannot listen for job signals of the user's systemd");
+        self.manager.subscribe().with_context(context)?;
+        let dbus = DBusProxy::new(&self.conn).with_context(context)?;
+        // Only the manager itself may end our job (other processes of the
+        // user share the bus).
+        let owner = dbus
+            .get_name_owner(BusName::try_from(SYSTEMD_NAME)?)
+            .with_context(context)?
+            .to_string();
+        // The stream exists before the rule, the rule before StartUnit: no
+        // signal can slip past. Closing the connection ends the stream.
+        let messages = MessageIterator::from(&self.conn);
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender(SYSTEMD_NAME)?
+            .path(MANAGER_PATH)?
+            .interface(MANAGER_INTERFACE)?
+            .member("JobRemoved")?
+            .build();
+        dbus.add_match_rule(rule).with_context(context)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("systemd-jobs".into())
             .spawn(move || {
-                for signal in signals {
-                    let Ok(args) = signal.args() else { continue };
-                    let removed = JobRemoved {
-                        job: args.job().to_string(),
-                        result: args.result().to_string(),
+                for message in messages {
+                    let Ok(message) = message else { break };
+                    let Some(removed) = job_removed(&message, &owner) else {
+                        continue;
                     };
                     if tx.send(removed).is_err() {
                         break;
                     }
                 }
             })
-            .with_context(|| format!("{who}: cannot start the job-signal reader thread"))?;
+            .with_context(context)?;
         Ok(JobWatch { rx })
     }
+}
+
+/// A `JobRemoved(id, job, unit, result)` from the manager (`owner`), or `None`.
+fn job_removed(message: &Message, owner: &str) -> Option<JobRemoved> {
+    let header = message.header();
+    let ours = message.message_type() == MessageType::Signal
+        && header.sender().is_some_and(|s| s.as_str() == owner)
+        && header
+            .interface()
+            .is_some_and(|i| i.as_str() == MANAGER_INTERFACE)
+        && header.member().is_some_and(|m| m.as_str() == "JobRemoved");
+    if !ours {
+        return None;
+    }
+    let (_id, job, _unit, result): (u32, OwnedObjectPath, String, String) =
+        message.body().deserialize().ok()?;
+    Some(JobRemoved {
+        job: job.as_str().to_owned(),
+        result,
+    })
 }
 
 struct JobRemoved {

@@ -1,11 +1,16 @@
 //! The few systemd D-Bus interfaces this program calls, declared by hand:
 //! generated crates are async-only or reject states they do not know.
 //!
+//! `JobRemoved` is not declared as a proxy signal: a proxy's signal stream
+//! removes its match rule from a task when dropped, and that task keeps the
+//! connection (and its socket) alive once the connection is closed. The
+//! session in `mod.rs` adds the rule itself and reads the raw messages.
+//!
 //! Only blocking proxies are generated. Property caching is switched off
 //! where the proxies are built (`mod.rs`), so every read is a fresh `Get`.
 
 use zbus::proxy;
-use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+use zbus::zvariant::OwnedObjectPath;
 
 /// One row of `ListUnitsByPatterns`: name, description, load state, active
 /// state, sub state, followed unit, unit path, job id, job type, job path.
@@ -54,15 +59,6 @@ pub trait Manager {
         states: &[&str],
         patterns: &[&str],
     ) -> zbus::Result<Vec<(String, String)>>;
-
-    #[zbus(signal)]
-    fn job_removed(
-        &self,
-        id: u32,
-        job: ObjectPath<'_>,
-        unit: &str,
-        result: &str,
-    ) -> zbus::Result<()>;
 }
 
 #[proxy(

@@ -1,0 +1,604 @@
+//! The command line, as comin and an operator meet it: the real
+//! `hostenv-activate` binary against the fake provider. Each test is one
+//! rule of behaviour.md ("Configuration", "One run", "Dry run", "Exit
+//! status"). Runs that would touch real users or systemd live elsewhere.
+//!
+//! Every run goes through [`Run::finish`], which also checks that the token
+//! never appears in the program's output. To see what the binary said:
+//! `CLI_TEST_SHOW_OUTPUT=1 cargo test --test cli -- --nocapture`.
+
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
+
+use std::process::Output;
+
+use assert_cmd::Command;
+use fake_provider::{event, fixture_json, FakeHandle, FakeProvider, JobState, Route, Visibility};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const NODE: &str = "node-a";
+const SHA: &str = "0123abcd";
+const JOB: &str = "job-1";
+/// Distinctive, so that a leak anywhere is caught.
+const TOKEN: &str = "tok-a-7Qx9-SECRET-do-not-print";
+
+/// Every required and optional setting of the program.
+const VARIABLES: [(&str, &str); 9] = [
+    ("COMIN_GIT_SHA", "--sha"),
+    ("HOSTENV_COMIN_NODE_NAME", "--node-name"),
+    ("HOSTENV_COMIN_API_BASE_URL", "--api-base-url"),
+    ("HOSTENV_COMIN_TOKEN_FILE", "--token-file"),
+    ("HOSTENV_COMIN_ACTION_TIMEOUT", "--action-timeout"),
+    (
+        "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
+        "--target-observe-timeout",
+    ),
+    ("HOSTENV_COMIN_INTENT_WAIT", "--intent-wait"),
+    ("COMIN_STATUS", "--comin-status"),
+    ("COMIN_ERROR_MSG", "--comin-error-msg"),
+];
+
+/// A provider that knows `node-a` (token [`TOKEN`]) and has one job for
+/// [`SHA`] with `intent` for `node-a`.
+fn provider_with(intent: Value) -> fake_provider::Builder {
+    FakeProvider::builder()
+        .node(NODE, TOKEN)
+        .node("node-b", "tok-b")
+        .job(JOB, SHA, [(NODE, intent)])
+}
+
+/// One invocation of the binary, configured the way comin's wrapper does it:
+/// everything in the environment, nothing inherited from ours.
+struct Run {
+    cmd: Command,
+    _dir: TempDir,
+}
+
+impl Run {
+    /// Complete configuration for `node-a` against `fake`.
+    fn against(fake: &FakeHandle) -> Self {
+        Self::with_token(fake, TOKEN)
+    }
+
+    fn with_token(fake: &FakeHandle, token: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        let mut run = Self::bare(dir);
+        run.env("COMIN_GIT_SHA", SHA)
+            .env("HOSTENV_COMIN_NODE_NAME", NODE)
+            .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
+            .env(
+                "HOSTENV_COMIN_TOKEN_FILE",
+                token_file.to_str().expect("utf-8 path"),
+            )
+            .env("HOSTENV_COMIN_ACTION_TIMEOUT", "60")
+            .env("HOSTENV_COMIN_INTENT_WAIT", "0");
+        run
+    }
+
+    /// No configuration at all.
+    fn bare(dir: TempDir) -> Self {
+        let mut cmd = Command::cargo_bin("hostenv-activate").expect("the binary is built");
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .timeout(std::time::Duration::from_secs(120));
+        Self { cmd, _dir: dir }
+    }
+
+    fn unconfigured() -> Self {
+        Self::bare(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    fn env_remove(&mut self, key: &str) -> &mut Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    fn arg(&mut self, arg: &str) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs to completion and checks the token did not leak.
+    fn finish(&mut self) -> Finished {
+        let output = self.cmd.output().expect("the binary runs");
+        let finished = Finished(output);
+        if std::env::var_os("CLI_TEST_SHOW_OUTPUT").is_some() {
+            // `CLI_TEST_SHOW_OUTPUT=1 cargo test --test cli -- --nocapture`
+            println!("{}", finished.all_output());
+        }
+        assert!(
+            !finished.all_output().contains(TOKEN),
+            "the token leaked into the output:\n{}",
+            finished.all_output()
+        );
+        finished
+    }
+}
+
+struct Finished(Output);
+
+impl Finished {
+    fn code(&self) -> i32 {
+        self.0.status.code().expect("exited, not killed")
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    fn all_output(&self) -> String {
+        format!("--- stdout\n{}--- stderr\n{}", self.stdout(), self.stderr())
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "exit status\n{}", self.all_output());
+        self
+    }
+
+    #[track_caller]
+    fn expect_mentions(&self, needles: &[&str]) -> &Self {
+        let all = self.all_output();
+        for needle in needles {
+            assert!(
+                all.contains(needle),
+                "output should mention {needle:?}:\n{all}"
+            );
+        }
+        self
+    }
+}
+
+/// The events the fake received from the program, as posted.
+fn posted(fake: &FakeHandle) -> Vec<Value> {
+    fake.posted()
+}
+
+#[track_caller]
+fn assert_single_intent_event(fake: &FakeHandle, status: &str, message_part: &str) {
+    let posted = posted(fake);
+    assert_eq!(posted.len(), 1, "exactly one event: {posted:#?}");
+    let e = &posted[0];
+    assert_eq!(e["node"], NODE);
+    assert_eq!(e["phase"], "intent", "{e}");
+    assert_eq!(e["status"], status, "{e}");
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(message_part),
+        "{message:?} should contain {message_part:?}"
+    );
+}
+
+// ------------------------------------------------------------ configuration
+
+#[test]
+fn without_a_commit_sha_there_is_nothing_to_do_and_nothing_is_checked() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    // No configuration at all: the sha check comes first.
+    Run::unconfigured()
+        .finish()
+        .expect_code(0)
+        .expect_mentions(&["COMIN_GIT_SHA"]);
+    // A blank sha is no sha.
+    Run::against(&fake)
+        .env("COMIN_GIT_SHA", "  ")
+        .finish()
+        .expect_code(0)
+        .expect_mentions(&["COMIN_GIT_SHA"]);
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+}
+
+#[test]
+fn missing_configuration_is_a_usage_error_naming_the_variable_and_the_flag() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    for (variable, flag) in &VARIABLES[1..5] {
+        let finished = Run::against(&fake).env_remove(variable).finish();
+        finished.expect_code(2).expect_mentions(&[variable, flag]);
+        let lines: Vec<String> = finished
+            .stderr()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines.len(), 1, "one clear line for {variable}: {lines:#?}");
+        assert!(finished.stdout().is_empty());
+    }
+    assert!(
+        fake.requests().is_empty(),
+        "nothing is fetched or posted: {:#?}",
+        fake.requests()
+    );
+}
+
+#[test]
+fn malformed_values_are_usage_errors() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    let cases = [
+        ("HOSTENV_COMIN_ACTION_TIMEOUT", "soon", "--action-timeout"),
+        ("HOSTENV_COMIN_ACTION_TIMEOUT", "0", "--action-timeout"),
+        (
+            "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
+            "2m",
+            "--target-observe-timeout",
+        ),
+        ("HOSTENV_COMIN_INTENT_WAIT", "-1", "--intent-wait"),
+        (
+            "HOSTENV_COMIN_API_BASE_URL",
+            "ftp://provider",
+            "--api-base-url",
+        ),
+        ("HOSTENV_COMIN_TOKEN_FILE", "relative/token", "--token-file"),
+        ("COMIN_STATUS", "meh", "--comin-status"),
+    ];
+    for (variable, value, flag) in cases {
+        Run::against(&fake)
+            .env(variable, value)
+            .finish()
+            .expect_code(2)
+            .expect_mentions(&[variable, flag]);
+    }
+    // The flag form is checked the same way, and a flag wins over its variable.
+    Run::against(&fake)
+        .arg("--action-timeout=later")
+        .finish()
+        .expect_code(2)
+        .expect_mentions(&["HOSTENV_COMIN_ACTION_TIMEOUT", "--action-timeout"]);
+    assert!(fake.requests().is_empty());
+}
+
+#[test]
+fn help_documents_every_variable_and_the_exit_codes() {
+    let finished = Run::unconfigured().arg("--help").finish();
+    finished.expect_code(0);
+    let help = finished.stdout();
+    for (variable, flag) in VARIABLES {
+        assert!(
+            help.contains(variable),
+            "--help should name {variable}:\n{help}"
+        );
+        assert!(help.contains(flag), "--help should name {flag}:\n{help}");
+    }
+    assert!(help.contains("--dry-run"));
+    for code in ["0 ", "1 ", "2 "] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(code)),
+            "--help should explain exit status {code}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn version_names_the_program_and_its_version() {
+    Run::unconfigured()
+        .arg("--version")
+        .finish()
+        .expect_code(0)
+        .expect_mentions(&[concat!("hostenv-activate ", env!("CARGO_PKG_VERSION"))]);
+}
+
+// ------------------------------------------------------------ one run
+
+#[test]
+fn no_intent_for_this_node_is_a_normal_outcome_after_a_bounded_wait() {
+    let fake = provider_with(fixture_json("intents/activate-only.json"))
+        .visibility(JOB, Visibility::Never)
+        .start();
+    Run::against(&fake)
+        .env("HOSTENV_COMIN_INTENT_WAIT", "3")
+        .finish()
+        .expect_code(0)
+        .expect_mentions(&["intent", SHA, NODE]);
+    let lookups = fake.requests_to(Route::IntentBySha);
+    assert!(
+        lookups.len() >= 2,
+        "a 404 is retried within the wait: {}",
+        lookups.len()
+    );
+    assert!(lookups.iter().all(|r| r.query_param("sha") == Some(SHA)));
+    assert!(lookups.iter().all(|r| r.query_param("node") == Some(NODE)));
+    assert!(posted(&fake).is_empty());
+}
+
+#[test]
+fn an_intent_that_appears_late_is_still_performed() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json"))
+        .visibility(JOB, Visibility::AfterLookups(1))
+        .start();
+    Run::against(&fake)
+        .env("HOSTENV_COMIN_INTENT_WAIT", "10")
+        .finish()
+        .expect_code(0);
+    assert_eq!(fake.requests_to(Route::IntentBySha).len(), 2);
+    assert_single_intent_event(&fake, "success", "No user actions for node node-a");
+}
+
+#[test]
+fn an_invalid_intent_is_reported_once_and_fails_the_run() {
+    for fixture in [
+        "intents/invalid-schema-version.json",
+        "intents/invalid-unknown-op.json",
+        "intents/invalid-empty-user.json",
+        "intents/invalid-path-user.json",
+        "intents/invalid-actions-not-array.json",
+    ] {
+        let fake = provider_with(fixture_json(fixture)).start();
+        Run::against(&fake)
+            .finish()
+            .expect_code(1)
+            .expect_mentions(&["Invalid deploy intent payload for node node-a"]);
+        assert_single_intent_event(
+            &fake,
+            "failed",
+            "Invalid deploy intent payload for node node-a",
+        );
+        assert_eq!(fake.job_state(JOB), JobState::Failed, "{fixture}");
+    }
+}
+
+#[test]
+fn a_failed_system_switch_is_reported_and_no_action_runs() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    Run::against(&fake)
+        .env("COMIN_STATUS", "failed")
+        .env(
+            "COMIN_ERROR_MSG",
+            "switch-to-configuration exited with status 4",
+        )
+        .finish()
+        .expect_code(1);
+    assert_single_intent_event(
+        &fake,
+        "failed",
+        "switch-to-configuration exited with status 4",
+    );
+    assert!(
+        fake.actions(JOB).iter().all(|r| r.status == "failed"),
+        "the intent failure finalises the node's actions: {:?}",
+        fake.actions(JOB)
+    );
+}
+
+#[test]
+fn an_intent_without_actions_succeeds_with_one_event() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
+    Run::against(&fake).finish().expect_code(0);
+    assert_single_intent_event(&fake, "success", "No user actions for node node-a");
+    assert_eq!(fake.job_state(JOB), JobState::Success);
+}
+
+#[test]
+fn server_errors_on_an_event_are_retried_until_it_is_delivered() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json"))
+        .fail(Route::Events, 2, 503)
+        .start();
+    Run::against(&fake).finish().expect_code(0);
+    assert_eq!(
+        fake.requests_to(Route::Events).len(),
+        3,
+        "two 503s, then delivered"
+    );
+    assert_eq!(fake.events(JOB).len(), 1, "recorded once");
+}
+
+#[test]
+fn a_closed_job_stops_the_run() {
+    // The job is superseded right after this node fetched its intent.
+    let fake = provider_with(fixture_json("intents/empty-actions.json"))
+        .close_after_lookup(JOB, JobState::Superseded)
+        .start();
+    Run::against(&fake)
+        .finish()
+        .expect_code(1)
+        .expect_mentions(&[JOB]);
+    assert_eq!(
+        fake.requests_to(Route::Events).len(),
+        1,
+        "a 409 is not retried"
+    );
+    assert!(fake.events(JOB).is_empty());
+}
+
+#[test]
+fn a_refused_token_fails_fast_and_says_the_token_was_refused() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    let finished = Run::with_token(&fake, "not-the-token").finish();
+    finished.expect_code(1);
+    let all = finished.all_output().to_lowercase();
+    assert!(all.contains("refused") && all.contains("token"), "{all}");
+    assert!(
+        !all.contains("not-the-token"),
+        "the wrong token is a secret too:\n{all}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "a 403 is not retried: {:#?}",
+        fake.requests()
+    );
+}
+
+#[test]
+fn the_token_travels_only_in_the_authorization_header() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
+    Run::against(&fake).finish().expect_code(0);
+    let requests = fake.requests();
+    assert!(!requests.is_empty());
+    for r in requests {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        assert!(r.auth_ok);
+        assert!(
+            !r.raw_url.contains(TOKEN) && !r.body.contains(TOKEN),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn the_provider_can_listen_on_a_unix_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = provider_with(fixture_json("intents/empty-actions.json"))
+        .unix_socket(dir.path().join("provider.sock"))
+        .start();
+    assert!(fake.url().starts_with("unix:/"));
+    Run::against(&fake).finish().expect_code(0);
+    assert_single_intent_event(&fake, "success", "No user actions for node node-a");
+}
+
+#[test]
+fn events_of_other_nodes_do_not_change_this_nodes_outcome() {
+    let fake = FakeProvider::builder()
+        .node(NODE, TOKEN)
+        .node("node-b", "tok-b")
+        .job(
+            JOB,
+            SHA,
+            [
+                (NODE, fixture_json("intents/empty-actions.json")),
+                ("node-b", fixture_json("intents/activate-only.json")),
+            ],
+        )
+        .event(
+            JOB,
+            event(
+                "node-b",
+                "activate",
+                "running",
+                "Applying action for acme-blog-main",
+            ),
+        )
+        .start();
+    Run::against(&fake).finish().expect_code(0);
+    assert_single_intent_event(&fake, "success", "No user actions for node node-a");
+    assert_eq!(
+        fake.job_state(JOB),
+        JobState::Waiting,
+        "node-b is still working"
+    );
+}
+
+// ------------------------------------------------------------ dry run
+
+/// Users that do not exist on any test machine.
+fn absent_users_intent() -> Value {
+    json!({
+        "schemaVersion": 1,
+        "actions": [
+            {"op": "backup", "user": "hostenv-absent-a", "fromNode": NODE, "toNode": "node-b", "migrations": ["drupal-migrate"]},
+            {"op": "deactivate", "user": "hostenv-absent-a", "fromNode": NODE, "toNode": "node-b"},
+            {"op": "activate", "user": "hostenv-absent-b", "fromNode": null, "toNode": NODE}
+        ]
+    })
+}
+
+#[test]
+fn dry_run_prints_every_action_and_posts_nothing() {
+    let fake = provider_with(absent_users_intent()).start();
+    let finished = Run::against(&fake).arg("--dry-run").finish();
+    // The users are missing, so a preflight check fails: exit 1.
+    finished.expect_code(1);
+    let out = finished.stdout();
+    for needle in [
+        "backup hostenv-absent-a",
+        "deactivate hostenv-absent-a",
+        "activate hostenv-absent-b",
+        SHA,
+        NODE,
+    ] {
+        assert!(
+            out.contains(needle),
+            "dry run should show {needle:?}:\n{out}"
+        );
+    }
+    assert!(posted(&fake).is_empty(), "a dry run posts nothing");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "only the intent lookup: {:#?}",
+        fake.requests()
+    );
+}
+
+#[test]
+fn dry_run_json_is_one_document_with_every_action() {
+    let fake = provider_with(absent_users_intent()).start();
+    let finished = Run::against(&fake)
+        .arg("--dry-run")
+        .arg("--output=json")
+        .finish();
+    finished.expect_code(1);
+    let doc: Value = serde_json::from_str(&finished.stdout())
+        .unwrap_or_else(|e| panic!("stdout is one JSON document ({e}):\n{}", finished.stdout()));
+    let text = doc.to_string();
+    for needle in [
+        "hostenv-absent-a",
+        "hostenv-absent-b",
+        "backup",
+        "deactivate",
+        "activate",
+    ] {
+        assert!(
+            text.contains(needle),
+            "JSON should mention {needle:?}: {doc:#}"
+        );
+    }
+    assert!(posted(&fake).is_empty());
+}
+
+#[test]
+fn dry_run_of_an_empty_intent_passes() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
+    Run::against(&fake).arg("--dry-run").finish().expect_code(0);
+    assert!(posted(&fake).is_empty());
+}
+
+#[test]
+fn dry_run_without_an_intent_says_so_without_retrying() {
+    let fake = provider_with(fixture_json("intents/activate-only.json"))
+        .visibility(JOB, Visibility::Never)
+        .start();
+    Run::against(&fake)
+        .env("HOSTENV_COMIN_INTENT_WAIT", "30")
+        .arg("--dry-run")
+        .finish()
+        .expect_mentions(&[&format!("no intent for {SHA} on {NODE}")]);
+    assert_eq!(fake.requests().len(), 1, "fetched once, not retried");
+}
+
+#[test]
+fn dry_run_can_look_at_another_commit() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json"))
+        .job(
+            "job-2",
+            "feedbeef",
+            [(NODE, fixture_json("intents/empty-actions.json"))],
+        )
+        .start();
+    Run::against(&fake)
+        .arg("--dry-run")
+        .arg("--sha=feedbeef")
+        .finish()
+        .expect_code(0)
+        .expect_mentions(&["feedbeef"]);
+    let lookups = fake.requests_to(Route::IntentBySha);
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(
+        lookups[0].query_param("sha"),
+        Some("feedbeef"),
+        "a flag wins over COMIN_GIT_SHA"
+    );
+}

@@ -1,0 +1,432 @@
+//! The systemd adapter (`UserBus`) against the real things: a real
+//! `systemd --user` per test user on a real session bus, real unit files,
+//! real restic. Needs root (see `harness`); run with
+//! `cargo test --test real_node`. Each test builds its own world; the
+//! harness runs them one at a time.
+
+mod harness;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hostenv_activate::adapters::systemd::UserBus;
+use hostenv_activate::ports::{Cancel, JobOutcome, UserSystemd};
+
+use harness::units::{
+    FAILING_STATUS, FAILING_UNIT, HANGING_SLEEP, HANGING_UNIT, HOSTENV_TARGET, TARGET_SERVICE,
+};
+use harness::{TestUser, UserSpec, World};
+
+fn world(specs: &[UserSpec]) -> World {
+    World::up(specs).unwrap_or_else(|e| panic!("cannot bring up the real test node: {e:#}"))
+}
+
+fn settled(state: &str) -> bool {
+    matches!(state, "inactive" | "failed")
+}
+
+/// No process of `user` is still running `sleep <HANGING_SLEEP>`.
+fn assert_no_hanging_process(user: &TestUser) {
+    let left: Vec<_> = user
+        .processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("sleep") && cmd.contains(HANGING_SLEEP))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "hanging unit left processes behind: {left:?}"
+    );
+}
+
+#[test]
+fn load_state_tells_loaded_from_not_found() {
+    let w = world(&[UserSpec::new("a").backups(&["app"])]);
+    let a = w.user("a").account();
+    let bus = UserBus::new();
+    assert_eq!(
+        bus.load_state(&a, "restic-backups-app.service")
+            .expect("load_state"),
+        "loaded"
+    );
+    assert_eq!(
+        bus.load_state(&a, "restic-backups-nope.service")
+            .expect("load_state"),
+        "not-found"
+    );
+}
+
+#[test]
+fn run_unit_runs_a_real_restic_backup() {
+    let w = world(&[UserSpec::new("a").backups(&["app"])]);
+    let user = w.user("a");
+    let run = UserBus::new()
+        .run_unit(
+            &user.account(),
+            "restic-backups-app.service",
+            Duration::from_secs(60),
+            &Cancel::new(),
+        )
+        .expect("run_unit");
+    assert_eq!(
+        run.outcome,
+        JobOutcome::Done,
+        "{run:?}\n{}",
+        user.manager_log()
+    );
+    assert_eq!(run.status.result.as_deref(), Some("success"));
+    assert_eq!(run.status.exec_main_status, Some(0));
+    assert_eq!(run.status.active_state.as_deref(), Some("inactive"));
+
+    let snapshots = user.restic_snapshots("app").expect("restic snapshots");
+    let list = snapshots.as_array().expect("snapshots is a JSON array");
+    assert_eq!(list.len(), 1, "{snapshots}");
+    let id = list[0]["id"].as_str().expect("snapshot id");
+    assert_eq!(id.len(), 64, "full snapshot id: {id}");
+    assert!(list[0]["tags"].to_string().contains("app"), "{snapshots}");
+}
+
+#[test]
+fn run_unit_reports_a_failing_unit() {
+    let w = world(&[UserSpec::new("a")]);
+    let run = UserBus::new()
+        .run_unit(
+            &w.user("a").account(),
+            FAILING_UNIT,
+            Duration::from_secs(30),
+            &Cancel::new(),
+        )
+        .expect("run_unit");
+    assert_eq!(
+        run.outcome,
+        JobOutcome::Failed {
+            job_result: "failed".into()
+        }
+    );
+    assert_eq!(run.status.result.as_deref(), Some("exit-code"));
+    assert_eq!(run.status.exec_main_status, Some(FAILING_STATUS));
+    assert_eq!(run.status.active_state.as_deref(), Some("failed"));
+    assert_eq!(run.status.sub_state.as_deref(), Some("failed"));
+}
+
+#[test]
+fn run_unit_times_out_and_stops_the_unit() {
+    let w = world(&[UserSpec::new("a")]);
+    let user = w.user("a");
+    let started = Instant::now();
+    let run = UserBus::new()
+        .run_unit(
+            &user.account(),
+            HANGING_UNIT,
+            Duration::from_secs(1),
+            &Cancel::new(),
+        )
+        .expect("run_unit");
+    eprintln!("timed out run: {run:?} after {:?}", started.elapsed());
+    assert_eq!(run.outcome, JobOutcome::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    let state = run.status.active_state.clone().unwrap_or_default();
+    assert!(settled(&state), "adapter saw {run:?}");
+    let seen = user
+        .unit_property(HANGING_UNIT, "ActiveState")
+        .expect("systemctl show");
+    assert!(settled(&seen), "systemctl says {seen}");
+    assert_no_hanging_process(user);
+}
+
+#[test]
+fn run_unit_is_interrupted_by_cancel() {
+    let w = world(&[UserSpec::new("a")]);
+    let user = w.user("a");
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let canceller = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(700));
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let run = UserBus::new()
+        .run_unit(
+            &user.account(),
+            HANGING_UNIT,
+            Duration::from_secs(60),
+            &cancel,
+        )
+        .expect("run_unit");
+    canceller.join().expect("canceller thread");
+    assert_eq!(run.outcome, JobOutcome::Interrupted);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    let seen = user
+        .unit_property(HANGING_UNIT, "ActiveState")
+        .expect("systemctl show");
+    assert!(settled(&seen), "systemctl says {seen}");
+    assert_no_hanging_process(user);
+}
+
+#[test]
+fn run_unit_stops_the_unit_when_the_bus_connection_is_lost() {
+    let w = world(&[UserSpec::new("a")]);
+    let user = w.user("a");
+    let account = user.account();
+    let runner = thread::spawn(move || {
+        UserBus::new().run_unit(
+            &account,
+            HANGING_UNIT,
+            Duration::from_secs(60),
+            &Cancel::new(),
+        )
+    });
+    // Wait for the unit to run, then kill the user's dbus-daemon under it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while user
+        .unit_property(HANGING_UNIT, "ActiveState")
+        .expect("show")
+        != "activating"
+    {
+        assert!(Instant::now() < deadline, "{HANGING_UNIT} never started");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let daemons: Vec<i32> = user
+        .processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("dbus-daemon"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert!(!daemons.is_empty(), "no dbus-daemon for the user");
+    for pid in daemons {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+            .expect("kill dbus-daemon");
+    }
+    let err = runner
+        .join()
+        .expect("runner thread")
+        .expect_err("a lost bus is an error");
+    let text = format!("{err:#}");
+    assert!(text.contains("lost the connection"), "{text}");
+    assert!(text.contains("the unit was then stopped"), "{text}");
+    let seen = user
+        .unit_property(HANGING_UNIT, "ActiveState")
+        .expect("systemctl show");
+    assert!(settled(&seen), "systemctl says {seen}");
+    assert_no_hanging_process(user);
+}
+
+#[test]
+fn stop_unit_stops_hostenv_target_and_its_service() {
+    let w = world(&[UserSpec::new("a")]);
+    let user = w.user("a");
+    let ran = user
+        .systemctl(&["start", HOSTENV_TARGET])
+        .expect("systemctl");
+    assert!(ran.ok(), "start {HOSTENV_TARGET}: {}", ran.stderr);
+    assert_eq!(
+        user.unit_property(TARGET_SERVICE, "ActiveState")
+            .expect("show"),
+        "active"
+    );
+    UserBus::new()
+        .stop_unit(&user.account(), HOSTENV_TARGET)
+        .expect("stop_unit");
+    assert_eq!(
+        user.unit_property(HOSTENV_TARGET, "ActiveState")
+            .expect("show"),
+        "inactive"
+    );
+    assert_eq!(
+        user.unit_property(TARGET_SERVICE, "ActiveState")
+            .expect("show"),
+        "inactive"
+    );
+}
+
+#[test]
+fn stop_unit_of_a_missing_unit_is_fine() {
+    let w = world(&[UserSpec::new("a").without_test_units()]);
+    UserBus::new()
+        .stop_unit(&w.user("a").account(), HOSTENV_TARGET)
+        .expect("stopping a unit that does not exist is not an error");
+}
+
+#[test]
+fn reload_manager_reloads_changed_unit_files() {
+    let w = world(&[UserSpec::new("a")]);
+    let user = w.user("a");
+    let bus = UserBus::new();
+    let account = user.account();
+    assert_eq!(
+        bus.load_state(&account, FAILING_UNIT).expect("load"),
+        "loaded"
+    );
+    // Keep the unit in memory (a started unit stays loaded in `failed`).
+    let _ = user.systemctl(&["start", FAILING_UNIT]);
+    // Make the file newer than the loaded unit.
+    thread::sleep(Duration::from_millis(1100));
+    user.write_unit(
+        FAILING_UNIT,
+        &harness::units::failing_unit().replace("fails on purpose", "fails, edited"),
+    )
+    .expect("rewrite unit");
+    assert_eq!(
+        user.unit_property(FAILING_UNIT, "NeedDaemonReload")
+            .expect("show"),
+        "yes"
+    );
+    bus.reload_manager(&account).expect("reload_manager");
+    assert_eq!(
+        user.unit_property(FAILING_UNIT, "NeedDaemonReload")
+            .expect("show"),
+        "no"
+    );
+    assert_eq!(
+        user.unit_property(FAILING_UNIT, "Description")
+            .expect("show"),
+        "hostenv test: fails, edited"
+    );
+}
+
+#[test]
+fn list_units_lists_the_loadable_backup_units() {
+    let w = world(&[UserSpec::new("a").backups(&["app", "db"])]);
+    let user = w.user("a");
+    // A unit file that does not load (a service without ExecStart).
+    user.write_unit(
+        "restic-backups-broken.service",
+        "[Unit]\nDescription=broken\n[Service]\nType=oneshot\n",
+    )
+    .expect("write unit");
+    user.daemon_reload().expect("daemon-reload");
+    let names = UserBus::new()
+        .list_units(&user.account(), "restic-backups-")
+        .expect("list_units");
+    assert_eq!(
+        names,
+        vec![
+            "restic-backups-app.service".to_owned(),
+            "restic-backups-db.service".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn a_missing_bus_names_the_user_and_what_to_check() {
+    let w = world(&[UserSpec::new("a").without_manager()]);
+    let account = w.user("a").account();
+    let err = UserBus::new()
+        .load_state(&account, FAILING_UNIT)
+        .expect_err("no manager, no system bus here: must fail");
+    let text = format!("{err:#}");
+    eprintln!("the operator reads: {text}");
+    for needle in [
+        account.name.as_str(),
+        &format!("uid {}", account.uid),
+        &format!("user@{}.service", account.uid),
+        "enable-linger",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+}
+
+#[test]
+fn root_cannot_use_the_users_bus_without_switching_credentials() {
+    use std::os::unix::net::UnixStream;
+    use zbus::blocking::connection::Builder;
+
+    let w = world(&[UserSpec::new("a").without_test_units()]);
+    let user = w.user("a");
+    let address = format!("unix:path={}", user.bus_path().display());
+
+    // Root, straight to the bus: dbus-daemon drops the connection.
+    let direct = Builder::address(address.as_str())
+        .expect("address")
+        .method_timeout(Duration::from_secs(10))
+        .build();
+    assert!(direct.is_err(), "root connected to the user's bus");
+
+    // Root's socket, claiming the user's uid: rejected at authentication.
+    let stream = UnixStream::connect(user.bus_path()).expect("connect as root");
+    let claimed = Builder::async_io_unix_stream(stream)
+        .user_id(user.uid)
+        .method_timeout(Duration::from_secs(10))
+        .build();
+    assert!(claimed.is_err(), "root's socket passed as the user");
+
+    // The adapter's way (connect with the user's effective uid) works.
+    assert_eq!(
+        UserBus::new()
+            .load_state(&user.account(), "dbus.socket")
+            .expect("via UserBus"),
+        "loaded"
+    );
+}
+
+/// Names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn calls_leave_no_threads_or_connections_behind() {
+    let w = world(&[UserSpec::new("a")]);
+    let account = w.user("a").account();
+    let bus = UserBus::new();
+    // The first call starts zbus's process-wide threads.
+    bus.load_state(&account, FAILING_UNIT).expect("load_state");
+    thread::sleep(Duration::from_millis(300));
+    let (threads_before, fds_before) = (thread_names(), open_fds());
+    for _ in 0..3 {
+        bus.load_state(&account, FAILING_UNIT).expect("load_state");
+        bus.run_unit(
+            &account,
+            FAILING_UNIT,
+            Duration::from_secs(30),
+            &Cancel::new(),
+        )
+        .expect("run_unit");
+    }
+    bus.run_unit(
+        &account,
+        HANGING_UNIT,
+        Duration::from_millis(300),
+        &Cancel::new(),
+    )
+    .expect("run_unit with a timeout");
+    bus.stop_unit(&account, HOSTENV_TARGET).expect("stop_unit");
+    // Sockets and reader threads end asynchronously, shortly after each call.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut threads, mut fds) = (thread_names(), open_fds());
+    while (threads.len() > threads_before.len() || fds.len() > fds_before.len())
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+        (threads, fds) = (thread_names(), open_fds());
+    }
+    assert!(
+        threads.len() <= threads_before.len(),
+        "threads before: {threads_before:?}\nafter: {threads:?}"
+    );
+    assert!(
+        fds.len() <= fds_before.len(),
+        "open files before: {fds_before:?}\nafter: {fds:?}"
+    );
+}
+
+/// What this process's file descriptors point at.
+fn open_fds() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .map(|f| format!("{:?}", std::fs::read_link(f.path())))
+        .collect()
+}
