@@ -15,7 +15,7 @@
 
   # The configuration as the program's environment variables. comin adds
   # its own COMIN_* variables; a command-line flag wins over any of these.
-  environment = {
+  variables = {
     HOSTENV_COMIN_NODE_NAME = cfg.nodeName;
     HOSTENV_COMIN_API_BASE_URL = cfg.apiBaseUrl;
     HOSTENV_COMIN_TOKEN_FILE = cfg.tokenFile;
@@ -26,7 +26,7 @@
 
   # Both comin's hook and the operators' command.
   wrapper = pkgs.writeShellScriptBin "hostenv-activate" ''
-    ${lib.concatLines (lib.mapAttrsToList (name: value: "export ${name}=${lib.escapeShellArg value}") environment)}
+    ${lib.concatLines (lib.mapAttrsToList (name: value: "export ${name}=${lib.escapeShellArg value}") variables)}
     exec ${lib.getExe cfg.package} "$@"
   '';
 
