@@ -11,26 +11,24 @@
 //! Every wait here is bounded and polls in slices of at most 100 ms, looking
 //! at the deadline and (where the port passes one) the cancel flag.
 
+mod jobs;
 mod proxies;
+mod session;
 
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use zbus::blocking::{connection, fdo::DBusProxy, Connection, MessageIterator};
-use zbus::message::Type as MessageType;
-use zbus::names::BusName;
-use zbus::proxy::CacheProperties;
+use zbus::blocking::connection;
 use zbus::zvariant::OwnedObjectPath;
-use zbus::{MatchRule, Message};
 
-use self::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
+use self::jobs::{wait_until, Waited};
+use self::proxies::ManagerProxy;
+use self::session::Session;
 use crate::adapters::creds;
-use crate::ports::{Account, Cancel, JobOutcome, UnitRun, UnitStatus, UserSystemd};
+use crate::ports::{Account, Cancel, JobOutcome, UnitRun, UserSystemd};
 
 /// The well-known name of a systemd manager on its bus.
 const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
@@ -327,287 +325,6 @@ impl UserBus {
     }
 }
 
-/// One connection to one user's manager. Closing the connection on drop
-/// also ends the job-signal reader thread.
-struct Session {
-    conn: Connection,
-    manager: ManagerProxy<'static>,
-    /// "user <name> (uid <uid>)", for messages.
-    who: String,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.conn.clone().close();
-    }
-}
-
-impl Session {
-    /// Waits (bounded) until the manager owns its name on the bus: right
-    /// after `user@.service` starts, the bus can be up before the manager.
-    fn wait_for_manager(
-        &self,
-        deadline: Instant,
-        cancel: Option<&Cancel>,
-        account: &Account,
-    ) -> anyhow::Result<()> {
-        let who = &self.who;
-        let dbus = DBusProxy::new(&self.conn)
-            .with_context(|| format!("{who}: cannot talk to the user's dbus-daemon"))?;
-        let name = BusName::try_from(SYSTEMD_NAME)?;
-        let mut last_error = None;
-        let waited = wait_until(deadline, cancel, || {
-            match dbus.name_has_owner(name.clone()) {
-                Ok(owned) => owned,
-                Err(e) => {
-                    last_error = Some(e);
-                    false
-                }
-            }
-        });
-        waited.map_err(|why| {
-            anyhow::anyhow!(
-                "{who}: the user's bus is up but its systemd manager ({SYSTEMD_NAME}) {}{}; {}",
-                why.describe(Duration::ZERO),
-                last_error
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default(),
-                manager_hint(account)
-            )
-        })
-    }
-
-    /// `LoadUnit`: the unit's object path and `LoadState`.
-    fn load(&self, unit: &str) -> anyhow::Result<(OwnedObjectPath, String)> {
-        let who = &self.who;
-        let path = self
-            .manager
-            .load_unit(unit)
-            .with_context(|| format!("{who}: cannot load {unit} in the user's systemd"))?;
-        let state = self
-            .unit(&path)?
-            .load_state()
-            .with_context(|| format!("{who}: cannot read the LoadState of {unit}"))?;
-        Ok((path, state))
-    }
-
-    fn unit(&self, path: &OwnedObjectPath) -> anyhow::Result<UnitProxy<'static>> {
-        Ok(UnitProxy::builder(&self.conn)
-            .path(path.clone())?
-            .cache_properties(CacheProperties::No)
-            .build()?)
-    }
-
-    fn unit_by_name(&self, unit: &str) -> anyhow::Result<UnitProxy<'static>> {
-        let path = self
-            .manager
-            .get_unit(unit)
-            .or_else(|_| self.manager.load_unit(unit))?;
-        self.unit(&path)
-    }
-
-    fn job(&self, path: &OwnedObjectPath) -> anyhow::Result<JobProxy<'static>> {
-        Ok(JobProxy::builder(&self.conn)
-            .path(path.clone())?
-            .cache_properties(CacheProperties::No)
-            .build()?)
-    }
-
-    /// The unit's state for the operator; fields that cannot be read (a
-    /// target has no `Result`) stay `None`.
-    fn status(&self, unit: &str) -> UnitStatus {
-        let Ok(path) = self
-            .manager
-            .get_unit(unit)
-            .or_else(|_| self.manager.load_unit(unit))
-        else {
-            return UnitStatus::default();
-        };
-        let mut status = UnitStatus::default();
-        if let Ok(u) = self.unit(&path) {
-            status.active_state = u.active_state().ok();
-            status.sub_state = u.sub_state().ok();
-        }
-        let service = ServiceProxy::builder(&self.conn)
-            .path(path)
-            .and_then(|b| b.cache_properties(CacheProperties::No).build());
-        if let Ok(s) = service {
-            status.result = s.result().ok();
-            status.exec_main_status = s.exec_main_status().ok();
-        }
-        status
-    }
-
-    /// Polls until the unit is `inactive` or `failed`, at most `limit`.
-    fn wait_settled(&self, unit: &str, limit: Duration) -> bool {
-        wait_until(Instant::now() + limit, None, || {
-            self.unit_by_name(unit)
-                .and_then(|u| Ok(u.active_state()?))
-                .is_ok_and(|state| is_settled(&state))
-        })
-        .is_ok()
-    }
-
-    /// `Subscribe`, a match rule for `JobRemoved` and a reader thread
-    /// forwarding each one to a channel, so waits can use `recv_timeout`.
-    fn watch_jobs(&self) -> anyhow::Result<JobWatch> {
-        let who = &self.who;
-        let context = || format!("{who}: cannot listen for job signals of the user's systemd");
-        self.manager.subscribe().with_context(context)?;
-        let dbus = DBusProxy::new(&self.conn).with_context(context)?;
-        // Only the manager itself may end our job (other processes of the
-        // user share the bus).
-        let owner = dbus
-            .get_name_owner(BusName::try_from(SYSTEMD_NAME)?)
-            .with_context(context)?
-            .to_string();
-        // The stream exists before the rule, the rule before StartUnit: no
-        // signal can slip past. Closing the connection ends the stream.
-        let messages = MessageIterator::from(&self.conn);
-        let rule = MatchRule::builder()
-            .msg_type(MessageType::Signal)
-            .sender(SYSTEMD_NAME)?
-            .path(MANAGER_PATH)?
-            .interface(MANAGER_INTERFACE)?
-            .member("JobRemoved")?
-            .build();
-        dbus.add_match_rule(rule).with_context(context)?;
-        let (tx, rx) = mpsc::channel();
-        thread::Builder::new()
-            .name("systemd-jobs".into())
-            .spawn(move || {
-                for message in messages {
-                    let Ok(message) = message else { break };
-                    let Some(removed) = job_removed(&message, &owner) else {
-                        continue;
-                    };
-                    if tx.send(removed).is_err() {
-                        break;
-                    }
-                }
-            })
-            .with_context(context)?;
-        Ok(JobWatch { rx })
-    }
-}
-
-/// A `JobRemoved(id, job, unit, result)` from the manager (`owner`), or `None`.
-fn job_removed(message: &Message, owner: &str) -> Option<JobRemoved> {
-    let header = message.header();
-    let ours = message.message_type() == MessageType::Signal
-        && header.sender().is_some_and(|s| s.as_str() == owner)
-        && header
-            .interface()
-            .is_some_and(|i| i.as_str() == MANAGER_INTERFACE)
-        && header.member().is_some_and(|m| m.as_str() == "JobRemoved");
-    if !ours {
-        return None;
-    }
-    let (_id, job, _unit, result): (u32, OwnedObjectPath, String, String) =
-        message.body().deserialize().ok()?;
-    Some(JobRemoved {
-        job: job.as_str().to_owned(),
-        result,
-    })
-}
-
-struct JobRemoved {
-    job: String,
-    result: String,
-}
-
-/// How a wait for one job ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Waited {
-    /// `JobRemoved` with this result.
-    Removed(String),
-    Deadline,
-    Cancelled,
-    /// The connection closed (the manager or its bus went away).
-    Lost,
-}
-
-struct JobWatch {
-    rx: Receiver<JobRemoved>,
-}
-
-impl JobWatch {
-    fn wait_for(
-        &self,
-        job: &OwnedObjectPath,
-        deadline: Instant,
-        cancel: Option<&Cancel>,
-    ) -> Waited {
-        let job = job.as_str();
-        loop {
-            let cancelled = cancel.is_some_and(Cancel::is_cancelled);
-            let now = Instant::now();
-            if cancelled || now >= deadline {
-                // A job that ended just now still counts as ended.
-                return self.drain_for(job).unwrap_or(if cancelled {
-                    Waited::Cancelled
-                } else {
-                    Waited::Deadline
-                });
-            }
-            match self.rx.recv_timeout(SLICE.min(deadline - now)) {
-                Ok(removed) if removed.job == job => return Waited::Removed(removed.result),
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Waited::Lost,
-            }
-        }
-    }
-
-    fn drain_for(&self, job: &str) -> Option<Waited> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(removed) if removed.job == job => return Some(Waited::Removed(removed.result)),
-                Ok(_) => {}
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
-            }
-        }
-    }
-}
-
-/// Why a bounded wait gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GaveUp {
-    Deadline,
-    Cancelled,
-}
-
-impl GaveUp {
-    fn describe(self, waited: Duration) -> String {
-        match self {
-            GaveUp::Deadline if waited.is_zero() => "did not appear in time".to_owned(),
-            GaveUp::Deadline => format!("did not appear within {}s", waited.as_secs()),
-            GaveUp::Cancelled => "was still missing when this run was interrupted".to_owned(),
-        }
-    }
-}
-
-/// Polls `ready` every 100 ms until it holds, the deadline passes or
-/// `cancel` is set. `ready` is always tried at least once.
-fn wait_until(
-    deadline: Instant,
-    cancel: Option<&Cancel>,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), GaveUp> {
-    loop {
-        if ready() {
-            return Ok(());
-        }
-        if cancel.is_some_and(Cancel::is_cancelled) {
-            return Err(GaveUp::Cancelled);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(GaveUp::Deadline);
-        }
-        thread::sleep(SLICE.min(deadline - now));
-    }
-}
-
 // ------------------------------------------------------------ pure helpers
 
 /// `/run/user/<uid>/bus`: where the user's session bus listens.
@@ -683,6 +400,9 @@ fn libc_sigkill() -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
+    use super::jobs::{GaveUp, JobRemoved, JobWatch};
     use super::*;
     use crate::model::UserName;
 

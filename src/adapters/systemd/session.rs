@@ -1,0 +1,183 @@
+//! One D-Bus connection to one user's systemd manager, and the reads and
+//! waits built on it (unit state, settling, the job-signal watch).
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use zbus::blocking::{fdo::DBusProxy, Connection, MessageIterator};
+use zbus::message::Type as MessageType;
+use zbus::names::BusName;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::OwnedObjectPath;
+use zbus::MatchRule;
+
+use super::jobs::{job_removed, wait_until, JobWatch};
+use super::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
+use super::{is_settled, manager_hint, MANAGER_INTERFACE, MANAGER_PATH, SYSTEMD_NAME};
+use crate::ports::{Account, Cancel, UnitStatus};
+
+/// One connection to one user's manager. Closing the connection on drop
+/// also ends the job-signal reader thread.
+pub(super) struct Session {
+    pub(super) conn: Connection,
+    pub(super) manager: ManagerProxy<'static>,
+    /// "user <name> (uid <uid>)", for messages.
+    pub(super) who: String,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.conn.clone().close();
+    }
+}
+
+impl Session {
+    /// Waits (bounded) until the manager owns its name on the bus: right
+    /// after `user@.service` starts, the bus can be up before the manager.
+    pub(super) fn wait_for_manager(
+        &self,
+        deadline: Instant,
+        cancel: Option<&Cancel>,
+        account: &Account,
+    ) -> anyhow::Result<()> {
+        let who = &self.who;
+        let dbus = DBusProxy::new(&self.conn)
+            .with_context(|| format!("{who}: cannot talk to the user's dbus-daemon"))?;
+        let name = BusName::try_from(SYSTEMD_NAME)?;
+        let mut last_error = None;
+        let waited = wait_until(deadline, cancel, || {
+            match dbus.name_has_owner(name.clone()) {
+                Ok(owned) => owned,
+                Err(e) => {
+                    last_error = Some(e);
+                    false
+                }
+            }
+        });
+        waited.map_err(|why| {
+            anyhow::anyhow!(
+                "{who}: the user's bus is up but its systemd manager ({SYSTEMD_NAME}) {}{}; {}",
+                why.describe(Duration::ZERO),
+                last_error
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default(),
+                manager_hint(account)
+            )
+        })
+    }
+
+    /// `LoadUnit`: the unit's object path and `LoadState`.
+    pub(super) fn load(&self, unit: &str) -> anyhow::Result<(OwnedObjectPath, String)> {
+        let who = &self.who;
+        let path = self
+            .manager
+            .load_unit(unit)
+            .with_context(|| format!("{who}: cannot load {unit} in the user's systemd"))?;
+        let state = self
+            .unit(&path)?
+            .load_state()
+            .with_context(|| format!("{who}: cannot read the LoadState of {unit}"))?;
+        Ok((path, state))
+    }
+
+    pub(super) fn unit(&self, path: &OwnedObjectPath) -> anyhow::Result<UnitProxy<'static>> {
+        Ok(UnitProxy::builder(&self.conn)
+            .path(path.clone())?
+            .cache_properties(CacheProperties::No)
+            .build()?)
+    }
+
+    pub(super) fn unit_by_name(&self, unit: &str) -> anyhow::Result<UnitProxy<'static>> {
+        let path = self
+            .manager
+            .get_unit(unit)
+            .or_else(|_| self.manager.load_unit(unit))?;
+        self.unit(&path)
+    }
+
+    pub(super) fn job(&self, path: &OwnedObjectPath) -> anyhow::Result<JobProxy<'static>> {
+        Ok(JobProxy::builder(&self.conn)
+            .path(path.clone())?
+            .cache_properties(CacheProperties::No)
+            .build()?)
+    }
+
+    /// The unit's state for the operator; fields that cannot be read (a
+    /// target has no `Result`) stay `None`.
+    pub(super) fn status(&self, unit: &str) -> UnitStatus {
+        let Ok(path) = self
+            .manager
+            .get_unit(unit)
+            .or_else(|_| self.manager.load_unit(unit))
+        else {
+            return UnitStatus::default();
+        };
+        let mut status = UnitStatus::default();
+        if let Ok(u) = self.unit(&path) {
+            status.active_state = u.active_state().ok();
+            status.sub_state = u.sub_state().ok();
+        }
+        let service = ServiceProxy::builder(&self.conn)
+            .path(path)
+            .and_then(|b| b.cache_properties(CacheProperties::No).build());
+        if let Ok(s) = service {
+            status.result = s.result().ok();
+            status.exec_main_status = s.exec_main_status().ok();
+        }
+        status
+    }
+
+    /// Polls until the unit is `inactive` or `failed`, at most `limit`.
+    pub(super) fn wait_settled(&self, unit: &str, limit: Duration) -> bool {
+        wait_until(Instant::now() + limit, None, || {
+            self.unit_by_name(unit)
+                .and_then(|u| Ok(u.active_state()?))
+                .is_ok_and(|state| is_settled(&state))
+        })
+        .is_ok()
+    }
+
+    /// `Subscribe`, a match rule for `JobRemoved` and a reader thread
+    /// forwarding each one to a channel, so waits can use `recv_timeout`.
+    pub(super) fn watch_jobs(&self) -> anyhow::Result<JobWatch> {
+        let who = &self.who;
+        let context = || format!("{who}: cannot listen for job signals of the user's systemd");
+        self.manager.subscribe().with_context(context)?;
+        let dbus = DBusProxy::new(&self.conn).with_context(context)?;
+        // Only the manager itself may end our job (other processes of the
+        // user share the bus).
+        let owner = dbus
+            .get_name_owner(BusName::try_from(SYSTEMD_NAME)?)
+            .with_context(context)?
+            .to_string();
+        // The stream exists before the rule, the rule before StartUnit: no
+        // signal can slip past. Closing the connection ends the stream.
+        let messages = MessageIterator::from(&self.conn);
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender(SYSTEMD_NAME)?
+            .path(MANAGER_PATH)?
+            .interface(MANAGER_INTERFACE)?
+            .member("JobRemoved")?
+            .build();
+        dbus.add_match_rule(rule).with_context(context)?;
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("systemd-jobs".into())
+            .spawn(move || {
+                for message in messages {
+                    let Ok(message) = message else { break };
+                    let Some(removed) = job_removed(&message, &owner) else {
+                        continue;
+                    };
+                    if tx.send(removed).is_err() {
+                        break;
+                    }
+                }
+            })
+            .with_context(context)?;
+        Ok(JobWatch { rx })
+    }
+}
