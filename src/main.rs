@@ -38,7 +38,10 @@ fn main() -> ExitCode {
         };
     }
     let Some(sha) = config::requested_sha(&cli) else {
-        eprintln!("hostenv-activate: COMIN_GIT_SHA is not set (and no --sha given): no deployment to act on, nothing to do");
+        eprintln!(
+            "hostenv-activate: COMIN_GIT_SHA is not set (and no --sha given): no deployment to act on, nothing to do{}",
+            if cli.dry_run { "; pass --sha <commit> to see what a deployment of that commit would do" } else { "" }
+        );
         return Exit::Ok.into();
     };
     let config = match Config::from_cli(&cli, sha) {
