@@ -197,6 +197,12 @@ fn job_closed_mid_run_runs_no_further_action() {
         w.systemd.stopped.borrow().is_empty(),
         "deactivate must not run for a closed job"
     );
+    let log = w.log.0.borrow();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Applying action for other (not delivered to the provider")),
+        "the refused event is still logged: {log:?}"
+    );
 }
 
 #[test]

@@ -124,13 +124,22 @@ impl<'a> Reporter<'a> {
             ..fields
         };
         let step = format!("{phase}/{status}");
-        retry::retrying(self.settings, self.ports, &step, || {
+        let delivered = retry::retrying(self.settings, self.ports, &step, || {
             self.ports.provider.post_event(&self.job, &event)
-        })
-        .map_err(|e| Stop::from_provider(Some(&self.job), step.clone(), e))?;
-        self.ports
-            .log
-            .line(level, &fields, &format!("{status}: {message}"));
-        Ok(())
+        });
+        match delivered {
+            Ok(()) => {
+                let line = format!("{status}: {message}");
+                self.ports.log.line(level, &fields, &line);
+                Ok(())
+            }
+            Err(e) => {
+                // The operator still learns what happened, even though the
+                // provider did not take the event.
+                let line = format!("{status}: {message} (not delivered to the provider: {e})");
+                self.ports.log.line(Level::Error, &fields, &line);
+                Err(Stop::from_provider(Some(&self.job), step, e))
+            }
+        }
     }
 }
