@@ -6,6 +6,7 @@
   stdenv,
   rustPlatform,
   installShellFiles,
+  util-linux,
 }: let
   manifest = (lib.importTOML ../Cargo.toml).package;
 
@@ -22,14 +23,14 @@
     ]);
   };
 
-  # Integration test targets (tests/*.rs) that need no root. `real_node`
-  # runs real systemd user managers as root in a mount namespace: it cannot
-  # run in the build sandbox, so it is left to `.ci/run`.
+  # Integration test targets (tests/*.rs) that need no root. The `real_*`
+  # targets run real systemd user managers as root in mount namespaces: they
+  # cannot run in the build sandbox, so they are left to `.ci/run`.
   hermeticTests = lib.pipe (builtins.readDir ../tests) [
     (lib.filterAttrs (name: type: type == "regular" && lib.hasSuffix ".rs" name))
     lib.attrNames
     (map (lib.removeSuffix ".rs"))
-    (lib.filter (name: name != "real_node"))
+    (lib.filter (name: !lib.hasPrefix "real_" name))
   ];
 in
   rustPlatform.buildRustPackage {
@@ -39,6 +40,8 @@ in
     cargoLock.lockFile = ../Cargo.lock;
 
     nativeBuildInputs = [installShellFiles];
+    # `setsid` for the test that a timeout also ends what left the group.
+    nativeCheckInputs = [util-linux];
 
     # Unit tests plus the hermetic integration tests (fake provider on
     # loopback, stub programs; the sandbox has loopback but no network).

@@ -9,6 +9,7 @@ pub mod plan_store;
 pub mod process;
 pub mod programs;
 pub mod read_only;
+pub mod reaper;
 pub mod signals;
 pub mod systemd;
 pub mod token;

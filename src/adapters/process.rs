@@ -7,7 +7,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,7 +16,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::adapters::creds;
+use crate::adapters::{creds, reaper};
 use crate::ports::{Account, Cancel, Level, Log, LogFields, ProgramOutcome, ProgramRun};
 
 /// How often the deadline and the cancel flag are looked at.
@@ -27,6 +27,8 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long processes left behind by an exited program may hold its output.
 const LINGER: Duration = Duration::from_secs(2);
+/// Serialises [`ProcessRunner::run`] within this process.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Only the tail of the output is kept.
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
@@ -150,6 +152,18 @@ impl ProcessRunner {
                 cmd.timeout.as_secs()
             ),
         );
+        // One program at a time: the sweep after it treats every other child
+        // of this process as something the program left behind.
+        let _one = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(e) = reaper::become_subreaper() {
+            self.log.line(
+                Level::Warn,
+                &fields,
+                &format!("cannot become a child subreaper ({e}): processes that leave the program's process group cannot be ended"),
+            );
+        }
         let handle = spawn(cmd, account)?;
         let Some(&pid) = handle.pids().first() else {
             anyhow::bail!(
@@ -158,9 +172,33 @@ impl ProcessRunner {
             );
         };
         let group = Pid::from_raw(pid as i32);
-        let stop = match wait(&handle, group, cmd.timeout, cancel) {
+        let result = self.supervise(&handle, group, cmd, cancel, &fields);
+        let swept = reaper::end_strays(group, KILL_GRACE);
+        if swept > 0 {
+            self.log.line(
+                Level::Warn,
+                &fields,
+                &format!(
+                    "ended {swept} process(es) of {} that had left its process group",
+                    cmd.program.display()
+                ),
+            );
+        }
+        result
+    }
+
+    /// Waits for the program and stops it when it must stop.
+    fn supervise(
+        &self,
+        handle: &duct::Handle,
+        group: Pid,
+        cmd: &UserCommand,
+        cancel: &Cancel,
+        fields: &LogFields<'_>,
+    ) -> anyhow::Result<ProgramRun> {
+        let stop = match wait(handle, group, cmd.timeout, cancel) {
             Ok(Waited::Finished(run)) => {
-                self.end_leftovers(group, cmd, &fields);
+                self.end_leftovers(group, cmd, fields);
                 return Ok(run);
             }
             Ok(Waited::Stopped(stop)) => stop,
@@ -178,15 +216,15 @@ impl ProcessRunner {
         let program = cmd.program.display();
         self.log.line(
             Level::Warn,
-            &fields,
-            &format!("{program} {why}: killing its process group {pid}"),
+            fields,
+            &format!("{program} {why}: killing its process group {group}"),
         );
-        if let Some(out) = kill_group(group, &handle)? {
+        if let Some(out) = kill_group(group, handle)? {
             return Ok(finish(out, Some(stop)));
         }
         self.log.line(
             Level::Warn,
-            &fields,
+            fields,
             &format!(
                 "a process of {program} left its process group and still holds the output pipe"
             ),
@@ -314,6 +352,8 @@ fn kill_group(group: Pid, handle: &duct::Handle) -> anyhow::Result<Option<&Outpu
         return Ok(Some(out));
     }
     let _ = killpg(group, Signal::SIGKILL);
+    // Whatever left the group may hold the output pipe: end it too.
+    reaper::end_strays(group, KILL_GRACE);
     handle
         .wait_timeout(KILL_GRACE)
         .context("waiting for the program after SIGKILL")
@@ -392,9 +432,29 @@ mod tests {
         (ProcessRunner::new(log.clone()), log)
     }
 
+    /// A tool from the test's own PATH (the Nix build sandbox has no
+    /// /usr/bin); a missing one fails the test.
+    fn tool(name: &str) -> PathBuf {
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{name} is not on PATH ({path}): the test needs it"))
+    }
+
+    /// `sh -c script`, with the test's PATH after the user's so that tools
+    /// are found in a build sandbox too.
     fn sh(account: &Account, script: &str, timeout: Duration) -> UserCommand {
         let args = vec!["-c".to_owned(), script.to_owned()];
-        UserCommand::for_account(account, "/bin/sh", args, timeout)
+        let mut cmd = UserCommand::for_account(account, tool("sh"), args, timeout);
+        let extra = std::env::var("PATH").unwrap_or_default();
+        for (key, value) in &mut cmd.env {
+            if key == "PATH" {
+                value.push(':');
+                value.push_str(&extra);
+            }
+        }
+        cmd
     }
 
     /// Alive and not a zombie; waits up to 5 s for a killed process to go.
@@ -496,12 +556,7 @@ mod tests {
     fn the_program_sees_exactly_the_built_environment() {
         let home = tempfile::tempdir().expect("tempdir");
         let acct = account(home.path());
-        let cmd = UserCommand::for_account(
-            &acct,
-            Path::new("/usr/bin/env"),
-            &[],
-            Duration::from_secs(60),
-        );
+        let cmd = UserCommand::for_account(&acct, tool("env"), Vec::new(), Duration::from_secs(60));
         let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
         assert_eq!(run.outcome, ProgramOutcome::Exited(0));
         let seen: BTreeSet<String> = run.output.lines().map(str::to_owned).collect();
@@ -535,6 +590,28 @@ mod tests {
         assert_eq!(run.outcome, ProgramOutcome::TimedOut);
         assert!(start.elapsed() < Duration::from_secs(30));
         assert!(!still_running(read_pid(&pidfile)), "the grandchild is gone");
+    }
+
+    #[test]
+    fn a_timeout_also_ends_what_left_the_process_group() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let pidfile = home.path().join("escaped.pid");
+        let setsid = tool("setsid");
+        let script = format!(
+            "{} sh -c 'echo $$ > {}; exec sleep 60' >/dev/null 2>&1 & sleep 60",
+            setsid.display(),
+            pidfile.display()
+        );
+        let cmd = sh(&acct, &script, Duration::from_secs(1));
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::TimedOut);
+        let escaped = read_pid(&pidfile);
+        let group = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
+        assert!(
+            !still_running(escaped),
+            "the process in its own session is gone ({group})"
+        );
     }
 
     #[test]
