@@ -448,6 +448,25 @@ fn backup_of_several_keys() {
 }
 
 #[test]
+fn backup_checks_every_key_before_starting_any_unit() {
+    let mut w = World::new(StubProvider::with_intent(backup_intent(&[
+        "db-migrate",
+        "files-migrate",
+    ])));
+    w.systemd = StubSystemd::default().loaded("restic-backups-db-migrate.service", unit_ok());
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("restic-backups-files-migrate.service"));
+    assert!(
+        w.systemd.started.borrow().is_empty(),
+        "no backup runs when another key cannot be backed up"
+    );
+}
+
+#[test]
 fn backup_without_migrations_succeeds_at_once() {
     let w = World::new(StubProvider::with_intent(backup_intent(&[])));
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
