@@ -12,14 +12,16 @@ mod harness;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 
+#[path = "support/node_run.rs"]
+mod node_run;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_provider::{backup_success, event, Event, FakeHandle, FakeProvider, Route};
 use serde_json::{json, Value};
@@ -28,7 +30,11 @@ use harness::units::{
     failing_unit, hanging_unit, FAILING_STATUS, FAILING_UNIT, HANGING_SLEEP, HANGING_UNIT,
     HOSTENV_TARGET, TARGET_SERVICE,
 };
-use harness::{TestUser, UserSpec, World};
+use harness::{TestUser, UserSpec};
+use node_run::{
+    action, intent, position, processes_matching, settled, show, spawn, start_target, world,
+    Finished, NodeConfig, PlanDir,
+};
 
 const NODE: &str = "node-a";
 const OTHER: &str = "node-b";
@@ -50,32 +56,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(150);
 
 // ------------------------------------------------------------------ support
 
-fn world(specs: &[UserSpec]) -> World {
-    World::up(specs).unwrap_or_else(|e| panic!("cannot bring up the real test node: {e:#}"))
-}
-
-/// One action of an intent.
-fn action(
-    op: &str,
-    user: &str,
-    migrations: &[&str],
-    from: Option<&str>,
-    to: Option<&str>,
-) -> Value {
-    let mut a = json!({"op": op, "user": user, "migrations": migrations});
-    if let Some(from) = from {
-        a["fromNode"] = json!(from);
-    }
-    if let Some(to) = to {
-        a["toNode"] = json!(to);
-    }
-    a
-}
-
-fn intent(actions: Vec<Value>) -> Value {
-    json!({"schemaVersion": 1, "actions": actions})
-}
-
 /// A provider knowing both nodes, with one job for [`SHA`]: `mine` for
 /// node-a and, when given, `theirs` for node-b.
 fn provider(mine: Value, theirs: Option<Value>) -> fake_provider::Builder {
@@ -89,125 +69,70 @@ fn provider(mine: Value, theirs: Option<Value>) -> fake_provider::Builder {
         .job(JOB, SHA, intents)
 }
 
-/// How one run of the binary ended.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
+/// A provider whose job gives node-a this one action (and node-b nothing).
+fn provider_of(action: Value) -> FakeHandle {
+    provider(intent(vec![action]), None).start()
 }
 
-impl Ran {
-    fn all(&self) -> String {
-        format!(
-            "exit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "exit status\n{}", self.all());
-        self
-    }
+fn activate_of(user: &str) -> Value {
+    action("activate", user, &[], None, None)
 }
 
-/// Runs the real binary as root, the way comin's wrapper does: only its
-/// configuration (plus PATH, a `NOTIFY_SOCKET` and a canary variable that a
-/// leak would carry to the user's programs) in the environment, the token in
-/// a root-owned 0600 file, and a stdin pipe that carries data and stays open
-/// for the whole run.
-fn run_binary(fake: &FakeHandle, action_timeout: u64) -> Ran {
-    let dir = tempfile::Builder::new()
-        .prefix("hat-token-")
-        .tempdir()
-        .expect("a directory for the token");
-    let token_file = dir.path().join("token");
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&token_file)
-            .expect("create the token file");
-        writeln!(f, "{TOKEN}").expect("write the token");
-    }
-    let meta = fs::metadata(&token_file).expect("token file metadata");
-    assert_eq!(
-        (meta.uid(), meta.mode() & 0o777),
-        (0, 0o600),
-        "root-owned 0600"
-    );
+/// Backs `key` up on node-a for node-b.
+fn backup_of(user: &str, key: &str) -> Value {
+    action("backup", user, &[key], Some(NODE), Some(OTHER))
+}
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostenv-activate"));
-    cmd.env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("COMIN_GIT_SHA", SHA)
-        .env("HOSTENV_COMIN_NODE_NAME", NODE)
-        .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
-        .env("HOSTENV_COMIN_TOKEN_FILE", &token_file)
-        .env("HOSTENV_COMIN_ACTION_TIMEOUT", action_timeout.to_string())
-        .env("HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT", "30")
-        .env("HOSTENV_COMIN_INTENT_WAIT", "0")
-        .env("NOTIFY_SOCKET", NOTIFY_SOCKET)
-        .env(ROOT_CANARY.0, ROOT_CANARY.1)
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("start hostenv-activate");
-    // Kept open (and unread) until the binary has exited.
-    let mut stdin = child.stdin.take();
-    if let Some(pipe) = stdin.as_mut() {
-        let _ = pipe.write_all(format!("{ROOT_STDIN}\n").as_bytes());
-        let _ = pipe.flush();
-    }
-    let out = drain(child.stdout.take().expect("stdout pipe"));
-    let err = drain(child.stderr.take().expect("stderr pipe"));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for hostenv-activate") {
-            break status;
-        }
-        if started.elapsed() >= RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            drop(stdin);
-            panic!(
-                "hostenv-activate still running after {RUN_LIMIT:?}; killed. stderr:\n{}",
-                err.join().unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    drop(stdin);
-    let ran = Ran {
-        code: status.code(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        elapsed,
-    };
+/// `user`'s activate is this shell body; node-a runs its one activate.
+fn run_activate(user: &TestUser, body: &str, action_timeout: u64) -> (FakeHandle, Finished) {
+    write_activate(user, body);
+    let fake = provider_of(activate_of(&user.name));
+    let ran = run_binary(&fake, action_timeout);
+    (fake, ran)
+}
+
+/// node-a runs its one backup of `user`'s `key` for node-b.
+fn run_backup(user: &TestUser, key: &str, action_timeout: u64) -> (FakeHandle, Finished) {
+    let fake = provider_of(backup_of(&user.name, key));
+    let ran = run_binary(&fake, action_timeout);
+    (fake, ran)
+}
+
+/// The events of a backup-only intent that succeeded, and that failed.
+const BACKED_UP: &[(&str, &str)] = &[
+    ("backup", "running"),
+    ("backup", "success"),
+    ("intent", "success"),
+];
+const BACKUP_FAILED: &[(&str, &str)] = &[("backup", "running"), ("backup", "failed")];
+/// The events of an activate-only intent whose activate timed out.
+const ACTIVATE_TIMED_OUT: &[(&str, &str)] = &[("activate", "running"), ("activate", "timed_out")];
+
+/// Runs the real binary as root, the way comin's wrapper does (see
+/// [`node_run::spawn`]), with a `NOTIFY_SOCKET` and a canary variable that a
+/// leak would carry to the user's programs in its environment too, and a
+/// stdin pipe that carries data and stays open for the whole run. Its output
+/// never shows the token.
+fn run_binary(fake: &FakeHandle, action_timeout: u64) -> Finished {
+    let ran = spawn(
+        fake,
+        &NodeConfig {
+            node: NODE,
+            sha: SHA,
+            token: TOKEN,
+            action_timeout,
+            target_observe_timeout: 30,
+            intent_wait: 0,
+            extra_env: &[("NOTIFY_SOCKET", NOTIFY_SOCKET), ROOT_CANARY],
+            stdin: Some(ROOT_STDIN),
+        },
+    )
+    .wait(RUN_LIMIT);
     if std::env::var_os("REAL_ACTIONS_SHOW_OUTPUT").is_some() {
-        eprintln!("{}", ran.all());
+        eprintln!("{}", ran.output());
     }
-    assert!(
-        !ran.stdout.contains(TOKEN) && !ran.stderr.contains(TOKEN),
-        "the token leaked into the output:\n{}",
-        ran.all()
-    );
+    ran.expect_no_token(TOKEN);
     ran
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
 }
 
 /// node-a's events as the provider stored them, as (phase, status). Every
@@ -237,13 +162,13 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 #[track_caller]
-fn expect_steps(fake: &FakeHandle, ran: &Ran, want: &[(&str, &str)]) {
+fn expect_steps(fake: &FakeHandle, ran: &Finished, want: &[(&str, &str)]) {
     assert_eq!(
         steps(fake),
         pairs(want),
         "events: {:#?}\n{}",
         fake.events_of(JOB, NODE),
-        ran.all()
+        ran.output()
     );
 }
 
@@ -270,14 +195,6 @@ fn assert_contains(text: &str, needles: &[&str]) {
 fn write_activate(user: &TestUser, body: &str) {
     user.write_file(".local/bin/activate", &format!("#!/bin/sh\n{body}"), 0o755)
         .expect("write ~/.local/bin/activate");
-}
-
-/// Processes of `user` whose command line contains `needle`.
-fn processes_running(user: &TestUser, needle: &str) -> Vec<(i32, String)> {
-    user.processes()
-        .into_iter()
-        .filter(|(_, cmd)| cmd.contains(needle))
-        .collect()
 }
 
 fn data_dir(user: &TestUser, key: &str) -> String {
@@ -329,10 +246,6 @@ fn snapshots(user: &TestUser, key: &str) -> Vec<(String, String, jiff::Timestamp
 fn started_at(user: &TestUser, unit: &str) -> String {
     user.unit_property(unit, "InactiveExitTimestamp")
         .unwrap_or_else(|e| panic!("systemctl show {unit}: {e:#}"))
-}
-
-fn settled(state: &str) -> bool {
-    matches!(state, "inactive" | "failed")
 }
 
 /// A supplementary group the test adds its user to; removed on drop.
@@ -391,47 +304,6 @@ fn remove_stale_groups() {
                 Command::new("groupdel").arg(name),
                 Duration::from_secs(30),
             );
-        }
-    }
-}
-
-/// `/run/hostenv/user/<user>`: removed on drop, and the two shared parents
-/// too when this test created them and they are empty.
-struct RunDir {
-    user_dir: PathBuf,
-    created_parents: Vec<PathBuf>,
-}
-
-impl RunDir {
-    fn of(user: &TestUser) -> Self {
-        let parents = [
-            PathBuf::from("/run/hostenv/user"),
-            PathBuf::from("/run/hostenv"),
-        ];
-        let user_dir = parents[0].join(&user.name);
-        assert!(
-            !user_dir.exists(),
-            "{} exists before the test",
-            user_dir.display()
-        );
-        Self {
-            user_dir,
-            created_parents: parents.into_iter().filter(|p| !p.exists()).collect(),
-        }
-    }
-
-    fn restore_dir(&self) -> PathBuf {
-        self.user_dir.join("restore")
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        // remove_dir_all does not follow symlinks: a planted link goes, its
-        // target stays.
-        let _ = fs::remove_dir_all(&self.user_dir);
-        for parent in &self.created_parents {
-            let _ = fs::remove_dir(parent); // only if empty
         }
     }
 }
@@ -501,14 +373,8 @@ fn activate_runs_as_the_user_in_a_clean_environment() {
         .map(|g| g.parse().expect("gid"))
         .collect();
     assert_eq!(harness_groups, expected_groups, "the extra group is set up");
-    write_activate(user, RECORDING_ACTIVATE);
 
-    let fake = provider(
-        intent(vec![action("activate", &user.name, &[], None, None)]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 60);
+    let (fake, ran) = run_activate(user, RECORDING_ACTIVATE, 60);
     ran.expect_code(0);
     expect_steps(
         &fake,
@@ -533,7 +399,7 @@ fn activate_runs_as_the_user_in_a_clean_environment() {
         panic!(
             "activate left no record at {}: {e}\n{}",
             record_path.display(),
-            ran.all()
+            ran.output()
         )
     });
     let (head, env_text) = record
@@ -631,16 +497,11 @@ fn activate_runs_as_the_user_in_a_clean_environment() {
 fn activate_failure_is_reported_with_its_output_and_exit_code() {
     let w = world(&[UserSpec::new("fail").without_test_units()]);
     let user = w.user("fail");
-    write_activate(
+    let (fake, ran) = run_activate(
         user,
         "echo 'building site'\necho 'error: database unreachable' >&2\necho 'giving up'\nexit 7\n",
+        60,
     );
-    let fake = provider(
-        intent(vec![action("activate", &user.name, &[], None, None)]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 60);
     ran.expect_code(1);
     expect_steps(
         &fake,
@@ -670,22 +531,13 @@ fn activate_failure_is_reported_with_its_output_and_exit_code() {
 fn activate_past_the_timeout_is_timed_out_and_its_whole_tree_is_gone() {
     let w = world(&[UserSpec::new("slow").without_test_units()]);
     let user = w.user("slow");
-    write_activate(
+    let (fake, ran) = run_activate(
         user,
         "echo starting\nsleep 300 &\necho $! > \"$HOME/background.pid\"\nsleep 299\n",
+        2,
     );
-    let fake = provider(
-        intent(vec![action("activate", &user.name, &[], None, None)]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 2);
     ran.expect_code(1);
-    expect_steps(
-        &fake,
-        &ran,
-        &[("activate", "running"), ("activate", "timed_out")],
-    );
+    expect_steps(&fake, &ran, ACTIVATE_TIMED_OUT);
     assert_eq!(
         event_of(&fake, "activate", "timed_out").message,
         format!("Activation timed out for {} after 2s", user.name)
@@ -699,7 +551,7 @@ fn activate_past_the_timeout_is_timed_out_and_its_whole_tree_is_gone() {
         .expect("activate recorded its background child");
     assert!(!pid.trim().is_empty());
     for needle in ["sleep 300", "sleep 299"] {
-        let left = processes_running(user, needle);
+        let left = processes_matching(user, &[needle]);
         assert!(left.is_empty(), "{needle} survived the timeout: {left:?}");
     }
     assert!(
@@ -712,32 +564,22 @@ fn activate_past_the_timeout_is_timed_out_and_its_whole_tree_is_gone() {
     );
 }
 
-/// KNOWN BUG (fails until fixed): behaviour.md wants the whole process tree
-/// of a timed-out `activate` gone, but the program kills only the process
-/// group (`adapters::process`), so a descendant that started its own session
-/// (`setsid`, as daemonising programs do) outlives the `timed_out` report.
+/// behaviour.md wants the whole process tree of a timed-out `activate` gone:
+/// also a descendant that started its own session (`setsid`, as daemonising
+/// programs do) and so left the process group the timeout kills.
 #[test]
 fn activate_past_the_timeout_leaves_no_descendant_in_another_session() {
     let w = world(&[UserSpec::new("sid").without_test_units()]);
     let user = w.user("sid");
-    write_activate(
+    let (fake, ran) = run_activate(
         user,
         "setsid sleep 298 >/dev/null 2>&1 </dev/null &\nsleep 297\n",
+        2,
     );
-    let fake = provider(
-        intent(vec![action("activate", &user.name, &[], None, None)]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 2);
     ran.expect_code(1);
-    expect_steps(
-        &fake,
-        &ran,
-        &[("activate", "running"), ("activate", "timed_out")],
-    );
-    assert!(processes_running(user, "sleep 297").is_empty());
-    let left = processes_running(user, "sleep 298");
+    expect_steps(&fake, &ran, ACTIVATE_TIMED_OUT);
+    assert!(processes_matching(user, &["sleep 297"]).is_empty());
+    let left = processes_matching(user, &["sleep 298"]);
     assert!(
         left.is_empty(),
         "a descendant of the timed-out activate is still running after the report: {left:?}"
@@ -755,28 +597,9 @@ fn backup_posts_the_full_id_of_the_snapshot_this_run_made() {
     assert_eq!(before.len(), 1, "one old snapshot: {before:?}");
     let old_id = before[0].0.clone();
 
-    let fake = provider(
-        intent(vec![action(
-            "backup",
-            &user.name,
-            &[KEY],
-            Some(NODE),
-            Some(OTHER),
-        )]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 120);
+    let (fake, ran) = run_backup(user, KEY, 120);
     ran.expect_code(0);
-    expect_steps(
-        &fake,
-        &ran,
-        &[
-            ("backup", "running"),
-            ("backup", "success"),
-            ("intent", "success"),
-        ],
-    );
+    expect_steps(&fake, &ran, BACKED_UP);
     let after = snapshots(user, KEY);
     assert_eq!(after.len(), 2, "the run made one snapshot: {after:?}");
     let newest = after.last().expect("two snapshots").0.clone();
@@ -787,7 +610,7 @@ fn backup_posts_the_full_id_of_the_snapshot_this_run_made() {
         success.payload,
         Some(json!({"user": user.name, "sourceNode": NODE, "snapshots": {KEY: newest}})),
         "old snapshot was {old_id}\n{}",
-        ran.all()
+        ran.output()
     );
 }
 
@@ -813,28 +636,9 @@ fn backup_compares_snapshot_times_as_instants_across_utc_offsets() {
     .expect("write the drop-in");
     user.daemon_reload().expect("daemon-reload");
 
-    let fake = provider(
-        intent(vec![action(
-            "backup",
-            &user.name,
-            &[KEY],
-            Some(NODE),
-            Some(OTHER),
-        )]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 120);
+    let (fake, ran) = run_backup(user, KEY, 120);
     ran.expect_code(0);
-    expect_steps(
-        &fake,
-        &ran,
-        &[
-            ("backup", "running"),
-            ("backup", "success"),
-            ("intent", "success"),
-        ],
-    );
+    expect_steps(&fake, &ran, BACKED_UP);
     let all = snapshots(user, KEY);
     assert_eq!(all.len(), 3, "{all:#?}");
     let (in_run_utc, new_york) = (&all[1], &all[2]);
@@ -896,20 +700,9 @@ fn backup_of_a_unit_that_is_not_found_fails_and_starts_nothing() {
     }
     let snapshots_before = snapshots(user, KEY).len();
 
-    let fake = provider(
-        intent(vec![action(
-            "backup",
-            &user.name,
-            &[missing_key],
-            Some(NODE),
-            Some(OTHER),
-        )]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 60);
+    let (fake, ran) = run_backup(user, missing_key, 60);
     ran.expect_code(1);
-    expect_steps(&fake, &ran, &[("backup", "running"), ("backup", "failed")]);
+    expect_steps(&fake, &ran, BACKUP_FAILED);
     let failed = event_of(&fake, "backup", "failed");
     assert_contains(
         &failed.message,
@@ -947,20 +740,9 @@ fn backup_of_a_failing_unit_reports_result_and_exec_main_status() {
     user.write_unit(&unit, &failing_unit()).expect("write unit");
     user.daemon_reload().expect("daemon-reload");
 
-    let fake = provider(
-        intent(vec![action(
-            "backup",
-            &user.name,
-            &[key],
-            Some(NODE),
-            Some(OTHER),
-        )]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 60);
+    let (fake, ran) = run_backup(user, key, 60);
     ran.expect_code(1);
-    expect_steps(&fake, &ran, &[("backup", "running"), ("backup", "failed")]);
+    expect_steps(&fake, &ran, BACKUP_FAILED);
     let failed = event_of(&fake, "backup", "failed");
     assert_contains(
         &failed.message,
@@ -1001,18 +783,7 @@ fn backup_of_a_hanging_unit_times_out_and_the_unit_is_stopped() {
     user.daemon_reload().expect("daemon-reload");
     let sleeping = format!("sleep {HANGING_SLEEP}");
 
-    let fake = provider(
-        intent(vec![action(
-            "backup",
-            &user.name,
-            &[key],
-            Some(NODE),
-            Some(OTHER),
-        )]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 3);
+    let (fake, ran) = run_backup(user, key, 3);
     ran.expect_code(1);
     expect_steps(
         &fake,
@@ -1031,7 +802,7 @@ fn backup_of_a_hanging_unit_times_out_and_the_unit_is_stopped() {
     assert_ne!(started_at(user, &unit), "", "the unit did start");
     let state = user.unit_property(&unit, "ActiveState").expect("show");
     assert!(settled(&state), "{unit} is left {state}");
-    let left = processes_running(user, &sleeping);
+    let left = processes_matching(user, &[&sleeping]);
     assert!(left.is_empty(), "the unit's {sleeping} survived: {left:?}");
 }
 
@@ -1053,20 +824,9 @@ fn backup_without_a_new_snapshot_fails_and_never_posts_the_stale_id() {
     .expect("write unit");
     user.daemon_reload().expect("daemon-reload");
 
-    let fake = provider(
-        intent(vec![action(
-            "backup",
-            &user.name,
-            &[key],
-            Some(NODE),
-            Some(OTHER),
-        )]),
-        None,
-    )
-    .start();
-    let ran = run_binary(&fake, 60);
+    let (fake, ran) = run_backup(user, key, 60);
     ran.expect_code(1);
-    expect_steps(&fake, &ran, &[("backup", "running"), ("backup", "failed")]);
+    expect_steps(&fake, &ran, BACKUP_FAILED);
     let failed = event_of(&fake, "backup", "failed");
     assert_contains(&failed.message, &["snapshot id missing", key, &user.name]);
     // (A oneshot that succeeded is unloaded at once: its mark says it ran.)
@@ -1112,7 +872,7 @@ const SNAPSHOT_ID: &str = "3f1c9e0b7a2d4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1
 fn restore_writes_the_plan_for_the_user_then_activates() {
     let w = world(&[UserSpec::new("rs").without_test_units()]);
     let user = w.user("rs");
-    let run_dir = RunDir::of(user);
+    let run_dir = PlanDir::of(user);
     write_activate(
         user,
         "cat \"/run/hostenv/user/$USER/restore/plan.json\" > \"$HOME/plan-seen\"\n",
@@ -1130,7 +890,7 @@ fn restore_writes_the_plan_for_the_user_then_activates() {
             ("intent", "success"),
         ],
     );
-    let plan_path = run_dir.restore_dir().join("plan.json");
+    let plan_path = run_dir.plan();
     let text = fs::read_to_string(&plan_path).expect("the plan exists");
     let plan: Value = serde_json::from_str(&text).expect("the plan is JSON");
     assert_eq!(
@@ -1169,7 +929,7 @@ fn restore_writes_the_plan_for_the_user_then_activates() {
 fn restore_refuses_a_planted_symlink_and_leaves_its_target_untouched() {
     let w = world(&[UserSpec::new("sym").without_test_units()]);
     let user = w.user("sym");
-    let run_dir = RunDir::of(user);
+    let run_dir = PlanDir::of(user);
     write_activate(user, "touch \"$HOME/activate-ran\"\n");
     // A root-owned directory, and the user's runtime tree pointing at it.
     let target = tempfile::Builder::new()
@@ -1219,10 +979,7 @@ fn restore_refuses_a_planted_symlink_and_leaves_its_target_untouched() {
 fn deactivate_waits_for_the_target_then_stops_hostenv_target_and_reloads() {
     let w = world(&[UserSpec::new("de")]);
     let user = w.user("de");
-    let ran = user
-        .systemctl(&["start", HOSTENV_TARGET])
-        .expect("systemctl");
-    assert!(ran.ok(), "start {HOSTENV_TARGET}: {}", ran.stderr);
+    start_target(user);
     for unit in [HOSTENV_TARGET, TARGET_SERVICE] {
         assert_eq!(
             user.unit_property(unit, "ActiveState").expect("show"),
@@ -1294,21 +1051,13 @@ fn deactivate_waits_for_the_target_then_stops_hostenv_target_and_reloads() {
         "it saw the target activate (not 'not visible; proceeding')"
     );
     // node-a waited, node-b activated, only then node-a went on.
-    let order: Vec<(String, String, String)> = fake
-        .events(JOB)
-        .iter()
-        .map(|e| (e.node.clone(), e.phase.clone(), e.status.clone()))
-        .collect();
-    let at = |node: &str, phase: &str, status: &str| {
-        order
-            .iter()
-            .position(|(n, p, s)| n == node && p == phase && s == status)
-            .unwrap_or_else(|| panic!("no ({node}, {phase}, {status}) in {order:#?}"))
-    };
+    let events = fake.events(JOB);
+    let at = |node: &str, phase: &str, status: &str| position(&events, node, phase, status);
     assert!(
         at(NODE, "deactivate", "waiting") < at(OTHER, "intent", "success")
             && at(OTHER, "intent", "success") < at(NODE, "deactivate", "running"),
-        "{order:#?}"
+        "{}",
+        show(&events)
     );
     for unit in [HOSTENV_TARGET, TARGET_SERVICE] {
         assert_eq!(
@@ -1328,5 +1077,5 @@ fn deactivate_waits_for_the_target_then_stops_hostenv_target_and_reloads() {
             .expect("show"),
         "hostenv test: fails, edited"
     );
-    assert!(processes_running(user, "sleep infinity").is_empty());
+    assert!(processes_matching(user, &["sleep infinity"]).is_empty());
 }

@@ -22,24 +22,25 @@ mod harness;
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 
+#[path = "support/node_run.rs"]
+mod node_run;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::thread::{self, JoinHandle};
+use std::io::Read;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use fake_provider::{Event, FakeHandle, FakeProvider, JobState, Route};
+use fake_provider::{FakeHandle, FakeProvider, JobState, Route};
 use harness::units::{HOSTENV_TARGET, TARGET_SERVICE};
-use harness::{TestUser, UserSpec, World};
+use harness::{TestUser, UserSpec};
+use node_run::{
+    intent, position, processes_matching, settled, show, spawn, start_target, world, Finished,
+    NodeConfig, PlanDir, Running,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hostenv-activate");
 const SHA: &str = "5eedc0ffee";
 const JOB: &str = "job-migrate";
 const NODE_A: &str = "node-a";
@@ -54,10 +55,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(90);
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 // ------------------------------------------------------------ support
-
-fn world(specs: &[UserSpec]) -> World {
-    World::up(specs).unwrap_or_else(|e| panic!("cannot bring up the real test node: {e:#}"))
-}
 
 /// `len` random hex characters (from the kernel; no extra dependency).
 fn random_hex(len: usize) -> String {
@@ -82,230 +79,36 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Removes `/run/hostenv/user/<user>` (the run's restore plan) when dropped;
-/// the harness does not know about it.
-struct PlanDirCleanup(PathBuf);
-
-impl PlanDirCleanup {
-    fn for_user(user: &TestUser) -> Self {
-        let dir = PathBuf::from(format!("/run/hostenv/user/{}", user.name));
-        let _ = fs::remove_dir_all(&dir);
-        PlanDirCleanup(dir)
-    }
-
-    fn plan(&self) -> PathBuf {
-        self.0.join("restore/plan.json")
-    }
-}
-
-impl Drop for PlanDirCleanup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+/// `node`'s configuration, the way comin's wrapper gives it: only its
+/// configuration in the environment, stdin /dev/null.
+fn node_config<'a>(node: &'a str, token: &'a str, action_timeout: u64) -> NodeConfig<'a> {
+    NodeConfig {
+        node,
+        sha: SHA,
+        token,
+        action_timeout,
+        target_observe_timeout: 60,
+        intent_wait: 10,
+        extra_env: &[],
+        stdin: None,
     }
 }
 
-/// One node's configuration for the binary.
-struct NodeConfig<'a> {
-    node: &'a str,
-    token: &'a str,
-    action_timeout: u64,
-}
-
-/// The binary, running (as root, like comin runs it). Killed if dropped
-/// while still running, so a failing test leaves no run behind.
-struct Running {
-    node: String,
-    child: Option<Child>,
-    started: Instant,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-    _token_file: tempfile::NamedTempFile,
-}
-
-/// How a run ended.
-struct Finished {
-    node: String,
-    code: Option<i32>,
-    elapsed: Duration,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn output(&self) -> String {
-        format!(
-            "--- {} exit {:?} after {:.1?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.node, self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{} should exit {code}:\n{}",
-            self.node,
-            self.output()
-        );
-        self
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-/// Starts the shipped binary for `cfg` against `fake`: a clean environment
-/// (only its configuration and PATH), the token in a root-owned 0600 file.
-fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
-    let mut token_file = tempfile::Builder::new()
-        .prefix("hat-token-")
-        .tempfile()
-        .expect("token file");
-    writeln!(token_file, "{}", cfg.token).expect("write the token");
-    token_file.flush().expect("flush the token");
-    let meta = fs::metadata(token_file.path()).expect("stat the token file");
-    assert_eq!(meta.mode() & 0o777, 0o600, "token file mode");
-    assert_eq!(meta.uid(), 0, "token file owner");
-
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("COMIN_GIT_SHA", SHA)
-        .env("HOSTENV_COMIN_NODE_NAME", cfg.node)
-        .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
-        .env("HOSTENV_COMIN_TOKEN_FILE", token_file.path())
-        .env(
-            "HOSTENV_COMIN_ACTION_TIMEOUT",
-            cfg.action_timeout.to_string(),
-        )
-        .env("HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT", "60")
-        .env("HOSTENV_COMIN_INTENT_WAIT", "10")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start hostenv-activate");
-    let stdout = child.stdout.take().map(drain);
-    let stderr = child.stderr.take().map(drain);
-    Running {
-        node: cfg.node.to_owned(),
-        child: Some(child),
-        started: Instant::now(),
-        stdout,
-        stderr,
-        _token_file: token_file,
-    }
-}
-
-impl Running {
-    fn pid(&self) -> i32 {
-        let child = self.child.as_ref().expect("still owned");
-        i32::try_from(child.id()).expect("pid fits i32")
-    }
-
-    fn has_exited(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => !matches!(child.try_wait(), Ok(None)),
-            None => true,
-        }
-    }
-
-    fn sigterm(&self) {
-        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).expect("send SIGTERM");
-    }
-
-    /// Waits for the exit, at most `limit`; past it the run is killed and
-    /// the test fails with what it printed.
-    fn wait(mut self, limit: Duration) -> Finished {
-        let mut child = self.child.take().expect("still owned");
-        let deadline = Instant::now() + limit;
-        let mut timed_out = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for hostenv-activate") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                timed_out = true;
-                let _ = child.kill();
-                break child.wait().expect("reap hostenv-activate");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let finished = Finished {
-            node: self.node.clone(),
-            code: status.code(),
-            elapsed: self.started.elapsed(),
-            stdout: self
-                .stdout
-                .take()
-                .map(|h| h.join().unwrap_or_default())
-                .unwrap_or_default(),
-            stderr: self
-                .stderr
-                .take()
-                .map(|h| h.join().unwrap_or_default())
-                .unwrap_or_default(),
-        };
-        assert!(
-            !timed_out,
-            "{} did not finish within {}s; killed:\n{}",
-            self.node,
-            limit.as_secs(),
-            finished.output()
-        );
-        finished
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn show(events: &[Event]) -> String {
-    events
-        .iter()
-        .map(|e| {
-            format!(
-                "  #{} {} {}/{}: {}",
-                e.id, e.node, e.phase, e.status, e.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Index of the first stored event of `node` with (`phase`, `status`).
-fn position(events: &[Event], node: &str, phase: &str, status: &str) -> usize {
-    events
-        .iter()
-        .position(|e| e.node == node && e.is(phase, status))
-        .unwrap_or_else(|| {
-            panic!(
-                "no ({phase}, {status}) from {node} in the job's events:\n{}",
-                show(events)
-            )
-        })
-}
-
+/// One action of the migration from node-a to node-b.
 fn action(op: &str, user: &str, migrations: &[&str]) -> Value {
-    json!({"op": op, "user": user, "fromNode": NODE_A, "toNode": NODE_B, "migrations": migrations})
+    node_run::action(op, user, migrations, Some(NODE_A), Some(NODE_B))
 }
 
-fn intent(actions: Vec<Value>) -> Value {
-    json!({"schemaVersion": 1, "actions": actions})
+/// A provider whose job has node-a activate `user` with `token`.
+fn activate_provider(user: &str, token: &str) -> FakeHandle {
+    FakeProvider::builder()
+        .node(NODE_A, token)
+        .job(
+            JOB,
+            SHA,
+            [(NODE_A, intent(vec![action("activate", user, &[])]))],
+        )
+        .start()
 }
 
 /// A provider with the demo's migration job: `node-a` backs up and then
@@ -375,11 +178,9 @@ fi
     )
 }
 
-fn start_target(user: &TestUser) {
-    let ran = user
-        .systemctl(&["start", HOSTENV_TARGET])
-        .expect("systemctl start");
-    assert!(ran.ok(), "start {HOSTENV_TARGET}: {}", ran.stderr);
+/// Starts the user's `hostenv.target` and checks it is active.
+fn start_target_active(user: &TestUser) {
+    start_target(user);
     assert_eq!(
         user.unit_property(HOSTENV_TARGET, "ActiveState")
             .expect("show"),
@@ -450,13 +251,13 @@ fn cmdline(pid: i32) -> String {
 fn migration_moves_the_environment_data_from_node_a_to_node_b() {
     let w = world(&[UserSpec::new("mig").backups(&[KEY])]);
     let user = w.user("mig");
-    let plans = PlanDirCleanup::for_user(user);
+    let plans = PlanDir::clearing_stale(user);
     let marker = format!("marker-{}", random_hex(24));
     user.write_file(MARKER_REL, &format!("{marker}\n"), 0o644)
         .expect("marker");
     user.write_file(".local/bin/activate", &restoring_activate(&marker), 0o755)
         .expect("activate");
-    start_target(user);
+    start_target_active(user);
 
     let (token_a, token_b) = (
         format!("tok-a-{}", random_hex(20)),
@@ -464,22 +265,8 @@ fn migration_moves_the_environment_data_from_node_a_to_node_b() {
     );
     let fake = migration_provider(&user.name, &token_a, &token_b);
     let started = Instant::now();
-    let run_a = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_A,
-            token: &token_a,
-            action_timeout: 60,
-        },
-    );
-    let run_b = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_B,
-            token: &token_b,
-            action_timeout: 60,
-        },
-    );
+    let run_a = spawn(&fake, &node_config(NODE_A, &token_a, 60));
+    let run_b = spawn(&fake, &node_config(NODE_B, &token_b, 60));
     let b = run_b.wait(RUN_LIMIT);
     let a = run_a.wait(RUN_LIMIT);
     eprintln!(
@@ -494,11 +281,7 @@ fn migration_moves_the_environment_data_from_node_a_to_node_b() {
     assert_eq!(b.code, Some(0), "node-b:\n{context}");
     for out in [&a, &b] {
         for token in [&token_a, &token_b] {
-            assert!(
-                !out.stdout.contains(token.as_str()) && !out.stderr.contains(token.as_str()),
-                "a token leaked into {}'s output",
-                out.node
-            );
+            out.expect_no_token(token);
         }
     }
 
@@ -626,7 +409,7 @@ fn failed_backup_migration(user: &TestUser) -> FailedMigration {
     )
     .expect("failing backup unit");
     user.daemon_reload().expect("daemon-reload");
-    start_target(user);
+    start_target_active(user);
 
     let (token_a, token_b) = (
         format!("tok-a-{}", random_hex(20)),
@@ -635,14 +418,7 @@ fn failed_backup_migration(user: &TestUser) -> FailedMigration {
     let fake = migration_provider(&user.name, &token_a, &token_b);
     // A long action timeout: giving up "at once" must not mean "at the timeout".
     let action_timeout = 120;
-    let run_b = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_B,
-            token: &token_b,
-            action_timeout,
-        },
-    );
+    let run_b = spawn(&fake, &node_config(NODE_B, &token_b, action_timeout));
     wait_until(
         Duration::from_secs(20),
         "node-b to wait for the backup",
@@ -652,14 +428,7 @@ fn failed_backup_migration(user: &TestUser) -> FailedMigration {
                 .any(|e| e.node == NODE_B && e.is("restore", "waiting"))
         },
     );
-    let run_a = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_A,
-            token: &token_a,
-            action_timeout,
-        },
-    );
+    let run_a = spawn(&fake, &node_config(NODE_A, &token_a, action_timeout));
     let a = run_a.wait(RUN_LIMIT);
     let a_done = Instant::now();
     let b = run_b.wait(RUN_LIMIT);
@@ -678,7 +447,7 @@ fn failed_backup_migration(user: &TestUser) -> FailedMigration {
 fn a_failed_backup_on_node_a_stops_the_restore_on_node_b_and_keeps_the_site_up() {
     let w = world(&[UserSpec::new("migf").backups(&[KEY])]);
     let user = w.user("migf");
-    let plans = PlanDirCleanup::for_user(user);
+    let plans = PlanDir::clearing_stale(user);
     let run = failed_backup_migration(user);
     let (fake, a, b, b_after_a) = (&run.fake, &run.a, &run.b, run.b_after_a);
     let events = fake.events(JOB);
@@ -763,7 +532,7 @@ fn a_failed_backup_on_node_a_stops_the_restore_on_node_b_and_keeps_the_site_up()
 fn a_terminal_event_the_provider_refuses_is_still_logged_with_its_reason() {
     let w = world(&[UserSpec::new("migl").backups(&[KEY])]);
     let user = w.user("migl");
-    let _plans = PlanDirCleanup::for_user(user);
+    let _plans = PlanDir::clearing_stale(user);
     let run = failed_backup_migration(user);
     run.b.expect_code(1);
     assert!(
@@ -792,22 +561,8 @@ fn the_token_is_in_no_command_line_and_no_environment_during_a_run() {
     )
     .expect("activate");
     let token = format!("tok-{}-SECRET-{}", random_hex(16), random_hex(16));
-    let fake = FakeProvider::builder()
-        .node(NODE_A, &token)
-        .job(
-            JOB,
-            SHA,
-            [(NODE_A, intent(vec![action("activate", &user.name, &[])]))],
-        )
-        .start();
-    let mut run = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_A,
-            token: &token,
-            action_timeout: 60,
-        },
-    );
+    let fake = activate_provider(&user.name, &token);
+    let mut run = spawn(&fake, &node_config(NODE_A, &token, 60));
     let started_flag = user.home.join("activate.started");
     wait_until(Duration::from_secs(20), "the activate to start", || {
         started_flag.exists() || run.has_exited()
@@ -864,12 +619,7 @@ fn the_token_is_in_no_command_line_and_no_environment_during_a_run() {
     );
 
     let done = run.wait(RUN_LIMIT);
-    done.expect_code(0);
-    assert!(
-        !done.stdout.contains(&token) && !done.stderr.contains(&token),
-        "the token is in the binary's output:\n{}",
-        done.output()
-    );
+    done.expect_code(0).expect_no_token(&token);
     let env = fs::read_to_string(user.home.join("activate.env")).expect("activate.env");
     assert!(!env.contains(&token), "the token reached activate:\n{env}");
     assert!(
@@ -900,11 +650,21 @@ fn the_token_is_in_no_command_line_and_no_environment_during_a_run() {
 
 // ------------------------------------------------------------ 3. SIGTERM
 
-fn leftover_sleeps(user: &TestUser, needles: &[&str]) -> Vec<(i32, String)> {
-    user.processes()
-        .into_iter()
-        .filter(|(_, cmd)| needles.iter().any(|n| cmd.contains(n)))
-        .collect()
+/// Sends `run` a SIGTERM: it must exit 1 within [`STOP_LIMIT`].
+#[track_caller]
+fn stop_with_sigterm(run: Running) -> Finished {
+    run.sigterm();
+    let signalled = Instant::now();
+    let done = run.wait(Duration::from_secs(30));
+    let took = signalled.elapsed();
+    eprintln!("stopped {took:.1?} after SIGTERM\n{}", done.output());
+    done.expect_code(1);
+    assert!(
+        took <= STOP_LIMIT,
+        "took {took:?} to stop:\n{}",
+        done.output()
+    );
+    done
 }
 
 /// SIGTERM while the activate hangs: the run ends the activate's whole
@@ -920,46 +680,22 @@ fn sigterm_during_a_hanging_activate_ends_it_and_reports_the_interruption() {
     )
     .expect("activate");
     let token = format!("tok-{}", random_hex(24));
-    let fake = FakeProvider::builder()
-        .node(NODE_A, &token)
-        .job(
-            JOB,
-            SHA,
-            [(NODE_A, intent(vec![action("activate", &user.name, &[])]))],
-        )
-        .start();
-    let mut run = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_A,
-            token: &token,
-            action_timeout: 600,
-        },
-    );
+    let fake = activate_provider(&user.name, &token);
+    let mut run = spawn(&fake, &node_config(NODE_A, &token, 600));
     let sleeps = ["sleep 300", "sleep 301"];
     wait_until(
         Duration::from_secs(20),
         "the activate and its child",
-        || leftover_sleeps(user, &sleeps).len() == 2 || run.has_exited(),
+        || processes_matching(user, &sleeps).len() == 2 || run.has_exited(),
     );
     assert_eq!(
-        leftover_sleeps(user, &sleeps).len(),
+        processes_matching(user, &sleeps).len(),
         2,
         "activate not running"
     );
 
-    run.sigterm();
-    let signalled = Instant::now();
-    let done = run.wait(Duration::from_secs(30));
-    let took = signalled.elapsed();
-    eprintln!("stopped {took:.1?} after SIGTERM\n{}", done.output());
-    done.expect_code(1);
-    assert!(
-        took <= STOP_LIMIT,
-        "took {took:?} to stop:\n{}",
-        done.output()
-    );
-    let left = leftover_sleeps(user, &sleeps);
+    stop_with_sigterm(run);
+    let left = processes_matching(user, &sleeps);
     assert!(left.is_empty(), "the activate's tree survived: {left:?}");
 
     let events = fake.events(JOB);
@@ -1010,39 +746,19 @@ fn sigterm_during_a_hanging_backup_unit_stops_the_unit() {
             ],
         )
         .start();
-    let mut run = spawn(
-        &fake,
-        &NodeConfig {
-            node: NODE_A,
-            token: &token,
-            action_timeout: 600,
-        },
-    );
+    let mut run = spawn(&fake, &node_config(NODE_A, &token, 600));
     wait_until(Duration::from_secs(20), "the backup unit to run", || {
-        run.has_exited() || !leftover_sleeps(user, &["sleep 599"]).is_empty()
+        run.has_exited() || !processes_matching(user, &["sleep 599"]).is_empty()
     });
     assert_eq!(
         user.unit_property(&unit, "ActiveState").expect("show"),
         "activating"
     );
 
-    run.sigterm();
-    let signalled = Instant::now();
-    let done = run.wait(Duration::from_secs(30));
-    let took = signalled.elapsed();
-    eprintln!("stopped {took:.1?} after SIGTERM\n{}", done.output());
-    done.expect_code(1);
-    assert!(
-        took <= STOP_LIMIT,
-        "took {took:?} to stop:\n{}",
-        done.output()
-    );
+    stop_with_sigterm(run);
     let state = user.unit_property(&unit, "ActiveState").expect("show");
-    assert!(
-        matches!(state.as_str(), "inactive" | "failed"),
-        "{unit} left {state}"
-    );
-    let left = leftover_sleeps(user, &["sleep 599"]);
+    assert!(settled(&state), "{unit} left {state}");
+    let left = processes_matching(user, &["sleep 599"]);
     assert!(left.is_empty(), "the backup kept running: {left:?}");
 
     let events = fake.events(JOB);

@@ -1,0 +1,381 @@
+//! Exists so that `real_actions` and `real_migration` run the shipped binary
+//! as a node one way, not two: as root, like comin's wrapper does (a cleared
+//! environment holding only its configuration, the token in a root-owned
+//! 0600 file and never in argv or the environment), bounded, its output
+//! captured and checked by the same assertions; plus the plan-dir cleanup,
+//! the intent builders and the event and process lookups both targets use.
+//!
+//! Include it with `#[path = "support/node_run.rs"] mod node_run;` in a
+//! target that also has `mod harness;` and `mod fake_provider;` (it uses
+//! both from the crate root). Each target uses a subset, hence the allow.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::fake_provider::{Event, FakeHandle};
+use crate::harness::units::HOSTENV_TARGET;
+use crate::harness::{TestUser, UserSpec, World};
+
+/// The shipped binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_hostenv-activate");
+/// The only variable besides the configuration that comin's wrapper passes.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn world(specs: &[UserSpec]) -> World {
+    World::up(specs).unwrap_or_else(|e| panic!("cannot bring up the real test node: {e:#}"))
+}
+
+// ------------------------------------------------------------ intents
+
+/// One action of an intent.
+pub fn action(
+    op: &str,
+    user: &str,
+    migrations: &[&str],
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Value {
+    let mut a = json!({"op": op, "user": user, "migrations": migrations});
+    if let Some(from) = from {
+        a["fromNode"] = json!(from);
+    }
+    if let Some(to) = to {
+        a["toNode"] = json!(to);
+    }
+    a
+}
+
+pub fn intent(actions: Vec<Value>) -> Value {
+    json!({"schemaVersion": 1, "actions": actions})
+}
+
+// ------------------------------------------------------------ running
+
+/// One node's configuration for the binary, and what else its run gets.
+pub struct NodeConfig<'a> {
+    pub node: &'a str,
+    pub sha: &'a str,
+    pub token: &'a str,
+    pub action_timeout: u64,
+    pub target_observe_timeout: u64,
+    pub intent_wait: u64,
+    /// Variables beyond the configuration and PATH (canaries a leak would
+    /// carry to the user's programs).
+    pub extra_env: &'a [(&'a str, &'a str)],
+    /// What a stdin pipe carries; the pipe stays open (and unread) until the
+    /// binary has exited. `None`: stdin is /dev/null.
+    pub stdin: Option<&'a str>,
+}
+
+/// The binary, running (as root, like comin runs it). Killed if dropped
+/// while still running, so a failing test leaves no run behind.
+pub struct Running {
+    node: String,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    started: Instant,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+    _token_file: tempfile::NamedTempFile,
+}
+
+/// How a run ended.
+pub struct Finished {
+    pub node: String,
+    pub code: Option<i32>,
+    pub elapsed: Duration,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn output(&self) -> String {
+        format!(
+            "--- {} exit {:?} after {:.1?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.node, self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{} should exit {code}:\n{}",
+            self.node,
+            self.output()
+        );
+        self
+    }
+
+    /// Neither stdout nor stderr shows `token`.
+    #[track_caller]
+    pub fn expect_no_token(&self, token: &str) -> &Self {
+        assert!(
+            !self.stdout.contains(token) && !self.stderr.contains(token),
+            "a token leaked into {}'s output:\n{}",
+            self.node,
+            self.output()
+        );
+        self
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Starts the shipped binary for `cfg` against `fake`: a cleared environment
+/// (its configuration, PATH and `cfg.extra_env`), the token in a root-owned
+/// 0600 file, the working directory `/`.
+pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
+    let mut token_file = tempfile::Builder::new()
+        .prefix("hat-token-")
+        .tempfile()
+        .expect("token file");
+    writeln!(token_file, "{}", cfg.token).expect("write the token");
+    token_file.flush().expect("flush the token");
+    let meta = fs::metadata(token_file.path()).expect("stat the token file");
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (0, 0o600),
+        "the token file is root-owned 0600"
+    );
+
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", PATH)
+        .env("COMIN_GIT_SHA", cfg.sha)
+        .env("HOSTENV_COMIN_NODE_NAME", cfg.node)
+        .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
+        .env("HOSTENV_COMIN_TOKEN_FILE", token_file.path())
+        .env(
+            "HOSTENV_COMIN_ACTION_TIMEOUT",
+            cfg.action_timeout.to_string(),
+        )
+        .env(
+            "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
+            cfg.target_observe_timeout.to_string(),
+        )
+        .env("HOSTENV_COMIN_INTENT_WAIT", cfg.intent_wait.to_string())
+        .envs(cfg.extra_env.iter().copied())
+        .current_dir("/")
+        .stdin(if cfg.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("start hostenv-activate");
+    let mut stdin = child.stdin.take();
+    if let (Some(pipe), Some(data)) = (stdin.as_mut(), cfg.stdin) {
+        let _ = pipe.write_all(format!("{data}\n").as_bytes());
+        let _ = pipe.flush();
+    }
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    Running {
+        node: cfg.node.to_owned(),
+        child: Some(child),
+        stdin,
+        started,
+        stdout,
+        stderr,
+        _token_file: token_file,
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        let child = self.child.as_ref().expect("still owned");
+        i32::try_from(child.id()).expect("pid fits i32")
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    pub fn sigterm(&self) {
+        kill(Pid::from_raw(self.pid()), Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits for the exit, at most `limit`; past it the run is killed and
+    /// the test fails with what it printed.
+    pub fn wait(mut self, limit: Duration) -> Finished {
+        let mut child = self.child.take().expect("still owned");
+        let deadline = Instant::now() + limit;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for hostenv-activate") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("reap hostenv-activate");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let elapsed = self.started.elapsed();
+        drop(self.stdin.take());
+        let finished = Finished {
+            node: self.node.clone(),
+            code: status.code(),
+            elapsed,
+            stdout: self
+                .stdout
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        assert!(
+            !timed_out,
+            "{} did not finish within {}s; killed:\n{}",
+            self.node,
+            limit.as_secs(),
+            finished.output()
+        );
+        finished
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ------------------------------------------------------------ plan dir
+
+/// `/run/hostenv/user/<user>` (where a restore plan goes; the harness does
+/// not know about it): removed on drop, and the two shared parents too when
+/// this test created them and they are empty.
+pub struct PlanDir {
+    pub user_dir: PathBuf,
+    created_parents: Vec<PathBuf>,
+}
+
+impl PlanDir {
+    /// The user's directory, which must not exist yet.
+    pub fn of(user: &TestUser) -> Self {
+        let parents = [
+            PathBuf::from("/run/hostenv/user"),
+            PathBuf::from("/run/hostenv"),
+        ];
+        let user_dir = parents[0].join(&user.name);
+        assert!(
+            !user_dir.exists(),
+            "{} exists before the test",
+            user_dir.display()
+        );
+        Self {
+            user_dir,
+            created_parents: parents.into_iter().filter(|p| !p.exists()).collect(),
+        }
+    }
+
+    /// The user's directory, after removing one a killed run left behind.
+    pub fn clearing_stale(user: &TestUser) -> Self {
+        let _ = fs::remove_dir_all(format!("/run/hostenv/user/{}", user.name));
+        Self::of(user)
+    }
+
+    pub fn restore_dir(&self) -> PathBuf {
+        self.user_dir.join("restore")
+    }
+
+    pub fn plan(&self) -> PathBuf {
+        self.restore_dir().join("plan.json")
+    }
+}
+
+impl Drop for PlanDir {
+    fn drop(&mut self) {
+        // remove_dir_all does not follow symlinks: a planted link goes, its
+        // target stays.
+        let _ = fs::remove_dir_all(&self.user_dir);
+        for parent in &self.created_parents {
+            let _ = fs::remove_dir(parent); // only if empty
+        }
+    }
+}
+
+// ------------------------------------------------------------ events
+
+/// The events, one a line, for failure messages.
+pub fn show(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "  #{} {} {}/{}: {}",
+                e.id, e.node, e.phase, e.status, e.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Index of the first stored event of `node` with (`phase`, `status`).
+#[track_caller]
+pub fn position(events: &[Event], node: &str, phase: &str, status: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e.node == node && e.is(phase, status))
+        .unwrap_or_else(|| {
+            panic!(
+                "no ({phase}, {status}) from {node} in the job's events:\n{}",
+                show(events)
+            )
+        })
+}
+
+// ------------------------------------------------------------ the user's side
+
+/// Processes of `user` whose command line contains any of `needles`.
+pub fn processes_matching(user: &TestUser, needles: &[&str]) -> Vec<(i32, String)> {
+    user.processes()
+        .into_iter()
+        .filter(|(_, cmd)| needles.iter().any(|n| cmd.contains(n)))
+        .collect()
+}
+
+/// A unit in one of these states is not running.
+pub fn settled(state: &str) -> bool {
+    matches!(state, "inactive" | "failed")
+}
+
+/// Starts the user's `hostenv.target`, as an activated environment has it.
+pub fn start_target(user: &TestUser) {
+    let ran = user
+        .systemctl(&["start", HOSTENV_TARGET])
+        .expect("systemctl start");
+    assert!(ran.ok(), "start {HOSTENV_TARGET}: {}", ran.stderr);
+}
