@@ -32,7 +32,19 @@ impl fmt::Display for Stop {
                 f,
                 "the provider refused this node's token (403) at step {step}: check HOSTENV_COMIN_NODE_NAME and the token in HOSTENV_COMIN_TOKEN_FILE"
             ),
-            Stop::Provider { step, error } => write!(f, "provider call failed at step {step}: {error}"),
+            Stop::Provider { step, error } => {
+                let hint = match error {
+                    ProviderError::Transport(_) => {
+                        "; check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable from this node"
+                    }
+                    ProviderError::Server { .. } => "; the provider-service is failing: check its logs",
+                    ProviderError::Decode(_) => {
+                        "; the provider answered something this version does not understand: check that both speak the same API"
+                    }
+                    _ => "",
+                };
+                write!(f, "provider call failed at step {step}: {error}{hint}")
+            }
             Stop::Interrupted { step } => write!(f, "interrupted by a signal at step {step}"),
         }
     }
