@@ -66,7 +66,8 @@ fn run(config: &Config) -> anyhow::Result<Exit> {
     let log = Arc::new(Logger::system());
     let clock = SystemClock::new(cancel.clone());
     let token = token::read_token(&config.token_file, &clock, TOKEN_WAIT)?;
-    let provider = HttpProvider::new(&config.api_base, config.node.clone(), token)?;
+    let provider = HttpProvider::new(&config.api_base, config.node.clone(), token)?
+        .stopping_with(cancel.clone());
     let users = SystemUsers::new();
     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
 

@@ -17,13 +17,15 @@ use crate::config::ApiBase;
 use crate::model::{
     BackupPayload, DeployStatus, IntentEnvelope, JobId, NodeEvent, NodeName, UserName,
 };
-use crate::ports::{Provider, ProviderError};
+use crate::ports::{Cancel, Provider, ProviderError};
 use crate::secret::Token;
 
 /// Time allowed to establish a connection (TCP + TLS, or the unix socket).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one whole request, answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for one request once the run is being stopped.
+pub const STOPPING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How much of an error answer's body is kept for messages.
 pub const BODY_EXCERPT_CHARS: usize = 300;
 
@@ -104,6 +106,9 @@ pub struct HttpProvider {
     node: NodeName,
     /// Kept only to scrub it from error bodies a server might echo.
     token: Token,
+    /// Once set (SIGTERM/SIGINT), requests get [`STOPPING_TIMEOUT`] so the
+    /// last event cannot hold the exit up for a whole request timeout.
+    cancel: Option<Cancel>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -157,7 +162,14 @@ impl HttpProvider {
             base: base_url,
             node,
             token,
+            cancel: None,
         })
+    }
+
+    /// Shortens every request to [`STOPPING_TIMEOUT`] once `cancel` is set.
+    pub fn stopping_with(mut self, cancel: Cancel) -> Self {
+        self.cancel = Some(cancel);
+        self
     }
 
     /// `base` + `/api/...` segments, each segment percent-encoded; a path
@@ -183,6 +195,10 @@ impl HttpProvider {
         endpoint: Endpoint,
         request: RequestBuilder,
     ) -> Result<(u16, String), ProviderError> {
+        let request = match &self.cancel {
+            Some(cancel) if cancel.is_cancelled() => request.timeout(STOPPING_TIMEOUT),
+            _ => request,
+        };
         let response = request.send().map_err(|e| self.transport(endpoint, &e))?;
         let status = response.status();
         if status.is_redirection() {
@@ -328,6 +344,31 @@ impl Provider for HttpProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn once_stopping_a_silent_provider_is_given_up_quickly() {
+        // A provider that accepts the connection and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = ApiBase::Http(format!("http://{}", listener.local_addr().expect("addr")));
+        let cancel = Cancel::new();
+        let provider = HttpProvider::new(
+            &base,
+            NodeName::parse("node-a").expect("node"),
+            Token::new("t").expect("token"),
+        )
+        .expect("client")
+        .stopping_with(cancel.clone());
+        cancel.cancel();
+        let start = std::time::Instant::now();
+        let err = provider.intent_by_sha("abc").expect_err("no answer");
+        assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
+        assert!(
+            start.elapsed() < REQUEST_TIMEOUT,
+            "gave up after {:?}",
+            start.elapsed()
+        );
+        drop(listener);
+    }
 
     #[test]
     fn success_codes_are_ok_and_the_body_is_ignored() {
