@@ -96,7 +96,8 @@ impl Config {
             &cli.target_observe_timeout,
             "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
             "target-observe-timeout",
-            0,
+            // 0 would deactivate before the target could post anything.
+            1,
         )?;
         let intent_wait = seconds(
             &cli.intent_wait,
@@ -306,6 +307,16 @@ mod tests {
                     "--intent-wait=-1",
                 ],
                 "HOSTENV_COMIN_INTENT_WAIT (--intent-wait)",
+            ),
+            (
+                &[
+                    "--node-name=n",
+                    "--api-base-url=http://x",
+                    "--token-file=/t",
+                    "--action-timeout=1",
+                    "--target-observe-timeout=0",
+                ],
+                "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT (--target-observe-timeout) must be whole seconds between 1",
             ),
             (
                 &[

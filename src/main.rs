@@ -65,14 +65,20 @@ fn run(config: &Config) -> anyhow::Result<Exit> {
     signals::install(&cancel).context("cannot install the SIGTERM/SIGINT handler")?;
     let log = Arc::new(Logger::system());
     let clock = SystemClock::new(cancel.clone());
-    let token = token::read_token(&config.token_file, &clock, TOKEN_WAIT)?;
+    let token = token::read_token(&config.token_file, &clock, TOKEN_WAIT).map_err(|e| {
+        if cancel.is_cancelled() {
+            e.context("interrupted by a stop signal while waiting for the token file")
+        } else {
+            e
+        }
+    })?;
     let provider = HttpProvider::new(&config.api_base, config.node.clone(), token)?
         .stopping_with(cancel.clone());
     let users = SystemUsers::new();
     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
 
     if config.dry_run {
-        let systemd = ReadOnlySystemd(UserBus::new());
+        let systemd = ReadOnlySystemd(UserBus::without_starting_managers());
         let world = dry_run::Preflight {
             provider: &provider,
             users: &users,

@@ -187,8 +187,10 @@ pub trait UserSystemd {
         timeout: Duration,
         cancel: &Cancel,
     ) -> anyhow::Result<UnitRun>;
-    /// Stops `unit`; a unit that is not loaded is not an error.
-    fn stop_unit(&self, account: &Account, unit: &str) -> anyhow::Result<()>;
+    /// Stops `unit` and waits (bounded) for it; a unit that is not loaded is
+    /// not an error. On cancel it returns early with an error (systemd
+    /// carries on with the stop job).
+    fn stop_unit(&self, account: &Account, unit: &str, cancel: &Cancel) -> anyhow::Result<()>;
     /// `systemctl --user daemon-reload`.
     fn reload_manager(&self, account: &Account) -> anyhow::Result<()>;
     /// Names of the user's loaded units starting with `prefix`, for diagnostics.

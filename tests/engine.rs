@@ -872,3 +872,66 @@ fn job_closed_while_waiting_stops_before_taking_the_site_down() {
     assert!(matches!(w.run(), Outcome::Failed(_)));
     assert!(w.systemd.stopped.borrow().is_empty());
 }
+
+// ------------------------------------------------------------------ review follow-ups
+
+#[test]
+fn restore_without_migrations_fails() {
+    let w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "restore", "user": "acme", "fromNode": "node-b"}
+    ]))));
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Restore, Running), (Restore, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("lists no migrations"));
+    assert!(w.programs.ran.borrow().is_empty());
+}
+
+#[test]
+fn deactivate_of_an_unknown_user_fails_before_waiting() {
+    let w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "deactivate", "user": "ghost", "toNode": "node-b"}
+    ]))));
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Deactivate, Waiting), (Deactivate, Failed)])
+    );
+    assert_eq!(w.clock.slept.get(), Duration::ZERO);
+}
+
+#[test]
+fn an_action_cut_short_by_the_provider_still_gets_its_terminal_event() {
+    let w = World::new(
+        StubProvider::with_intent(deactivate_intent()).statuses(vec![Err(ProviderError::Server {
+            status: 502,
+            body: "bad gateway".into(),
+        })]),
+    );
+    let out = w.run();
+    assert!(matches!(out, Outcome::Failed(_)));
+    assert!(out.message().contains("502"), "{}", out.message());
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Deactivate, Waiting), (Deactivate, Failed)])
+    );
+    assert!(w.provider.messages()[1].contains("could not finish"));
+    assert!(w.systemd.stopped.borrow().is_empty());
+}
+
+#[test]
+fn a_provider_failure_after_a_stop_signal_names_the_signal() {
+    let mut w = World::new(StubProvider::answering(vec![Err(
+        ProviderError::Transport("timed out".into()),
+    )]));
+    w.cancel.cancel();
+    w.settings.retry.budget = Duration::from_secs(60);
+    let out = w.run();
+    assert!(
+        out.message().starts_with("interrupted by a stop signal"),
+        "{}",
+        out.message()
+    );
+}

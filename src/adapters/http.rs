@@ -195,10 +195,54 @@ impl HttpProvider {
         endpoint: Endpoint,
         request: RequestBuilder,
     ) -> Result<(u16, String), ProviderError> {
-        let request = match &self.cancel {
-            Some(cancel) if cancel.is_cancelled() => request.timeout(STOPPING_TIMEOUT),
-            _ => request,
+        let Some(cancel) = self.cancel.clone() else {
+            return self.exchange(endpoint, request);
         };
+        if cancel.is_cancelled() {
+            return self.exchange(endpoint, request.timeout(STOPPING_TIMEOUT));
+        }
+        // A request in flight when the stop signal comes gets
+        // STOPPING_TIMEOUT more, not the rest of REQUEST_TIMEOUT: it runs on
+        // a thread that is left behind if it takes longer.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = self.detached();
+        std::thread::spawn(move || {
+            let _ = tx.send(worker.exchange(endpoint, request));
+        });
+        let mut give_up_at = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(answer) => return answer,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(ProviderError::Transport(format!(
+                        "{} at {}: the request ended without an answer",
+                        endpoint.describe(),
+                        self.display_base()
+                    )))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if cancel.is_cancelled() {
+                let at =
+                    *give_up_at.get_or_insert_with(|| std::time::Instant::now() + STOPPING_TIMEOUT);
+                if std::time::Instant::now() >= at {
+                    return Err(ProviderError::Transport(format!(
+                        "{} at {}: no answer {}s after the stop signal; not waiting any longer",
+                        endpoint.describe(),
+                        self.display_base(),
+                        STOPPING_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// One request and its whole answer.
+    fn exchange(
+        &self,
+        endpoint: Endpoint,
+        request: RequestBuilder,
+    ) -> Result<(u16, String), ProviderError> {
         let response = request.send().map_err(|e| self.transport(endpoint, &e))?;
         let status = response.status();
         if status.is_redirection() {
@@ -206,6 +250,18 @@ impl HttpProvider {
         }
         let body = response.text().map_err(|e| self.transport(endpoint, &e))?;
         Ok((status.as_u16(), self.scrub(&body)))
+    }
+
+    /// What a request thread needs of this provider (no cancel: the caller
+    /// watches it).
+    fn detached(&self) -> HttpProvider {
+        HttpProvider {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            node: self.node.clone(),
+            token: self.token.clone(),
+            cancel: None,
+        }
     }
 
     fn transport(&self, endpoint: Endpoint, err: &reqwest::Error) -> ProviderError {
@@ -362,6 +418,23 @@ mod tests {
         let start = std::time::Instant::now();
         let err = provider.intent_by_sha("abc").expect_err("no answer");
         assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
+        assert!(
+            start.elapsed() < REQUEST_TIMEOUT,
+            "gave up after {:?}",
+            start.elapsed()
+        );
+
+        // A request already in flight when the signal comes.
+        let flag = Cancel::new();
+        let provider = provider.stopping_with(flag.clone());
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.cancel();
+        });
+        let start = std::time::Instant::now();
+        let err = provider.intent_by_sha("abc").expect_err("no answer");
+        t.join().expect("thread");
+        assert!(format!("{err}").contains("after the stop signal"), "{err}");
         assert!(
             start.elapsed() < REQUEST_TIMEOUT,
             "gave up after {:?}",

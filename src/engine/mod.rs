@@ -103,12 +103,12 @@ pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
                 settings.intent_wait.as_secs()
             ))
         }
-        Err(stop) => return Outcome::Failed(stop.to_string()),
+        Err(stop) => return Outcome::Failed(describe_stop(ports, &stop)),
     };
     let reporter = Reporter::new(settings, ports, envelope.job_id.clone());
     match run_job(settings, ports, &reporter, &envelope.intent) {
         Ok(outcome) => outcome,
-        Err(stop) => Outcome::Failed(stop.to_string()),
+        Err(stop) => Outcome::Failed(describe_stop(ports, &stop)),
     }
 }
 
@@ -149,7 +149,10 @@ fn run_job(
             reporter.post(Phase::Intent, Status::Failed, &msg, None)?;
             return Ok(Outcome::Failed(msg));
         }
-        let terminal = run_action(settings, ports, reporter, action)?;
+        let terminal = match run_action(settings, ports, reporter, action) {
+            Ok(terminal) => terminal,
+            Err(stop) => return Err(close_action(reporter, action, stop)),
+        };
         let (status, message, payload) = terminal.into_parts();
         reporter.post_for(action, status, &message, payload)?;
         if status != Status::Success {
@@ -166,6 +169,19 @@ fn run_job(
     Ok(Outcome::Succeeded(msg))
 }
 
+/// An action cut short by a provider failure or a signal still gets its one
+/// terminal event if the provider takes it at the first try (not after 409
+/// or 403: the job is closed or we are not heard), so the job does not wait
+/// for it forever.
+fn close_action(reporter: &Reporter<'_>, action: &Action, stop: Stop) -> Stop {
+    if matches!(stop, Stop::Provider { .. } | Stop::Interrupted { .. }) {
+        let msg = format!("{} for {} could not finish: {stop}", action.op, action.user);
+        // Best effort: the run already fails with `stop`, whatever happens here.
+        let _ = reporter.post_failed_once(action, &msg);
+    }
+    stop
+}
+
 fn run_action(
     settings: &Settings,
     ports: Ports<'_>,
@@ -175,4 +191,14 @@ fn run_action(
     let ctx = actions::Ctx::new(settings, ports, reporter, action);
     ctx.log_start();
     actions::perform(&ctx)
+}
+
+/// Why the run stopped; a provider failure after SIGTERM/SIGINT says so,
+/// since the signal (not the provider) is what the operator must look at.
+fn describe_stop(ports: Ports<'_>, stop: &Stop) -> String {
+    if ports.cancel.is_cancelled() && !matches!(stop, Stop::Interrupted { .. }) {
+        format!("interrupted by a stop signal; then {stop}")
+    } else {
+        stop.to_string()
+    }
 }

@@ -91,7 +91,7 @@ impl<'a> Reporter<'a> {
         message: &str,
         payload: Option<EventPayload>,
     ) -> Result<(), Stop> {
-        self.post_with(phase, status, message, payload, LogFields::default())
+        self.post_with(phase, status, message, payload, LogFields::default(), true)
     }
 
     /// Posts an event for `action`, logging its user.
@@ -106,7 +106,24 @@ impl<'a> Reporter<'a> {
             user: Some(action.user.as_str()),
             ..LogFields::default()
         };
-        self.post_with(action.op.into(), status, message, payload, fields)
+        self.post_with(action.op.into(), status, message, payload, fields, true)
+    }
+
+    /// `failed` for `action` in a single attempt, no retries: the last word
+    /// on an action cut short while the provider is already failing.
+    pub fn post_failed_once(&self, action: &Action, message: &str) -> Result<(), Stop> {
+        let fields = LogFields {
+            user: Some(action.user.as_str()),
+            ..LogFields::default()
+        };
+        self.post_with(
+            action.op.into(),
+            Status::Failed,
+            message,
+            None,
+            fields,
+            false,
+        )
     }
 
     fn post_with(
@@ -116,6 +133,7 @@ impl<'a> Reporter<'a> {
         message: &str,
         payload: Option<EventPayload>,
         fields: LogFields<'_>,
+        retry: bool,
     ) -> Result<(), Stop> {
         let event = NodeEvent {
             node: self.settings.node.clone(),
@@ -136,9 +154,12 @@ impl<'a> Reporter<'a> {
             ..fields
         };
         let step = format!("{phase}/{status}");
-        let delivered = retry::retrying(self.settings, self.ports, &step, || {
-            self.ports.provider.post_event(&self.job, &event)
-        });
+        let post = || self.ports.provider.post_event(&self.job, &event);
+        let delivered = if retry {
+            retry::retrying(self.settings, self.ports, &step, post)
+        } else {
+            post()
+        };
         match delivered {
             Ok(()) => {
                 let line = format!("{status}: {message}");

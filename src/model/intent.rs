@@ -179,13 +179,23 @@ fn validate_action(raw: &Value) -> Result<Action, String> {
     let to_node = optional_node(obj.get("toNode"), "toNode")?;
     let migrations = match obj.get("migrations") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(keys)) => keys
-            .iter()
-            .map(|k| match k {
-                Value::String(s) => MigrationKey::parse(s).map_err(|e| e.to_string()),
-                other => Err(format!("migrations entries must be strings, got {other}")),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(keys)) => {
+            let keys = keys
+                .iter()
+                .map(|k| match k {
+                    Value::String(s) => MigrationKey::parse(s).map_err(|e| e.to_string()),
+                    other => Err(format!("migrations entries must be strings, got {other}")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(dup) = keys
+                .iter()
+                .enumerate()
+                .find_map(|(i, k)| keys[..i].contains(k).then_some(k))
+            {
+                return Err(format!("migrations lists {dup} twice"));
+            }
+            keys
+        }
         Some(other) => return Err(format!("migrations must be an array, got {other}")),
     };
     Ok(Action {
@@ -266,6 +276,10 @@ mod tests {
             (
                 json!({"schemaVersion": 1, "actions": [{"op": "restore", "user": "a", "fromNode": 3}]}),
                 "fromNode must be a string",
+            ),
+            (
+                json!({"schemaVersion": 1, "actions": [{"op": "backup", "user": "a", "migrations": ["k", "k"]}]}),
+                "migrations lists k twice",
             ),
         ];
         for (raw, expected) in cases {

@@ -277,7 +277,7 @@ impl UserSystemd for StubSystemd {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no scripted run for {unit}"))
     }
-    fn stop_unit(&self, _a: &Account, unit: &str) -> anyhow::Result<()> {
+    fn stop_unit(&self, _a: &Account, unit: &str, _c: &Cancel) -> anyhow::Result<()> {
         self.stopped.borrow_mut().push(unit.into());
         Ok(())
     }

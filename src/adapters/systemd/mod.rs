@@ -53,6 +53,9 @@ pub struct UserBus {
     stop_timeout: Duration,
     /// Bound on every single D-Bus method call.
     method_timeout: Duration,
+    /// Start `user@<uid>.service` when the user's bus is absent (not in a
+    /// dry run, which starts nothing).
+    start_managers: bool,
 }
 
 impl Default for UserBus {
@@ -72,6 +75,16 @@ impl UserBus {
             kill_grace: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(90),
             method_timeout: Duration::from_secs(30),
+            start_managers: true,
+        }
+    }
+
+    /// For `--dry-run`: a user whose manager is not running is an error,
+    /// never a reason to start `user@<uid>.service`.
+    pub fn without_starting_managers() -> Self {
+        Self {
+            start_managers: false,
+            ..Self::new()
         }
     }
 
@@ -82,6 +95,13 @@ impl UserBus {
         let path = bus_socket_path(account.uid);
         let deadline = Instant::now() + self.bus_wait;
         if !path_present(&path) {
+            if !self.start_managers {
+                bail!(
+                    "{who}: the user's systemd manager is not running (no {}); a real run would start {} first",
+                    path.display(),
+                    user_manager_unit(account.uid)
+                );
+            }
             self.start_user_manager(account)?;
             wait_until(deadline, cancel, || path_present(&path)).map_err(|why| {
                 anyhow::anyhow!(
@@ -210,8 +230,8 @@ impl UserSystemd for UserBus {
         })
     }
 
-    fn stop_unit(&self, account: &Account, unit: &str) -> anyhow::Result<()> {
-        let session = self.session(account, None)?;
+    fn stop_unit(&self, account: &Account, unit: &str, cancel: &Cancel) -> anyhow::Result<()> {
+        let session = self.session(account, Some(cancel))?;
         let who = &session.who;
         let (path, load_state) = session.load(unit)?;
         let active_state = session.unit(&path)?.active_state().with_context(|| {
@@ -226,12 +246,15 @@ impl UserSystemd for UserBus {
             .stop_unit(unit, "replace")
             .with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
         let hint = format!("check `systemctl --user status {unit}` as the user");
-        match jobs.wait_for(&job, Instant::now() + self.stop_timeout, None) {
+        match jobs.wait_for(&job, Instant::now() + self.stop_timeout, Some(cancel)) {
             Waited::Removed(result) if result == "done" => Ok(()),
             Waited::Removed(result) => {
                 bail!("{who}: stopping {unit} ended with job result {result:?}; {hint}")
             }
-            Waited::Deadline | Waited::Cancelled => bail!(
+            Waited::Cancelled => bail!(
+                "{who}: interrupted by a stop signal while stopping {unit} (systemd carries on with the stop); {hint}"
+            ),
+            Waited::Deadline => bail!(
                 "{who}: {unit} did not stop within {}s; {hint}",
                 self.stop_timeout.as_secs()
             ),

@@ -149,6 +149,15 @@ impl<'a> Key<'a> {
     fn back_up(&self, wrapper: PathBuf) -> Result<String, Terminal> {
         let (ctx, account, key, unit) = (self.ctx, self.account, self.key, &self.unit);
         let user = &ctx.action.user;
+        if ctx.remaining().is_zero() {
+            return Err(self.timed_out(
+                format!(
+                    "No time left of the {}s action timeout to start {unit} for user {user}, migration key {key}; the unit was not started",
+                    ctx.timeout_secs()
+                ),
+                &UnitStatus::default(),
+            ));
+        }
         let started = ctx.ports.clock.now();
         self.log(Level::Info, &format!("starting {unit}"));
         let run = ctx

@@ -16,14 +16,10 @@ pub fn perform(ctx: &Ctx<'_>) -> Result<Terminal, Stop> {
     let user = &action.user;
     let keys = &action.migrations;
     if keys.is_empty() {
-        // Nothing to bring over: the environment is activated as it is.
         ctx.post_running()?;
-        let account = tri!(ctx.account());
-        return Ok(run_activate(
-            ctx,
-            &account,
-            "Activation (nothing to restore) completed",
-        ));
+        return Ok(Terminal::failed(format!(
+            "restore for {user} lists no migrations: there are no snapshots to restore (the provider emits restore only for moves with migrations)"
+        )));
     }
     let Some(source) = &action.from_node else {
         ctx.post_running()?;
