@@ -4,9 +4,12 @@
 //! process group, bounded by the timeout and the cancel flag, the whole group
 //! killed when it must stop.
 
+use std::collections::VecDeque;
+use std::io::{PipeReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::ExitStatus;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,20 +146,25 @@ impl ProcessRunner {
             user: Some(user),
             ..LogFields::default()
         };
-        self.log.line(
-            Level::Info,
-            &fields,
-            &format!(
-                "running {} as {user} (timeout {}s)",
-                cmd.display(),
-                cmd.timeout.as_secs()
-            ),
-        );
         // One program at a time: the sweep after it treats every other child
         // of this process as something the program left behind.
         let _one = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (action, timeout) = (cmd.display(), cmd.timeout.as_secs());
+        if cancel.is_cancelled() {
+            self.log.line(
+                Level::Info,
+                &fields,
+                &format!("not running {action}: the run is being stopped"),
+            );
+            return Ok(ProgramRun {
+                outcome: ProgramOutcome::Interrupted,
+                output: "(not started: the run is being stopped)".to_owned(),
+            });
+        }
+        let message = format!("running {action} as {user} (timeout {timeout}s)");
+        self.log.line(Level::Info, &fields, &message);
         if let Err(e) = reaper::become_subreaper() {
             self.log.line(
                 Level::Warn,
@@ -164,7 +172,7 @@ impl ProcessRunner {
                 &format!("cannot become a child subreaper ({e}): processes that leave the program's process group cannot be ended"),
             );
         }
-        let handle = spawn(cmd, account)?;
+        let (handle, output) = spawn(cmd, account)?;
         let Some(&pid) = handle.pids().first() else {
             anyhow::bail!(
                 "started {} as {user} but got no process id",
@@ -172,7 +180,7 @@ impl ProcessRunner {
             );
         };
         let group = Pid::from_raw(pid as i32);
-        let result = self.supervise(&handle, group, cmd, cancel, &fields);
+        let result = self.supervise(&handle, &output, group, cmd, cancel, &fields);
         let swept = reaper::end_strays(group, KILL_GRACE);
         if swept > 0 {
             self.log.line(
@@ -191,15 +199,19 @@ impl ProcessRunner {
     fn supervise(
         &self,
         handle: &duct::Handle,
+        output: &OutputTail,
         group: Pid,
         cmd: &UserCommand,
         cancel: &Cancel,
         fields: &LogFields<'_>,
     ) -> anyhow::Result<ProgramRun> {
-        let stop = match wait(handle, group, cmd.timeout, cancel) {
-            Ok(Waited::Finished(run)) => {
+        let stop = match wait(handle, output, group, cmd.timeout, cancel) {
+            Ok(Waited::Finished(status)) => {
                 self.end_leftovers(group, cmd, fields);
-                return Ok(run);
+                return Ok(ProgramRun {
+                    outcome: outcome_of_status(status),
+                    output: output.text(),
+                });
             }
             Ok(Waited::Stopped(stop)) => stop,
             Err(e) => {
@@ -219,33 +231,39 @@ impl ProcessRunner {
             fields,
             &format!("{program} {why}: killing its process group {group}"),
         );
-        if let Some(out) = kill_group(group, handle)? {
-            return Ok(finish(out, Some(stop)));
+        let status = kill_group(group, handle, output)?;
+        let mut text = output.text();
+        if !output.complete_within(Duration::ZERO) {
+            self.log.line(
+                Level::Warn,
+                fields,
+                &format!("a process of {program} still holds the output pipe: giving up on it"),
+            );
+            text.push_str(
+                "\n(output incomplete: a process that left the process group still holds it)",
+            );
         }
-        self.log.line(
-            Level::Warn,
-            fields,
-            &format!(
-                "a process of {program} left its process group and still holds the output pipe"
-            ),
-        );
         Ok(ProgramRun {
-            outcome: outcome_of_stop(stop, None),
-            output: "(output unavailable: a process that left the process group still holds it)"
-                .to_owned(),
+            outcome: outcome_of_stop(stop, status),
+            output: text,
         })
     }
 }
 
-/// Starts `cmd` as `account` in a new process group, output captured.
-fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<duct::Handle> {
+/// Starts `cmd` as `account` in a new process group, stdout and stderr into
+/// one pipe whose tail is kept. The expression, and with it this process's
+/// copy of the pipe's write end, is gone when this returns: the output ends
+/// when the program and everything it left behind have closed it.
+fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<(duct::Handle, OutputTail)> {
+    let (reader, writer) = std::io::pipe().context("creating the program's output pipe")?;
+    let output = OutputTail::read(reader)?;
     let spawn_account = account.clone();
-    duct::cmd(&cmd.program, &cmd.args)
+    let handle = duct::cmd(&cmd.program, &cmd.args)
         .full_env(cmd.env.iter().map(|(k, v)| (k, v)))
         .dir(&cmd.cwd)
         .stdin_null()
         .stderr_to_stdout()
-        .stdout_capture()
+        .stdout_file(writer)
         .unchecked()
         .before_spawn(move |c| {
             creds::run_as(c, &spawn_account);
@@ -260,11 +278,89 @@ fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<duct::Handle> {
                 cmd.program.display(),
                 cmd.cwd.display()
             )
-        })
+        })?;
+    Ok((handle, output))
+}
+
+/// The last [`MAX_OUTPUT`] bytes of a pipe, read by a thread until EOF.
+/// Should the pipe never close, the thread stays blocked on it (holding at
+/// most [`MAX_OUTPUT`] bytes) until it does.
+struct OutputTail {
+    kept: Arc<Mutex<VecDeque<u8>>>,
+    /// Disconnected once the thread has seen EOF.
+    done: mpsc::Receiver<()>,
+}
+
+impl OutputTail {
+    fn read(mut pipe: PipeReader) -> anyhow::Result<Self> {
+        let kept = Arc::new(Mutex::new(VecDeque::with_capacity(MAX_OUTPUT)));
+        let (done_tx, done) = mpsc::channel::<()>();
+        let shared = kept.clone();
+        std::thread::Builder::new()
+            .name("program-output".to_owned())
+            .spawn(move || {
+                let _done = done_tx;
+                let mut chunk = vec![0; 64 * 1024];
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) => return,
+                        Ok(n) => keep_tail(&mut lock(&shared), &chunk[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+            .context("starting the thread that reads the program's output")?;
+        Ok(OutputTail { kept, done })
+    }
+
+    /// Whether the output has ended, waiting up to `limit` for it.
+    fn complete_within(&self, limit: Duration) -> bool {
+        !matches!(
+            self.done.recv_timeout(limit),
+            Err(RecvTimeoutError::Timeout)
+        )
+    }
+
+    /// What was kept so far, as lossy UTF-8.
+    fn text(&self) -> String {
+        let kept = lock(&self.kept);
+        let (front, back) = kept.as_slices();
+        String::from_utf8_lossy(&[front, back].concat()).into_owned()
+    }
+}
+
+fn lock(kept: &Mutex<VecDeque<u8>>) -> std::sync::MutexGuard<'_, VecDeque<u8>> {
+    kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Appends `bytes`, keeping only the last [`MAX_OUTPUT`] bytes.
+fn keep_tail(kept: &mut VecDeque<u8>, bytes: &[u8]) {
+    let bytes = &bytes[bytes.len().saturating_sub(MAX_OUTPUT)..];
+    let excess = (kept.len() + bytes.len()).saturating_sub(MAX_OUTPUT);
+    kept.drain(..excess);
+    kept.extend(bytes);
+}
+
+/// The program's exit status once it has exited and its output has ended,
+/// waiting until `until` at most. The leader is only collected after the
+/// output ended, so that its pid keeps naming the group until then.
+fn finished_by(
+    handle: &duct::Handle,
+    output: &OutputTail,
+    until: Instant,
+) -> anyhow::Result<Option<ExitStatus>> {
+    if !output.complete_within(until.saturating_duration_since(Instant::now())) {
+        return Ok(None);
+    }
+    let out = handle
+        .wait_timeout(until.saturating_duration_since(Instant::now()))
+        .context("waiting for the program")?;
+    Ok(out.map(|out| out.status))
 }
 
 enum Waited {
-    Finished(ProgramRun),
+    Finished(ExitStatus),
     Stopped(Stop),
 }
 
@@ -272,6 +368,7 @@ enum Waited {
 /// must be stopped (deadline, cancel, or leftovers holding the output).
 fn wait(
     handle: &duct::Handle,
+    output: &OutputTail,
     group: Pid,
     timeout: Duration,
     cancel: &Cancel,
@@ -279,11 +376,8 @@ fn wait(
     let deadline = Instant::now() + timeout;
     let mut exited_at: Option<Instant> = None;
     loop {
-        if let Some(out) = handle
-            .wait_timeout(SLICE)
-            .context("waiting for the program")?
-        {
-            return Ok(Waited::Finished(finish(out, None)));
+        if let Some(status) = finished_by(handle, output, Instant::now() + SLICE)? {
+            return Ok(Waited::Finished(status));
         }
         let now = Instant::now();
         if cancel.is_cancelled() {
@@ -340,59 +434,44 @@ fn leader_exited(pid: Pid) -> bool {
     }
 }
 
-/// SIGTERM to the group, a grace period, SIGKILL, then collect. `None` if
-/// the output pipe stays open even after that (held outside the group).
-fn kill_group(group: Pid, handle: &duct::Handle) -> anyhow::Result<Option<&Output>> {
+/// SIGTERM to the group, a grace period, SIGKILL (and to what left the
+/// group), then a last grace period for the output to end. The program's
+/// status if it could be collected.
+fn kill_group(
+    group: Pid,
+    handle: &duct::Handle,
+    output: &OutputTail,
+) -> anyhow::Result<Option<ExitStatus>> {
     // ESRCH: the group is already gone, which is what we want.
     let _ = killpg(group, Signal::SIGTERM);
-    if let Some(out) = handle
-        .wait_timeout(TERM_GRACE)
-        .context("waiting for the program after SIGTERM")?
-    {
-        return Ok(Some(out));
+    if let Some(status) = finished_by(handle, output, Instant::now() + TERM_GRACE)? {
+        return Ok(Some(status));
     }
     let _ = killpg(group, Signal::SIGKILL);
     // Whatever left the group may hold the output pipe: end it too.
     reaper::end_strays(group, KILL_GRACE);
-    handle
-        .wait_timeout(KILL_GRACE)
-        .context("waiting for the program after SIGKILL")
+    let until = Instant::now() + KILL_GRACE;
+    output.complete_within(KILL_GRACE);
+    let out = handle
+        .wait_timeout(until.saturating_duration_since(Instant::now()))
+        .context("waiting for the program after SIGKILL")?;
+    Ok(out.map(|out| out.status))
 }
 
-fn outcome_of_stop(stop: Stop, out: Option<&Output>) -> ProgramOutcome {
+fn outcome_of_stop(stop: Stop, status: Option<ExitStatus>) -> ProgramOutcome {
     match stop {
         Stop::TimedOut => ProgramOutcome::TimedOut,
         Stop::Interrupted => ProgramOutcome::Interrupted,
-        Stop::Lingering => match out {
-            Some(out) => outcome_of_status(out),
-            None => ProgramOutcome::Exited(-1),
-        },
+        Stop::Lingering => status.map_or(ProgramOutcome::Exited(-1), outcome_of_status),
     }
 }
 
-fn outcome_of_status(out: &Output) -> ProgramOutcome {
-    match (out.status.code(), out.status.signal()) {
+fn outcome_of_status(status: ExitStatus) -> ProgramOutcome {
+    match (status.code(), status.signal()) {
         (Some(code), _) => ProgramOutcome::Exited(code),
         (None, Some(sig)) => ProgramOutcome::Signalled(sig),
         (None, None) => ProgramOutcome::Exited(-1),
     }
-}
-
-fn finish(out: &Output, stop: Option<Stop>) -> ProgramRun {
-    let outcome = match stop {
-        Some(stop) => outcome_of_stop(stop, Some(out)),
-        None => outcome_of_status(out),
-    };
-    ProgramRun {
-        outcome,
-        output: tail(&out.stdout),
-    }
-}
-
-/// The last [`MAX_OUTPUT`] bytes, as lossy UTF-8.
-fn tail(bytes: &[u8]) -> String {
-    let start = bytes.len().saturating_sub(MAX_OUTPUT);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 #[cfg(test)]
@@ -694,10 +773,83 @@ mod tests {
 
     #[test]
     fn only_the_tail_of_the_output_is_kept() {
+        let mut kept = VecDeque::new();
+        keep_tail(&mut kept, b"short");
+        assert_eq!(kept, b"short");
+        keep_tail(&mut kept, &vec![b'b'; MAX_OUTPUT - 1]);
+        assert_eq!(kept.len(), MAX_OUTPUT);
+        assert_eq!(kept.front(), Some(&b't'));
         let mut bytes = vec![b'a'; 10];
-        bytes.extend(vec![b'b'; MAX_OUTPUT]);
-        assert_eq!(tail(&bytes), "b".repeat(MAX_OUTPUT));
-        assert_eq!(tail(b"short"), "short");
+        bytes.extend(vec![b'c'; MAX_OUTPUT]);
+        keep_tail(&mut kept, &bytes);
+        assert_eq!(kept, vec![b'c'; MAX_OUTPUT]);
+    }
+
+    /// Peak resident memory of this process (`VmHWM`), in KiB.
+    fn peak_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM");
+        line.split_whitespace()
+            .nth(1)
+            .expect("value")
+            .parse()
+            .expect("KiB")
+    }
+
+    #[test]
+    fn a_huge_output_is_not_held_in_memory() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        // 50 MB through the pipe; only the last MAX_OUTPUT bytes are kept.
+        let cmd = sh(
+            &acct,
+            "yes | head -c 50000000; echo END",
+            Duration::from_secs(120),
+        );
+        // Resets VmHWM to the current RSS (Linux >= 4.0); if that is not
+        // allowed the baseline is an older peak, which only loosens the check.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = peak_kib();
+        let run = runner().0.run(&cmd, &acct, &Cancel::new()).expect("run");
+        let growth_kib = peak_kib().saturating_sub(before);
+        assert_eq!(run.outcome, ProgramOutcome::Exited(0));
+        let want = format!("{}END\n", "y\n".repeat((MAX_OUTPUT - 4) / 2));
+        assert_eq!(run.output.len(), MAX_OUTPUT);
+        assert!(
+            run.output == want,
+            "ends with {:?}",
+            &run.output[MAX_OUTPUT - 20..]
+        );
+        // Buffering it all would add about 50 MB (more with Vec doubling);
+        // other tests run in parallel threads, hence the generous bound.
+        assert!(
+            growth_kib < 20 * 1024,
+            "peak memory grew by {growth_kib} KiB"
+        );
+    }
+
+    #[test]
+    fn nothing_is_started_once_cancel_is_set() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let marker = home.path().join("started");
+        let cmd = sh(
+            &acct,
+            &format!("touch {}", marker.display()),
+            Duration::from_secs(60),
+        );
+        let cancel = Cancel::new();
+        cancel.cancel();
+        let (runner, log) = runner();
+        let run = runner.run(&cmd, &acct, &cancel).expect("run");
+        assert_eq!(run.outcome, ProgramOutcome::Interrupted);
+        assert!(run.output.contains("not started"), "{}", run.output);
+        assert!(!marker.exists(), "the program was not started");
+        let lines = log.0.lock().expect("lock").clone();
+        assert!(!lines.iter().any(|l| l.starts_with("running")), "{lines:?}");
     }
 
     #[test]
