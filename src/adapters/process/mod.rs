@@ -4,12 +4,8 @@
 //! process group, bounded by the timeout and the cancel flag, the whole group
 //! killed when it must stop.
 
-use std::collections::VecDeque;
-use std::io::{PipeReader, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +14,12 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+mod command;
+mod output;
+
+pub use command::{user_path, UserCommand};
+use output::OutputTail;
 
 use crate::adapters::{creds, reaper};
 use crate::ports::{Account, Cancel, Level, Log, LogFields, ProgramOutcome, ProgramRun};
@@ -34,83 +36,6 @@ const LINGER: Duration = Duration::from_secs(2);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Only the tail of the output is kept.
 pub const MAX_OUTPUT: usize = 64 * 1024;
-
-/// A command to run as a user, complete before anything runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserCommand {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    /// The complete environment; nothing else is inherited.
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    pub timeout: Duration,
-}
-
-/// The user's PATH directories, in order.
-pub fn user_path(account: &Account) -> Vec<PathBuf> {
-    let home = &account.home;
-    let user = account.name.as_str();
-    vec![
-        home.join(".local/bin"),
-        PathBuf::from(format!("/etc/profiles/per-user/{user}/bin")),
-        home.join(".nix-profile/bin"),
-        PathBuf::from(format!("/nix/var/nix/profiles/per-user/{user}/profile/bin")),
-        PathBuf::from("/run/wrappers/bin"),
-        PathBuf::from("/run/current-system/sw/bin"),
-        PathBuf::from("/usr/local/bin"),
-        PathBuf::from("/usr/bin"),
-        PathBuf::from("/bin"),
-    ]
-}
-
-impl UserCommand {
-    /// `program args...` as `account`, in its clean environment and `$HOME`.
-    pub fn for_account(
-        account: &Account,
-        program: impl Into<PathBuf>,
-        args: impl Into<Vec<String>>,
-        timeout: Duration,
-    ) -> Self {
-        let home = account.home.to_string_lossy().into_owned();
-        let user = account.name.as_str().to_owned();
-        let runtime = account.runtime_dir().to_string_lossy().into_owned();
-        let path = user_path(account)
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(":");
-        let env = vec![
-            ("HOME".to_owned(), home.clone()),
-            ("USER".to_owned(), user.clone()),
-            ("LOGNAME".to_owned(), user),
-            ("XDG_CONFIG_HOME".to_owned(), format!("{home}/.config")),
-            ("XDG_STATE_HOME".to_owned(), format!("{home}/.local/state")),
-            ("XDG_DATA_HOME".to_owned(), format!("{home}/.local/share")),
-            ("XDG_CACHE_HOME".to_owned(), format!("{home}/.cache")),
-            ("XDG_RUNTIME_DIR".to_owned(), runtime.clone()),
-            (
-                "DBUS_SESSION_BUS_ADDRESS".to_owned(),
-                format!("unix:path={runtime}/bus"),
-            ),
-            ("PATH".to_owned(), path),
-        ];
-        UserCommand {
-            program: program.into(),
-            args: args.into(),
-            env,
-            cwd: account.home.clone(),
-            timeout,
-        }
-    }
-
-    /// `program arg arg` for log lines (never the environment).
-    pub fn display(&self) -> String {
-        std::iter::once(self.program.display().to_string())
-            .chain(self.args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
 
 /// Why the wait loop stopped before the output was complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,66 +207,6 @@ fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<(duct::Handle, 
     Ok((handle, output))
 }
 
-/// The last [`MAX_OUTPUT`] bytes of a pipe, read by a thread until EOF.
-/// Should the pipe never close, the thread stays blocked on it (holding at
-/// most [`MAX_OUTPUT`] bytes) until it does.
-struct OutputTail {
-    kept: Arc<Mutex<VecDeque<u8>>>,
-    /// Disconnected once the thread has seen EOF.
-    done: mpsc::Receiver<()>,
-}
-
-impl OutputTail {
-    fn read(mut pipe: PipeReader) -> anyhow::Result<Self> {
-        let kept = Arc::new(Mutex::new(VecDeque::with_capacity(MAX_OUTPUT)));
-        let (done_tx, done) = mpsc::channel::<()>();
-        let shared = kept.clone();
-        std::thread::Builder::new()
-            .name("program-output".to_owned())
-            .spawn(move || {
-                let _done = done_tx;
-                let mut chunk = vec![0; 64 * 1024];
-                loop {
-                    match pipe.read(&mut chunk) {
-                        Ok(0) => return,
-                        Ok(n) => keep_tail(&mut lock(&shared), &chunk[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => return,
-                    }
-                }
-            })
-            .context("starting the thread that reads the program's output")?;
-        Ok(OutputTail { kept, done })
-    }
-
-    /// Whether the output has ended, waiting up to `limit` for it.
-    fn complete_within(&self, limit: Duration) -> bool {
-        !matches!(
-            self.done.recv_timeout(limit),
-            Err(RecvTimeoutError::Timeout)
-        )
-    }
-
-    /// What was kept so far, as lossy UTF-8.
-    fn text(&self) -> String {
-        let kept = lock(&self.kept);
-        let (front, back) = kept.as_slices();
-        String::from_utf8_lossy(&[front, back].concat()).into_owned()
-    }
-}
-
-fn lock(kept: &Mutex<VecDeque<u8>>) -> std::sync::MutexGuard<'_, VecDeque<u8>> {
-    kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Appends `bytes`, keeping only the last [`MAX_OUTPUT`] bytes.
-fn keep_tail(kept: &mut VecDeque<u8>, bytes: &[u8]) {
-    let bytes = &bytes[bytes.len().saturating_sub(MAX_OUTPUT)..];
-    let excess = (kept.len() + bytes.len()).saturating_sub(MAX_OUTPUT);
-    kept.drain(..excess);
-    kept.extend(bytes);
-}
-
 /// The program's exit status once it has exited and its output has ended,
 /// waiting until `until` at most. The leader is only collected after the
 /// output ended, so that its pid keeps naming the group until then.
@@ -483,6 +348,8 @@ mod tests {
 
     use nix::unistd::{getegid, geteuid};
 
+    use std::path::PathBuf;
+
     use super::*;
     use crate::model::UserName;
 
@@ -562,49 +429,6 @@ mod tests {
             .trim()
             .parse()
             .expect("pid")
-    }
-
-    #[test]
-    fn the_command_value_has_exactly_the_documented_environment() {
-        let acct = Account {
-            name: UserName::parse("acme").expect("name"),
-            uid: 1234,
-            gid: 1234,
-            groups: vec![1234],
-            home: PathBuf::from("/home/acme"),
-        };
-        let cmd = UserCommand::for_account(
-            &acct,
-            Path::new("/home/acme/.local/bin/activate"),
-            &["--flag".to_owned()],
-            Duration::from_secs(9),
-        );
-        assert_eq!(cmd.program, PathBuf::from("/home/acme/.local/bin/activate"));
-        assert_eq!(cmd.args, vec!["--flag".to_owned()]);
-        assert_eq!(cmd.cwd, PathBuf::from("/home/acme"));
-        assert_eq!(cmd.timeout, Duration::from_secs(9));
-        let want: Vec<(String, String)> = [
-            ("HOME", "/home/acme"),
-            ("USER", "acme"),
-            ("LOGNAME", "acme"),
-            ("XDG_CONFIG_HOME", "/home/acme/.config"),
-            ("XDG_STATE_HOME", "/home/acme/.local/state"),
-            ("XDG_DATA_HOME", "/home/acme/.local/share"),
-            ("XDG_CACHE_HOME", "/home/acme/.cache"),
-            ("XDG_RUNTIME_DIR", "/run/user/1234"),
-            ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1234/bus"),
-            (
-                "PATH",
-                "/home/acme/.local/bin:/etc/profiles/per-user/acme/bin:/home/acme/.nix-profile/bin:\
-                 /nix/var/nix/profiles/per-user/acme/profile/bin:/run/wrappers/bin:\
-                 /run/current-system/sw/bin:/usr/local/bin:/usr/bin:/bin",
-            ),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        assert_eq!(cmd.env, want, "nothing more, nothing inherited");
-        assert_eq!(cmd.display(), "/home/acme/.local/bin/activate --flag");
     }
 
     #[test]
@@ -769,20 +593,6 @@ mod tests {
             msg.contains("/nonexistent/activate") && msg.contains("hostenv-test"),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn only_the_tail_of_the_output_is_kept() {
-        let mut kept = VecDeque::new();
-        keep_tail(&mut kept, b"short");
-        assert_eq!(kept, b"short");
-        keep_tail(&mut kept, &vec![b'b'; MAX_OUTPUT - 1]);
-        assert_eq!(kept.len(), MAX_OUTPUT);
-        assert_eq!(kept.front(), Some(&b't'));
-        let mut bytes = vec![b'a'; 10];
-        bytes.extend(vec![b'c'; MAX_OUTPUT]);
-        keep_tail(&mut kept, &bytes);
-        assert_eq!(kept, vec![b'c'; MAX_OUTPUT]);
     }
 
     /// Peak resident memory of this process (`VmHWM`), in KiB.
