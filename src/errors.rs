@@ -36,12 +36,3 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Chooses the exit code for an error that ended the run.
-pub fn exit_for(err: &anyhow::Error) -> Exit {
-    if err.downcast_ref::<ConfigError>().is_some() {
-        Exit::Usage
-    } else {
-        Exit::Failed
-    }
-}

@@ -123,10 +123,6 @@ impl Cancel {
         Self::default()
     }
 
-    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
-        Self(flag)
-    }
-
     pub fn flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.0)
     }

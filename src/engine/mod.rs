@@ -17,7 +17,6 @@ use crate::ports::{Cancel, Clock, Log, PlanStore, Provider, UserPrograms, UserSy
 
 pub use report::Stop;
 pub use retry::RetryPolicy;
-pub use text::{fold_output, truncate_tail};
 
 use actions::Terminal;
 use report::Reporter;

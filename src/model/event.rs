@@ -42,10 +42,6 @@ impl Status {
     pub fn is_failure(self) -> bool {
         matches!(self, Status::Failed | Status::TimedOut)
     }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Success | Status::Failed | Status::TimedOut)
-    }
 }
 
 impl fmt::Display for Status {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hostenv_activate::engine::{self, Outcome, Ports, RetryPolicy, Settings};
+use hostenv_activate::engine::{self, Outcome, Ports, Settings};
 use hostenv_activate::model::{
     BackupPayload, DeployStatus, IntentEnvelope, JobId, MigrationKey, NodeEvent, NodeName, Phase,
     RestorePlan, Status, UserName,
@@ -434,12 +434,11 @@ pub struct World {
 
 impl World {
     pub fn new(provider: StubProvider) -> Self {
-        let mut settings = Settings::new(
+        let settings = Settings::new(
             NodeName::parse(NODE).expect("node"),
             "abc".into(),
             Duration::from_secs(900),
         );
-        settings.retry = RetryPolicy::default();
         World {
             provider,
             systemd: StubSystemd::default(),
