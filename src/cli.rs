@@ -1,18 +1,25 @@
 //! The command line: every setting is a flag and an environment variable
 //! (flags win). Also the single source for `--help`, the man page and the
-//! shell completions. Values are kept raw here and checked in `config`, so a
+//! shell completions. Values are kept raw here (`OsString`, so that even a
+//! value that is not UTF-8 reaches `config`) and checked in `config`, so a
 //! bad value is reported naming both its variable and its flag.
 
+use std::ffi::OsString;
+
 use clap::{Parser, ValueEnum};
+
+use crate::engine::Settings;
 
 pub const AFTER_HELP: &str = "\
 Configuration comes from the environment (comin's postDeploymentCommand wrapper
 exports it); each variable also has a flag, and a flag wins over its variable.
-COMIN_GIT_SHA unset or empty (and no --sha): nothing to do, exit 0.
+COMIN_GIT_SHA unset or empty (and no --sha): nothing to do, exit 0; with
+--dry-run, the commit of comin's newest deployment (from --comin-store).
 
 Exit status:
   0  success, or nothing to do (no COMIN_GIT_SHA, no intent for this node)
-  1  a deployment action failed, or the provider failed or refused us
+  1  a deployment action failed, the switch had failed, or the provider
+     failed or refused us; for --dry-run, a check failed or the run would fail
   2  usage or configuration error (the message names the variable and flag)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -36,7 +43,7 @@ pub struct Cli {
         value_name = "SHA",
         hide_env_values = true
     )]
-    pub sha: Option<String>,
+    pub sha: Option<OsString>,
 
     /// This node's logical name, as the provider knows it. [required]
     #[arg(
@@ -45,16 +52,17 @@ pub struct Cli {
         value_name = "NAME",
         hide_env_values = true
     )]
-    pub node_name: Option<String>,
+    pub node_name: Option<OsString>,
 
-    /// Provider API base URL: https://..., http://... or unix:/path/to.sock. [required]
+    /// Provider API base URL: https://..., http://... or unix:/path/to.sock;
+    /// the API's /api/... paths are joined below it. [required]
     #[arg(
         long,
         env = "HOSTENV_COMIN_API_BASE_URL",
         value_name = "URL",
         hide_env_values = true
     )]
-    pub api_base_url: Option<String>,
+    pub api_base_url: Option<OsString>,
 
     /// File holding this node's bearer token (waited for up to 30 s). [required]
     #[arg(
@@ -63,36 +71,39 @@ pub struct Cli {
         value_name = "PATH",
         hide_env_values = true
     )]
-    pub token_file: Option<String>,
+    pub token_file: Option<OsString>,
 
     /// Seconds one action may take. [required; the NixOS module sets 900]
     #[arg(
         long,
         env = "HOSTENV_COMIN_ACTION_TIMEOUT",
         value_name = "SECONDS",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
-    pub action_timeout: Option<String>,
+    pub action_timeout: Option<OsString>,
 
     /// Seconds a deactivate waits to see the target node at all.
     #[arg(
         long,
         env = "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
         value_name = "SECONDS",
-        default_value = "120",
-        hide_env_values = true
+        default_value_os_t = Settings::DEFAULT_TARGET_OBSERVE_TIMEOUT.as_secs().to_string().into(),
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
-    pub target_observe_timeout: String,
+    pub target_observe_timeout: OsString,
 
     /// Seconds to keep retrying when the provider has no intent yet (404).
     #[arg(
         long,
         env = "HOSTENV_COMIN_INTENT_WAIT",
         value_name = "SECONDS",
-        default_value = "30",
-        hide_env_values = true
+        default_value_os_t = Settings::DEFAULT_INTENT_WAIT.as_secs().to_string().into(),
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
-    pub intent_wait: String,
+    pub intent_wait: OsString,
 
     /// Result of comin's system switch: `done` or `failed` (set by comin).
     #[arg(
@@ -101,25 +112,38 @@ pub struct Cli {
         value_name = "STATUS",
         hide_env_values = true
     )]
-    pub comin_status: Option<String>,
+    pub comin_status: Option<OsString>,
 
-    /// comin's error message when the switch failed (set by comin).
+    /// comin's error message; non-empty means the switch failed, whatever
+    /// COMIN_STATUS says (set by comin).
     #[arg(
         long,
         env = "COMIN_ERROR_MSG",
         value_name = "TEXT",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub comin_error_msg: Option<OsString>,
+
+    /// comin's store file: where --dry-run without a commit finds comin's
+    /// newest deployment.
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_STORE",
+        value_name = "PATH",
+        default_value = "/var/lib/comin/store.json",
         hide_env_values = true
     )]
-    pub comin_error_msg: Option<String>,
+    pub comin_store: OsString,
 
     /// Show what the deployment would do and check its preconditions;
     /// posts nothing, starts nothing, writes nothing.
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Output format of --dry-run.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text, value_name = "FORMAT")]
-    pub output: OutputFormat,
+    /// Output format of --dry-run [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "dry_run")]
+    pub output: Option<OutputFormat>,
 
     /// Print the man page or a shell completion script and exit (used by the
     /// package build).

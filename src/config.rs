@@ -1,371 +1,250 @@
-//! The resolved, validated configuration: command line and environment turned
-//! into one struct, or a `ConfigError` naming the variable and the flag.
+//! The resolved, validated configuration: command line and environment
+//! turned into the engine's settings and what the adapters need, or a
+//! `ConfigError` naming the variable and the flag. The accepted range of
+//! every number of seconds lives here, once (the NixOS module's option types
+//! are checked against it).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::adapters::http::ApiBase;
 use crate::cli::{Cli, OutputFormat};
+use crate::engine::Settings;
 use crate::errors::ConfigError;
-use crate::model::NodeName;
+use crate::model::{shown, CominStatus, NodeName};
 
-/// What comin reported about the system switch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CominStatus {
-    Done,
-    Failed { message: String },
+/// A setting in whole seconds, and the values it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds {
+    pub variable: &'static str,
+    pub flag: &'static str,
+    pub min: u64,
+    pub max: u64,
 }
 
-/// Where the provider listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiBase {
-    /// `http://` or `https://` base URL, without a trailing slash.
-    Http(String),
-    /// `unix:/path/to.sock`: HTTP over a unix socket (the local demo provider).
-    Unix(PathBuf),
-}
+/// The longest any of the timeouts may be: a week.
+pub const WEEK: u64 = 7 * 24 * 3600;
 
-impl std::fmt::Display for ApiBase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApiBase::Http(url) => f.write_str(url),
-            ApiBase::Unix(path) => write!(f, "unix:{}", path.display()),
+pub const ACTION_TIMEOUT: Seconds = Seconds {
+    variable: "HOSTENV_COMIN_ACTION_TIMEOUT",
+    flag: "action-timeout",
+    min: 1,
+    max: WEEK,
+};
+
+pub const TARGET_OBSERVE_TIMEOUT: Seconds = Seconds {
+    variable: "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
+    flag: "target-observe-timeout",
+    // 0 would deactivate before the target could post anything.
+    min: 1,
+    max: WEEK,
+};
+
+pub const INTENT_WAIT: Seconds = Seconds {
+    variable: "HOSTENV_COMIN_INTENT_WAIT",
+    flag: "intent-wait",
+    min: 0,
+    max: WEEK,
+};
+
+/// Every setting in seconds, for the check against the NixOS module.
+pub const SECONDS: [Seconds; 3] = [ACTION_TIMEOUT, TARGET_OBSERVE_TIMEOUT, INTENT_WAIT];
+
+impl Seconds {
+    fn error(&self, problem: String) -> ConfigError {
+        ConfigError {
+            variable: self.variable,
+            flag: self.flag,
+            problem,
+        }
+    }
+
+    /// Whole seconds within the bounds; negative numbers and other text
+    /// get a message that says what is accepted.
+    pub fn parse(&self, raw: &OsString) -> Result<Duration, ConfigError> {
+        let (min, max) = (self.min, self.max);
+        let text = utf8(raw, self.variable, self.flag)?.trim();
+        let accepted = format!("whole seconds between {min} and {max}");
+        match text.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Duration::from_secs(n)),
+            Ok(n) => Err(self.error(format!("must be {accepted}, got {n}"))),
+            Err(_) if text.starts_with('-') && text[1..].parse::<u64>().is_ok() => Err(self.error(
+                format!("is negative ({}): it must be {accepted}", shown(text)),
+            )),
+            Err(_) if text.parse::<u128>().is_ok() => {
+                Err(self.error(format!("must be {accepted}, got {}", shown(text))))
+            }
+            Err(_) => Err(self.error(format!(
+                "must be {accepted}, got {} (not a whole number)",
+                shown(text)
+            ))),
         }
     }
 }
 
+/// What the program was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Perform the deployment (comin's hook).
+    Run,
+    /// Show what it would do.
+    DryRun { output: OutputFormat },
+}
+
+/// The configuration, checked; the commit comes separately (see
+/// [`requested_sha`]) because a dry run may find it in comin's store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub sha: String,
     pub node: NodeName,
     pub api_base: ApiBase,
     pub token_file: PathBuf,
     pub action_timeout: Duration,
     pub target_observe_timeout: Duration,
     pub intent_wait: Duration,
-    pub comin: CominStatus,
-    pub dry_run: bool,
-    pub output: OutputFormat,
+    /// comin's switch result from `COMIN_STATUS`/`COMIN_ERROR_MSG`; `None`
+    /// when neither is set.
+    pub comin: Option<CominStatus>,
+    pub comin_store: PathBuf,
+    pub mode: Mode,
+}
+
+fn utf8<'a>(
+    raw: &'a OsString,
+    variable: &'static str,
+    flag: &'static str,
+) -> Result<&'a str, ConfigError> {
+    raw.to_str().ok_or_else(|| ConfigError {
+        variable,
+        flag,
+        problem: format!("is not valid UTF-8 (got {})", shown(&raw.to_string_lossy())),
+    })
+}
+
+fn required<'a>(
+    value: &'a Option<OsString>,
+    variable: &'static str,
+    flag: &'static str,
+) -> Result<&'a str, ConfigError> {
+    let text = match value {
+        Some(raw) => utf8(raw, variable, flag)?.trim(),
+        None => "",
+    };
+    if text.is_empty() {
+        return Err(ConfigError {
+            variable,
+            flag,
+            problem: "is not set (required)".into(),
+        });
+    }
+    Ok(text)
+}
+
+fn optional<'a>(
+    value: &'a Option<OsString>,
+    variable: &'static str,
+    flag: &'static str,
+) -> Result<Option<&'a str>, ConfigError> {
+    value
+        .as_ref()
+        .map(|raw| utf8(raw, variable, flag))
+        .transpose()
 }
 
 /// The commit to look at, if any: `--sha` or `COMIN_GIT_SHA`, blank = none.
-pub fn requested_sha(cli: &Cli) -> Option<String> {
-    cli.sha
-        .as_deref()
+pub fn requested_sha(cli: &Cli) -> Result<Option<String>, ConfigError> {
+    let sha = optional(&cli.sha, "COMIN_GIT_SHA", "sha")?;
+    Ok(sha
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .map(str::to_owned))
 }
 
 impl Config {
-    /// Validates everything except the sha, which the caller has already found.
-    pub fn from_cli(cli: &Cli, sha: String) -> Result<Config, ConfigError> {
-        let node = required(&cli.node_name, "HOSTENV_COMIN_NODE_NAME", "node-name")?;
-        let node = NodeName::parse(node).map_err(|e| ConfigError {
-            variable: "HOSTENV_COMIN_NODE_NAME",
-            flag: "node-name",
-            problem: format!("is not valid: {e}"),
-        })?;
-        let api_base = parse_api_base(required(
-            &cli.api_base_url,
-            "HOSTENV_COMIN_API_BASE_URL",
-            "api-base-url",
-        )?)?;
-        let token_file = PathBuf::from(required(
-            &cli.token_file,
-            "HOSTENV_COMIN_TOKEN_FILE",
-            "token-file",
-        )?);
+    /// Checks everything except the commit.
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let (var, flag) = ("HOSTENV_COMIN_NODE_NAME", "node-name");
+        let node =
+            NodeName::parse(required(&cli.node_name, var, flag)?).map_err(|e| ConfigError {
+                variable: var,
+                flag,
+                problem: format!("is not valid ({}): {}", shown(&e.value), e.rule),
+            })?;
+        let (var, flag) = ("HOSTENV_COMIN_API_BASE_URL", "api-base-url");
+        let api_base =
+            ApiBase::parse(required(&cli.api_base_url, var, flag)?).map_err(|problem| {
+                ConfigError {
+                    variable: var,
+                    flag,
+                    problem,
+                }
+            })?;
+        let (var, flag) = ("HOSTENV_COMIN_TOKEN_FILE", "token-file");
+        let token_file = PathBuf::from(required(&cli.token_file, var, flag)?);
         if !token_file.is_absolute() {
             return Err(ConfigError {
-                variable: "HOSTENV_COMIN_TOKEN_FILE",
-                flag: "token-file",
-                problem: format!("must be an absolute path, got {:?}", token_file),
+                variable: var,
+                flag,
+                problem: format!(
+                    "must be an absolute path, got {}",
+                    shown(&token_file.to_string_lossy())
+                ),
             });
         }
-        let action_timeout = seconds(
-            required(
-                &cli.action_timeout,
-                "HOSTENV_COMIN_ACTION_TIMEOUT",
-                "action-timeout",
-            )?,
-            "HOSTENV_COMIN_ACTION_TIMEOUT",
-            "action-timeout",
-            1,
-        )?;
-        let target_observe_timeout = seconds(
-            &cli.target_observe_timeout,
-            "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
-            "target-observe-timeout",
-            // 0 would deactivate before the target could post anything.
-            1,
-        )?;
-        let intent_wait = seconds(
-            &cli.intent_wait,
-            "HOSTENV_COMIN_INTENT_WAIT",
-            "intent-wait",
-            0,
-        )?;
-        let comin = match cli.comin_status.as_deref().map(str::trim) {
-            None | Some("") | Some("done") => CominStatus::Done,
-            Some("failed") => CominStatus::Failed {
-                message: cli
-                    .comin_error_msg
-                    .clone()
-                    .filter(|m| !m.trim().is_empty())
-                    .unwrap_or_else(|| "no error message from comin".into()),
-            },
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "COMIN_STATUS",
-                    flag: "comin-status",
-                    problem: format!("must be `done` or `failed`, got {other:?}"),
-                })
+        let action_timeout = match &cli.action_timeout {
+            Some(raw) => ACTION_TIMEOUT.parse(raw)?,
+            None => {
+                required(&None, ACTION_TIMEOUT.variable, ACTION_TIMEOUT.flag)?;
+                Duration::ZERO
             }
         };
+        let target_observe_timeout = TARGET_OBSERVE_TIMEOUT.parse(&cli.target_observe_timeout)?;
+        let intent_wait = INTENT_WAIT.parse(&cli.intent_wait)?;
+        let status = optional(&cli.comin_status, "COMIN_STATUS", "comin-status")?;
+        let error_msg = optional(&cli.comin_error_msg, "COMIN_ERROR_MSG", "comin-error-msg")?;
+        let comin = CominStatus::from_comin(status, error_msg).map_err(|e| ConfigError {
+            variable: "COMIN_STATUS",
+            flag: "comin-status",
+            problem: e.to_string(),
+        })?;
+        let comin_given = status.is_some_and(|s| !s.trim().is_empty())
+            || error_msg.is_some_and(|m| !m.trim().is_empty());
+        let comin_store = PathBuf::from(utf8(
+            &cli.comin_store,
+            "HOSTENV_COMIN_STORE",
+            "comin-store",
+        )?);
+        let mode = if cli.dry_run {
+            Mode::DryRun {
+                output: cli.output.unwrap_or_default(),
+            }
+        } else {
+            Mode::Run
+        };
         Ok(Config {
-            sha,
             node,
             api_base,
             token_file,
             action_timeout,
             target_observe_timeout,
             intent_wait,
-            comin,
-            dry_run: cli.dry_run,
-            output: cli.output,
+            comin: comin_given.then_some(comin),
+            comin_store,
+            mode,
         })
     }
-}
 
-fn required<'a>(
-    value: &'a Option<String>,
-    variable: &'static str,
-    flag: &'static str,
-) -> Result<&'a str, ConfigError> {
-    match value.as_deref().map(str::trim) {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(ConfigError {
-            variable,
-            flag,
-            problem: "is not set (required)".into(),
-        }),
-    }
-}
-
-/// Whole seconds, at least `min`, at most a week.
-fn seconds(
-    raw: &str,
-    variable: &'static str,
-    flag: &'static str,
-    min: u64,
-) -> Result<Duration, ConfigError> {
-    const MAX: u64 = 7 * 24 * 3600;
-    match raw.trim().parse::<u64>() {
-        Ok(n) if (min..=MAX).contains(&n) => Ok(Duration::from_secs(n)),
-        _ => Err(ConfigError {
-            variable,
-            flag,
-            problem: format!("must be whole seconds between {min} and {MAX}, got {raw:?}"),
-        }),
-    }
-}
-
-fn parse_api_base(raw: &str) -> Result<ApiBase, ConfigError> {
-    let bad = |problem: String| ConfigError {
-        variable: "HOSTENV_COMIN_API_BASE_URL",
-        flag: "api-base-url",
-        problem,
-    };
-    if let Some(path) = raw.strip_prefix("unix:") {
-        let path = PathBuf::from(path);
-        if !path.is_absolute() {
-            return Err(bad(format!(
-                "must name an absolute socket path after unix:, got {raw:?}"
-            )));
+    /// The engine's settings for performing `sha` after a switch that
+    /// ended as `comin` says.
+    pub fn settings(&self, sha: String, comin: CominStatus) -> Settings {
+        Settings {
+            comin,
+            target_observe_timeout: self.target_observe_timeout,
+            intent_wait: self.intent_wait,
+            ..Settings::new(self.node.clone(), sha, self.action_timeout)
         }
-        return Ok(ApiBase::Unix(path));
     }
-    let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("is not a URL ({e}): {raw:?}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad(format!(
-            "must be an http(s):// URL with a host, or unix:/path, got {raw:?}"
-        )));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "must not carry credentials; the token comes from HOSTENV_COMIN_TOKEN_FILE".into(),
-        ));
-    }
-    Ok(ApiBase::Http(raw.trim_end_matches('/').to_owned()))
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    fn cli(args: &[&str]) -> Cli {
-        let mut full = vec!["hostenv-activate"];
-        full.extend_from_slice(args);
-        Cli::try_parse_from(full).expect("parses")
-    }
-
-    const FULL: &[&str] = &[
-        "--node-name=node-a",
-        "--api-base-url=https://provider.example.org/",
-        "--token-file=/run/secrets/token",
-        "--action-timeout=900",
-    ];
-
-    #[test]
-    fn a_complete_configuration_resolves() {
-        let c = Config::from_cli(&cli(FULL), "abc".into()).expect("valid");
-        assert_eq!(
-            c.api_base,
-            ApiBase::Http("https://provider.example.org".into())
-        );
-        assert_eq!(c.action_timeout, Duration::from_secs(900));
-        assert_eq!(c.target_observe_timeout, Duration::from_secs(120));
-        assert_eq!(c.intent_wait, Duration::from_secs(30));
-        assert_eq!(c.comin, CominStatus::Done);
-    }
-
-    #[test]
-    fn each_problem_names_its_variable_and_flag() {
-        let cases: &[(&[&str], &str)] = &[
-            (
-                &[
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                    "--action-timeout=1",
-                ],
-                "HOSTENV_COMIN_NODE_NAME (--node-name) is not set",
-            ),
-            (
-                &["--node-name=n", "--token-file=/t", "--action-timeout=1"],
-                "HOSTENV_COMIN_API_BASE_URL (--api-base-url)",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=ftp://x",
-                    "--token-file=/t",
-                    "--action-timeout=1",
-                ],
-                "HOSTENV_COMIN_API_BASE_URL (--api-base-url) must be",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--action-timeout=1",
-                ],
-                "HOSTENV_COMIN_TOKEN_FILE (--token-file)",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=rel",
-                    "--action-timeout=1",
-                ],
-                "must be an absolute path",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                ],
-                "HOSTENV_COMIN_ACTION_TIMEOUT (--action-timeout)",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                    "--action-timeout=soon",
-                ],
-                "must be whole seconds",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                    "--action-timeout=0",
-                ],
-                "must be whole seconds between 1",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                    "--action-timeout=1",
-                    "--intent-wait=-1",
-                ],
-                "HOSTENV_COMIN_INTENT_WAIT (--intent-wait)",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                    "--action-timeout=1",
-                    "--target-observe-timeout=0",
-                ],
-                "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT (--target-observe-timeout) must be whole seconds between 1",
-            ),
-            (
-                &[
-                    "--node-name=n",
-                    "--api-base-url=http://x",
-                    "--token-file=/t",
-                    "--action-timeout=1",
-                    "--comin-status=meh",
-                ],
-                "COMIN_STATUS (--comin-status)",
-            ),
-        ];
-        for (args, expected) in cases {
-            let err = Config::from_cli(&cli(args), "abc".into())
-                .expect_err("invalid")
-                .to_string();
-            assert!(
-                err.contains(expected),
-                "{err:?} should contain {expected:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn unix_socket_base_and_failed_switch() {
-        let c = Config::from_cli(
-            &cli(&[
-                "--node-name=n",
-                "--api-base-url=unix:/run/provider.sock",
-                "--token-file=/t",
-                "--action-timeout=5",
-                "--comin-status=failed",
-                "--comin-error-msg=switch-to-configuration failed",
-            ]),
-            "abc".into(),
-        )
-        .expect("valid");
-        assert_eq!(c.api_base, ApiBase::Unix("/run/provider.sock".into()));
-        assert_eq!(
-            c.comin,
-            CominStatus::Failed {
-                message: "switch-to-configuration failed".into()
-            }
-        );
-    }
-
-    #[test]
-    fn blank_sha_means_nothing_to_do() {
-        assert_eq!(requested_sha(&cli(&["--sha=  "])), None);
-        assert_eq!(requested_sha(&cli(&["--sha=abc"])), Some("abc".into()));
-    }
-}
+mod tests;

@@ -1,11 +1,16 @@
-//! `--dry-run`: what a deployment of this commit would do on this node, and
-//! read-only preflight checks (user, unit load state, restic wrapper,
-//! activate program). Posts nothing, starts nothing, writes nothing.
+//! `--dry-run`: the real run's own plan (`engine::plan`), rendered without
+//! side effects, with read-only preflight checks for the steps that can be
+//! checked ahead (user exists, unit load state, restic wrapper and activate
+//! program found, with the paths looked at). Posts nothing, starts nothing,
+//! writes nothing. What a step does is said by the plan; this module only
+//! decides what to check for each kind of step.
 
 use serde::Serialize;
 
-use crate::model::{validate_intent, Action, Op};
-use crate::ports::{Provider, UserPrograms, UserSystemd, Users};
+use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Step};
+use crate::engine::Settings;
+use crate::model::{Action, CominStatus, JobId, MigrationKey, Terminal};
+use crate::ports::{Account, Provider, Search, UserPrograms, UserSystemd, Users};
 
 /// The read-only part of the world a dry run looks at.
 #[derive(Clone, Copy)]
@@ -16,92 +21,58 @@ pub struct Preflight<'a> {
     pub programs: &'a dyn UserPrograms,
 }
 
+/// Where the commit the dry run looks at came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "from")]
+pub enum CommitSource {
+    /// `--sha` or `COMIN_GIT_SHA`.
+    Given,
+    /// comin's newest deployment, from its store file.
+    CominStore {
+        path: String,
+        deployment: Option<String>,
+        status: Option<String>,
+        ended_at: Option<String>,
+        error_msg: Option<String>,
+    },
+}
+
+impl CommitSource {
+    fn describe(&self) -> String {
+        match self {
+            CommitSource::Given => "given by --sha or COMIN_GIT_SHA".to_owned(),
+            CommitSource::CominStore {
+                path,
+                deployment,
+                status,
+                ended_at,
+                error_msg,
+            } => {
+                let mut parts = Vec::new();
+                if let Some(d) = deployment {
+                    parts.push(format!("deployment {d}"));
+                }
+                if let Some(t) = ended_at {
+                    parts.push(format!("ended {t}"));
+                }
+                if let Some(s) = status {
+                    parts.push(format!("status {s}"));
+                }
+                if let Some(e) = error_msg {
+                    parts.push(format!("its switch failed: {e}"));
+                }
+                format!("comin's newest deployment in {path} ({})", parts.join(", "))
+            }
+        }
+    }
+}
+
+/// One preflight check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub check: String,
     pub ok: bool,
     pub detail: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PlannedAction {
-    #[serde(flatten)]
-    pub action: Action,
-    /// What the real run would do, step by step.
-    pub would: Vec<String>,
-    pub checks: Vec<Check>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    pub sha: String,
-    pub node: String,
-    pub job_id: Option<String>,
-    /// Set when there is nothing to plan: no intent, an invalid one, or a provider error.
-    pub problem: Option<String>,
-    pub actions: Vec<PlannedAction>,
-    pub ok: bool,
-}
-
-impl Report {
-    fn problem(sha: &str, node: &str, job: Option<String>, problem: String, ok: bool) -> Report {
-        Report {
-            sha: sha.to_owned(),
-            node: node.to_owned(),
-            job_id: job,
-            problem: Some(problem),
-            actions: Vec::new(),
-            ok,
-        }
-    }
-}
-
-/// Fetches the intent once and checks each action's preconditions.
-pub fn plan(sha: &str, node: &str, world: Preflight<'_>) -> Report {
-    let envelope = match world.provider.intent_by_sha(sha) {
-        Ok(Some(envelope)) => envelope,
-        Ok(None) => {
-            return Report::problem(
-                sha,
-                node,
-                None,
-                format!("no intent for {sha} on {node}"),
-                true,
-            )
-        }
-        Err(e) => {
-            return Report::problem(
-                sha,
-                node,
-                None,
-                format!("cannot fetch the intent: {e}"),
-                false,
-            )
-        }
-    };
-    let job = Some(envelope.job_id.to_string());
-    let intent = match validate_intent(&envelope.intent) {
-        Ok(intent) => intent,
-        Err(e) => {
-            let msg = format!("Invalid deploy intent payload for node {node}: {e}");
-            return Report::problem(sha, node, job, msg, false);
-        }
-    };
-    let actions: Vec<PlannedAction> = intent
-        .actions
-        .into_iter()
-        .map(|action| plan_action(node, action, world))
-        .collect();
-    let ok = actions.iter().all(|a| a.checks.iter().all(|c| c.ok));
-    Report {
-        sha: sha.to_owned(),
-        node: node.to_owned(),
-        job_id: job,
-        problem: None,
-        actions,
-        ok,
-    }
 }
 
 fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
@@ -116,119 +87,190 @@ fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
     }
 }
 
-fn plan_action(node: &str, action: Action, world: Preflight<'_>) -> PlannedAction {
-    let user = action.user.clone();
-    let mut would = Vec::new();
-    let mut checks = Vec::new();
-    let account = world.users.lookup(&user);
-    checks.push(check(
-        "user exists",
-        account
-            .as_ref()
-            .map(|a| format!("{user} has uid {} and home {}", a.uid, a.home.display()))
-            .map_err(|e| format!("{e:#}")),
-    ));
-    let account = account.ok();
-    let activate_check = |checks: &mut Vec<Check>| {
-        if let Some(a) = &account {
-            checks.push(check(
-                "activate program found",
-                world
-                    .programs
-                    .find_activate(a)
-                    .map(|p| p.display().to_string())
-                    .ok_or_else(|| format!("activate script not found for user {user}")),
+/// One action as the dry run shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionReport {
+    pub index: usize,
+    #[serde(flatten)]
+    pub action: Action,
+    /// What the run would do, step by step.
+    pub would: Vec<String>,
+    /// The plan's steps, typed.
+    pub steps: Vec<Step>,
+    pub checks: Vec<Check>,
+    /// The action's failure, when the plan decides it before anything runs.
+    pub fails_before_running: Option<Terminal>,
+    pub would_post: Vec<PlannedEvent>,
+}
+
+/// What a deployment of `sha` would do on `node`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub sha: String,
+    pub commit_source: CommitSource,
+    pub node: String,
+    /// The provider URL the intent was asked at.
+    pub intent_url: String,
+    pub job_id: Option<JobId>,
+    /// Set when there is nothing to plan: no intent, or a provider error.
+    pub problem: Option<String>,
+    /// Set when nothing of the intent would run, and why.
+    pub refused: Option<Refused>,
+    pub actions: Vec<ActionReport>,
+    /// Every event the run would post when everything goes as planned.
+    pub would_post: Vec<PlannedEvent>,
+    /// Every check passed and the run would succeed as far as is known.
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refused {
+    pub why: Refusal,
+    pub message: String,
+}
+
+/// Fetches the intent once (a 404 is not retried), plans it as the run
+/// would, and checks each step that can be checked ahead.
+pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -> Report {
+    let sha = settings.sha.clone();
+    let mut report = Report {
+        sha: sha.clone(),
+        commit_source: source,
+        node: settings.node.to_string(),
+        intent_url: world.provider.intent_url(&sha),
+        job_id: None,
+        problem: None,
+        refused: None,
+        actions: Vec::new(),
+        would_post: Vec::new(),
+        ok: false,
+    };
+    let fetched = match world.provider.intent_by_sha(&sha) {
+        Ok(Some(fetched)) => fetched,
+        Ok(None) => {
+            report.problem = Some(format!(
+                "no intent for {sha} on {} ({} answered 404): a real run would wait {}s for one, then do nothing",
+                settings.node,
+                report.intent_url,
+                settings.intent_wait.as_secs()
             ));
+            report.ok = true;
+            return report;
+        }
+        Err(e) => {
+            report.problem = Some(format!("cannot fetch the intent: {e}"));
+            return report;
         }
     };
-    let other =
-        |n: &Option<crate::model::NodeName>| n.as_ref().filter(|n| n.as_str() != node).cloned();
-    match action.op {
-        Op::Activate | Op::Reload => {
-            would.push(format!("run {user}'s activate program as {user}"));
-            activate_check(&mut checks);
+    let plan = plan::plan(settings, &fetched);
+    report.job_id = Some(plan.job.clone());
+    report.would_post = plan.would_post();
+    match &plan.body {
+        Body::Refuse { why, event } => {
+            report.refused = Some(Refused {
+                why: why.clone(),
+                message: event.message.clone(),
+            });
         }
-        Op::Backup if action.migrations.is_empty() => {
-            would.push(format!("nothing to back up for {user} (no migrations)"));
-        }
-        Op::Backup => {
-            for key in &action.migrations {
-                let unit = key.unit_name();
-                would.push(format!(
-                    "start {unit} in {user}'s systemd and wait for it, then read the new snapshot id with {} snapshots --tag {key} --json",
-                    key.wrapper_name()
-                ));
-                if let Some(a) = &account {
-                    checks.push(check(
-                        format!("{unit} is loaded"),
-                        match world.systemd.load_state(a, &unit) {
-                            Ok(state) if state == "loaded" => Ok("LoadState=loaded".into()),
-                            Ok(state) => Err(format!("LoadState={state}")),
-                            Err(e) => Err(format!("{e:#}")),
-                        },
-                    ));
-                    checks.push(check(
-                        format!("restic wrapper {} found", key.wrapper_name()),
-                        world
-                            .programs
-                            .find_restic_wrapper(a, key)
-                            .map(|p| p.display().to_string())
-                            .ok_or_else(|| {
-                                format!("{} not found for user {user}", key.wrapper_name())
-                            }),
-                    ));
-                }
-            }
-            would.push(format!(
-                "post the snapshot ids as this node's backup of {user}"
-            ));
-        }
-        Op::Restore => {
-            if !action.migrations.is_empty() {
-                match &action.from_node {
-                    None => checks.push(check(
-                        "fromNode set",
-                        Err("restore lists migrations but no fromNode".into()),
-                    )),
-                    Some(from) => {
-                        if other(&action.from_node).is_some() {
-                            would.push(format!("wait for {from}'s backup of {user}"));
-                        }
-                        would.push(format!(
-                            "write /run/hostenv/user/{user}/restore/plan.json with the snapshot ids"
-                        ));
-                    }
-                }
-            }
-            would.push(format!(
-                "run {user}'s activate program as {user} (it performs the restore)"
-            ));
-            activate_check(&mut checks);
-        }
-        Op::Deactivate => {
-            if let Some(to) = other(&action.to_node) {
-                would.push(format!("wait for {to} to activate {user}"));
-            }
-            would.push(format!(
-                "stop hostenv.target in {user}'s systemd and reload it"
-            ));
-            if let Some(a) = &account {
-                // Informational: a target that is not loaded is fine to stop.
-                let state = world
-                    .systemd
-                    .load_state(a, "hostenv.target")
-                    .map_err(|e| format!("{e:#}"));
-                checks.push(check(
-                    "user's systemd reachable",
-                    state.map(|s| format!("hostenv.target LoadState={s}")),
-                ));
-            }
+        Body::Perform { actions, .. } => {
+            report.actions = actions
+                .iter()
+                .map(|planned| action_report(planned, world))
+                .collect();
+            report.ok = report
+                .actions
+                .iter()
+                .all(|a| a.fails_before_running.is_none() && a.checks.iter().all(|c| c.ok));
         }
     }
-    PlannedAction {
-        action,
-        would,
+    report
+}
+
+fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
+    let action = &planned.action;
+    let mut account = None;
+    let mut checks = Vec::new();
+    for step in &planned.steps {
+        if let Some(c) = check_step(step, action, &mut account, world) {
+            checks.push(c);
+        }
+    }
+    ActionReport {
+        index: planned.index,
+        action: action.clone(),
+        would: planned.steps.iter().map(|s| s.describe(action)).collect(),
+        steps: planned.steps.clone(),
         checks,
+        fails_before_running: planned.fails_before_running().cloned(),
+        would_post: planned.would_post(),
+    }
+}
+
+fn found(search: Search, name: &str, user: &impl std::fmt::Display) -> Result<String, String> {
+    match search.found {
+        Some(path) => Ok(path.display().to_string()),
+        None => Err(format!(
+            "{name} not found for user {user} (looked at {})",
+            search.looked_at()
+        )),
+    }
+}
+
+/// The read-only check of one step, if it has one. `account` is what the
+/// `ResolveUser` step found; steps that need it are not checked without it.
+fn check_step(
+    step: &Step,
+    action: &Action,
+    account: &mut Option<Account>,
+    world: Preflight<'_>,
+) -> Option<Check> {
+    let user = &action.user;
+    if let Step::ResolveUser = step {
+        let found = world.users.lookup(user);
+        let c = check(
+            "user exists",
+            found
+                .as_ref()
+                .map(|a| format!("{user} has uid {} and home {}", a.uid, a.home.display()))
+                .map_err(|e| format!("{e:#}")),
+        );
+        *account = found.ok();
+        return Some(c);
+    }
+    let a = account.as_ref()?;
+    match step {
+        Step::CheckUnit { unit, .. } => Some(check(
+            format!("{unit} is loaded"),
+            match world.systemd.load_state(a, unit) {
+                Ok(state) if state == "loaded" => Ok("LoadState=loaded".into()),
+                Ok(state) => Err(format!("LoadState={state}")),
+                Err(e) => Err(format!("{e:#}")),
+            },
+        )),
+        Step::FindWrapper { key, wrapper } => Some(check(
+            format!("restic wrapper {wrapper} found"),
+            found(
+                world.programs.find_restic_wrapper(a, key as &MigrationKey),
+                wrapper,
+                user,
+            ),
+        )),
+        Step::Activate { .. } => Some(check(
+            "activate program found",
+            found(world.programs.find_activate(a), "activate script", user),
+        )),
+        // Informational: a unit that is not loaded is fine to stop.
+        Step::StopUnit { unit } => Some(check(
+            "user's systemd reachable",
+            world
+                .systemd
+                .load_state(a, unit)
+                .map(|s| format!("{unit} LoadState={s}"))
+                .map_err(|e| format!("{e:#}")),
+        )),
+        _ => None,
     }
 }
 
@@ -237,21 +279,38 @@ pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     let job = report
         .job_id
-        .as_deref()
+        .as_ref()
         .map(|j| format!(" (job {j})"))
         .unwrap_or_default();
     out.push_str(&format!(
         "Dry run for commit {} on node {}{job}; nothing is posted, started or written.\n",
         report.sha, report.node
     ));
+    out.push_str(&format!(
+        "Commit: {}, {}.\n",
+        report.sha,
+        report.commit_source.describe()
+    ));
+    out.push_str(&format!("Intent: {}\n", report.intent_url));
     if let Some(problem) = &report.problem {
         out.push_str(&format!("{problem}\n"));
+        return out;
+    }
+    if let Some(refused) = &report.refused {
+        let why = match refused.why {
+            Refusal::SwitchFailed => "The system switch failed",
+            Refusal::InvalidIntent => "The intent is invalid",
+        };
+        out.push_str(&format!(
+            "{why}: nothing would run; (intent, failed) \"{}\" would be posted.\n",
+            refused.message
+        ));
         return out;
     }
     if report.actions.is_empty() {
         out.push_str("The intent has no actions for this node.\n");
     }
-    for (i, planned) in report.actions.iter().enumerate() {
+    for planned in &report.actions {
         let a = &planned.action;
         let mut route = Vec::new();
         if let Some(from) = &a.from_node {
@@ -269,43 +328,59 @@ pub fn render_text(report: &Report) -> String {
         } else {
             format!(" ({})", route.join(", "))
         };
-        out.push_str(&format!("\n{}. {} {}{route}\n", i + 1, a.op, a.user));
+        out.push_str(&format!(
+            "\n{}. {} {}{route}\n",
+            planned.index + 1,
+            a.op,
+            a.user
+        ));
         for step in &planned.would {
             out.push_str(&format!("   would: {step}\n"));
+        }
+        if let Some(t) = &planned.fails_before_running {
+            out.push_str(&format!(
+                "   [FAIL] fails before running: ({}, {}) \"{}\"\n",
+                a.op, t.status, t.message
+            ));
         }
         for c in &planned.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };
             out.push_str(&format!("   [{mark}] {}: {}\n", c.check, c.detail));
         }
     }
+    if let Some(last) = report.would_post.last() {
+        out.push_str(&format!(
+            "\nLast event when all goes as planned: ({}, {}) \"{}\"\n",
+            last.phase, last.status, last.message
+        ));
+    }
     let failed: usize = report
         .actions
         .iter()
         .map(|a| a.checks.iter().filter(|c| !c.ok).count())
         .sum();
-    out.push_str(&if failed == 0 {
-        "\nAll preflight checks passed.\n".to_owned()
-    } else {
-        format!("\n{failed} preflight check(s) failed.\n")
-    });
+    let fails_early = report
+        .actions
+        .iter()
+        .filter(|a| a.fails_before_running.is_some())
+        .count();
+    out.push('\n');
+    if failed == 0 && fails_early == 0 {
+        out.push_str("All preflight checks passed.\n");
+    }
+    if failed > 0 {
+        out.push_str(&format!("{failed} preflight check(s) failed.\n"));
+    }
+    if fails_early > 0 {
+        out.push_str(&format!(
+            "{fails_early} action(s) would fail before running.\n"
+        ));
+    }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_report_without_intent_is_ok_and_says_so() {
-        let r = Report::problem(
-            "abc",
-            "node-a",
-            None,
-            "no intent for abc on node-a".into(),
-            true,
-        );
-        let text = render_text(&r);
-        assert!(text.contains("no intent for abc on node-a"));
-        assert!(r.ok);
-    }
+/// The comin status a dry run assumes: what was given, else what comin
+/// recorded for the deployment the commit came from, else `done`.
+pub fn comin_status(given: Option<CominStatus>, from_store: Option<CominStatus>) -> CominStatus {
+    given.or(from_store).unwrap_or(CominStatus::Done)
 }

@@ -1,8 +1,12 @@
-//! Exit codes and the one error kind that maps to "usage" (2). Everything
-//! else that goes wrong in a run is a deployment failure (1).
+//! Exit codes, and the one place each result maps to one: a run's
+//! `Outcome`, a dry run's verdict, a usage error. The error kind that maps
+//! to "usage" (2) is `ConfigError`; everything else that goes wrong in a
+//! run is a deployment failure (1).
 
 use std::fmt;
 use std::process::ExitCode;
+
+use crate::engine::Outcome;
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +17,25 @@ pub enum Exit {
     Failed = 1,
     /// Usage or configuration error.
     Usage = 2,
+}
+
+impl Exit {
+    /// A run's exit status.
+    pub fn of(outcome: &Outcome) -> Exit {
+        match outcome {
+            Outcome::NothingToDo(_) | Outcome::Succeeded(_) => Exit::Ok,
+            Outcome::Failed(_) => Exit::Failed,
+        }
+    }
+
+    /// A dry run's (or a check's) exit status: 0 when everything passed.
+    pub fn passed(ok: bool) -> Exit {
+        if ok {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
@@ -36,3 +59,18 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_map_to_the_documented_codes() {
+        assert_eq!(Exit::of(&Outcome::NothingToDo("n".into())) as u8, 0);
+        assert_eq!(Exit::of(&Outcome::Succeeded("s".into())) as u8, 0);
+        assert_eq!(Exit::of(&Outcome::Failed("f".into())) as u8, 1);
+        assert_eq!(Exit::passed(true) as u8, 0);
+        assert_eq!(Exit::passed(false) as u8, 1);
+        assert_eq!(Exit::Usage as u8, 2);
+    }
+}

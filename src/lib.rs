@@ -2,10 +2,13 @@
 //! intent (activate, reload, backup, restore, deactivate) as each
 //! environment's user and report every step to the provider.
 //!
-//! Layout: `model` (wire and domain types, no I/O), `ports` (the traits the
-//! engine talks through), `engine` (the run itself, pure decisions),
-//! `adapters` (the real HTTP, D-Bus, process, restic, file, clock and log
-//! effects), `dry_run` (read-only preflight), `cli`/`config`/`errors`.
+//! Layout: `model` (wire and domain types and their parsers, no I/O),
+//! `ports` (the traits the engine talks through), `engine` (the plan of a
+//! run, a pure function, and its execution through the ports), `adapters`
+//! (the real HTTP, D-Bus, process, restic, file, clock and log effects),
+//! `dry_run` (the plan rendered, with read-only preflight checks),
+//! `cli`/`config`/`errors` (the command line, its checked configuration,
+//! exit codes).
 
 pub mod adapters;
 pub mod cli;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::model::{
-    BackupPayload, DeployStatus, IntentEnvelope, JobId, MigrationKey, NodeEvent, NodeName,
+    BackupPayload, DeployStatus, FetchedIntent, JobId, MigrationKey, NodeEvent, NodeName,
     RestorePlan, UserName,
 };
 
@@ -70,8 +70,11 @@ impl std::error::Error for ProviderError {}
 /// The node-facing provider API (see provider-api.md). One call, one request:
 /// no retries here.
 pub trait Provider {
-    /// `GET /api/deploy-intents/by-sha?sha=&node=`; `Ok(None)` on 404.
-    fn intent_by_sha(&self, sha: &str) -> Result<Option<IntentEnvelope>, ProviderError>;
+    /// `GET /api/deploy-intents/by-sha?sha=&node=`, its intent parsed;
+    /// `Ok(None)` on 404.
+    fn intent_by_sha(&self, sha: &str) -> Result<Option<FetchedIntent>, ProviderError>;
+    /// The full URL `intent_by_sha` asks, for messages (never the token).
+    fn intent_url(&self, sha: &str) -> String;
     /// `POST /api/deploy-jobs/{job}/events`.
     fn post_event(&self, job: &JobId, event: &NodeEvent) -> Result<(), ProviderError>;
     /// `GET /api/deploy-jobs/{job}/statuses?node=<me>`: latest event per node.
@@ -214,13 +217,34 @@ pub struct ProgramRun {
     pub output: String,
 }
 
+/// Where a program was looked for, and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    /// The first candidate that is an executable file.
+    pub found: Option<PathBuf>,
+    /// Every candidate, in lookup order.
+    pub looked: Vec<PathBuf>,
+}
+
+impl Search {
+    /// The candidates, comma-separated, for a message.
+    pub fn looked_at(&self) -> String {
+        let paths: Vec<String> = self
+            .looked
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        paths.join(", ")
+    }
+}
+
 /// Finding and running the user's programs as the user, in the clean
 /// environment of behaviour.md (never root's environment, never the token).
 pub trait UserPrograms {
     /// The user's `activate` program, in the documented lookup order.
-    fn find_activate(&self, account: &Account) -> Option<PathBuf>;
+    fn find_activate(&self, account: &Account) -> Search;
     /// The user's `restic-<key>` wrapper, in the documented lookup order.
-    fn find_restic_wrapper(&self, account: &Account, key: &MigrationKey) -> Option<PathBuf>;
+    fn find_restic_wrapper(&self, account: &Account, key: &MigrationKey) -> Search;
     /// Runs `program args...` as the user; the error case is "could not start".
     fn run(
         &self,

@@ -602,3 +602,186 @@ fn dry_run_can_look_at_another_commit() {
         "a flag wins over COMIN_GIT_SHA"
     );
 }
+
+// ------------------------------------------------------------ dry run on a node
+
+/// comin's store with two deployments, `newest` ending last; `error` is the
+/// newest one's `error_msg`.
+fn comin_store(dir: &std::path::Path, newest: &str, error: &str) -> String {
+    let store = json!({
+        "deployments": [
+            {"uuid": "d-new", "generation": {"selected_commit_id": newest},
+             "started_at": "2026-12-01T08:14:55Z", "ended_at": "2026-12-01T08:15:41Z",
+             "status": "done", "error_msg": error},
+            {"uuid": "d-old", "generation": {"selected_commit_id": "0ld0ld"},
+             "started_at": "2026-11-30T09:59:31Z", "ended_at": "2026-11-30T10:00:12Z",
+             "status": "done", "error_msg": ""}
+        ]
+    });
+    let path = dir.join("store.json");
+    std::fs::write(&path, store.to_string()).expect("write the store");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+#[test]
+fn a_dry_run_without_a_commit_uses_comins_newest_deployment() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = comin_store(dir.path(), SHA, "");
+    let finished = Run::against(&fake)
+        .env_remove("COMIN_GIT_SHA")
+        .env("HOSTENV_COMIN_STORE", &store)
+        .arg("--dry-run")
+        .finish();
+    finished.expect_code(0).expect_mentions(&[
+        &format!("Commit: {SHA}, comin's newest deployment in {store} (deployment d-new"),
+        &format!(
+            "{}/api/deploy-intents/by-sha?sha={SHA}&node={NODE}",
+            fake.url()
+        ),
+    ]);
+    let lookups = fake.requests_to(Route::IntentBySha);
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(lookups[0].query_param("sha"), Some(SHA));
+    assert!(posted(&fake).is_empty());
+}
+
+#[test]
+fn a_dry_run_of_a_deployment_whose_switch_failed_says_nothing_would_run() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = comin_store(
+        dir.path(),
+        SHA,
+        "switch-to-configuration exited with status 4",
+    );
+    Run::against(&fake)
+        .env_remove("COMIN_GIT_SHA")
+        .arg(&format!("--comin-store={store}"))
+        .arg("--dry-run")
+        .finish()
+        .expect_code(1)
+        .expect_mentions(&[
+            "its switch failed: switch-to-configuration exited with status 4",
+            "nothing would run; (intent, failed)",
+        ]);
+    assert!(posted(&fake).is_empty());
+}
+
+#[test]
+fn a_dry_run_without_a_commit_or_a_store_says_to_pass_sha() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
+    let finished = Run::against(&fake)
+        .env_remove("COMIN_GIT_SHA")
+        .env("HOSTENV_COMIN_STORE", "/nonexistent/comin/store.json")
+        .arg("--dry-run")
+        .finish();
+    finished
+        .expect_code(1)
+        .expect_mentions(&["/nonexistent/comin/store.json", "pass --sha"]);
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+}
+
+#[test]
+fn output_without_dry_run_is_a_usage_error() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    Run::against(&fake)
+        .arg("--output=json")
+        .finish()
+        .expect_code(2)
+        .expect_mentions(&["--output", "--dry-run"]);
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+}
+
+// ------------------------------------------------------------ the base URL
+
+#[test]
+fn a_base_url_with_a_path_prefix_keeps_it() {
+    let fake = provider_with(fixture_json("intents/empty-actions.json"))
+        .mounted_at("provider")
+        .start();
+    assert!(fake.url().ends_with("/provider"));
+    Run::against(&fake).finish().expect_code(0);
+    let requests = fake.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert!(r.raw_url.starts_with("/provider/api/"), "{}", r.raw_url);
+    }
+    assert_single_intent_event(&fake, "success", "No user actions for node node-a");
+}
+
+#[test]
+fn a_base_url_ending_in_api_is_flagged_and_named_when_nothing_is_found() {
+    let fake = provider_with(fixture_json("intents/activate-only.json"))
+        .mounted_at("provider")
+        .start();
+    let base = format!("{}/api", fake.url());
+    let finished = Run::against(&fake)
+        .env("HOSTENV_COMIN_API_BASE_URL", &base)
+        .finish();
+    finished.expect_code(0).expect_mentions(&[
+        &format!("{base}/api/deploy-intents/..."),
+        &format!("set it to {}", fake.url()),
+        &format!("{base}/api/deploy-intents/by-sha?sha={SHA}&node={NODE} answered 404"),
+        "check HOSTENV_COMIN_API_BASE_URL",
+    ]);
+    let warning_lines = finished
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("ends in /api"))
+        .count();
+    assert_eq!(warning_lines, 1, "{}", finished.stderr());
+}
+
+// ------------------------------------------------------------ careless input
+
+#[test]
+fn careless_values_get_one_short_line_naming_the_setting() {
+    use std::os::unix::ffi::OsStrExt;
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    // A 10 KB node name is cut.
+    let long = format!("{}nn", "n ".repeat(4_999));
+    let finished = Run::against(&fake)
+        .env("HOSTENV_COMIN_NODE_NAME", &long)
+        .finish();
+    finished.expect_code(2).expect_mentions(&[
+        "HOSTENV_COMIN_NODE_NAME",
+        "--node-name",
+        "(10000 characters)",
+    ]);
+    assert!(finished.stderr().len() < 400, "{}", finished.stderr());
+    // A negative number gets our own message, not clap's.
+    Run::against(&fake)
+        .arg("--action-timeout")
+        .arg("-5")
+        .finish()
+        .expect_code(2)
+        .expect_mentions(&[
+            "HOSTENV_COMIN_ACTION_TIMEOUT (--action-timeout) is negative",
+            "between 1 and 604800",
+        ]);
+    // A value that is not UTF-8 names its variable.
+    let mut run = Run::against(&fake);
+    run.cmd.env(
+        "HOSTENV_COMIN_NODE_NAME",
+        std::ffi::OsStr::from_bytes(&[b'n', 0xff]),
+    );
+    run.finish()
+        .expect_code(2)
+        .expect_mentions(&["HOSTENV_COMIN_NODE_NAME (--node-name) is not valid UTF-8"]);
+    // A unix socket that is not there is named, not `http://localhost`
+    // (a dry run asks once; a run would retry for its budget first).
+    let finished = Run::against(&fake)
+        .env("HOSTENV_COMIN_API_BASE_URL", "unix:/nonexistent.sock")
+        .arg("--dry-run")
+        .finish();
+    finished
+        .expect_code(1)
+        .expect_mentions(&["unix:/nonexistent.sock"]);
+    assert!(
+        !finished.all_output().contains("localhost"),
+        "{}",
+        finished.all_output()
+    );
+    assert!(fake.requests().is_empty());
+}

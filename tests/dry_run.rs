@@ -1,12 +1,14 @@
-//! `--dry-run` planning against stubs: what it reports, that its checks
-//! catch what the real run would trip on, and that it posts and runs nothing.
+//! `--dry-run` against stubs: what it reports, that its checks catch what
+//! the real run would trip on, that it posts and runs nothing, and that what
+//! it says the run would post is exactly what the run posts.
 
 #[path = "support/stubs.rs"]
 mod stubs;
 
-use hostenv_activate::dry_run::{plan, render_text, Preflight};
+use hostenv_activate::dry_run::{render_text, report, CommitSource, Preflight, Report};
+use hostenv_activate::model::{CominStatus, Phase, Status};
 use hostenv_activate::ports::ProviderError;
-use serde_json::json;
+use serde_json::{json, Value};
 use stubs::*;
 
 fn preflight(w: &World) -> Preflight<'_> {
@@ -18,6 +20,10 @@ fn preflight(w: &World) -> Preflight<'_> {
     }
 }
 
+fn dry_run(w: &World) -> Report {
+    report(&w.settings, CommitSource::Given, preflight(w))
+}
+
 #[test]
 fn a_migration_plan_lists_steps_and_passing_checks() {
     let mut w = World::new(StubProvider::with_intent(intent(json!([
@@ -25,7 +31,7 @@ fn a_migration_plan_lists_steps_and_passing_checks() {
         {"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}
     ]))));
     w.systemd = StubSystemd::default().loaded("restic-backups-drupal-migrate.service", unit_ok());
-    let report = plan("abc", NODE, preflight(&w));
+    let report = dry_run(&w);
     assert!(report.ok, "{report:#?}");
     let text = render_text(&report);
     assert!(
@@ -41,6 +47,10 @@ fn a_migration_plan_lists_steps_and_passing_checks() {
         "{text}"
     );
     assert!(text.contains("All preflight checks passed."), "{text}");
+    assert!(
+        text.contains("Intent: http://provider.test/api/deploy-intents/by-sha?sha=abc&node=node-a"),
+        "the URL asked is shown: {text}"
+    );
     assert!(w.provider.posted.borrow().is_empty());
     assert_eq!(w.provider.post_attempts.get(), 0);
     assert!(w.systemd.started.borrow().is_empty() && w.systemd.stopped.borrow().is_empty());
@@ -54,7 +64,7 @@ fn failing_checks_make_the_report_fail() {
         {"op": "activate", "user": "ghost"}
     ]))));
     w.programs.wrappers = false;
-    let report = plan("abc", NODE, preflight(&w));
+    let report = dry_run(&w);
     assert!(!report.ok);
     let v = serde_json::to_value(&report).expect("json");
     assert_eq!(v["jobId"], "job-1");
@@ -71,18 +81,39 @@ fn failing_checks_make_the_report_fail() {
     assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(failed[0].contains("LoadState=not-found"));
     assert!(failed[1].contains("restic-drupal-migrate not found"));
+    assert!(
+        failed[1].contains("looked at /home/acme/.local/bin/restic-drupal-migrate"),
+        "the paths looked at are named: {}",
+        failed[1]
+    );
     assert!(failed[2].contains("ghost does not exist"));
     assert!(render_text(&report).contains("3 preflight check(s) failed."));
 }
 
 #[test]
+fn a_missing_activate_program_names_the_paths_looked_at() {
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "nobody"}
+    ]))));
+    w.programs.activate = None;
+    let report = dry_run(&w);
+    assert!(!report.ok);
+    let text = render_text(&report);
+    assert!(
+        text.contains("activate script not found for user nobody (looked at /home/nobody/.local/bin/activate, /etc/profiles/per-user/nobody/bin/activate)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn no_intent_is_not_retried_and_not_a_failure() {
     let w = World::new(StubProvider::answering(vec![Ok(None)]));
-    let report = plan("abc", NODE, preflight(&w));
+    let report = dry_run(&w);
     assert!(report.ok);
-    assert_eq!(
-        report.problem.as_deref(),
-        Some("no intent for abc on node-a")
+    let problem = report.problem.as_deref().unwrap_or("");
+    assert!(
+        problem.starts_with("no intent for abc on node-a (http://provider.test/api/deploy-intents/by-sha?sha=abc&node=node-a answered 404)"),
+        "{problem}"
     );
     assert_eq!(w.provider.intent_calls.get(), 1);
 }
@@ -90,17 +121,204 @@ fn no_intent_is_not_retried_and_not_a_failure() {
 #[test]
 fn provider_errors_and_invalid_intents_fail() {
     let w = World::new(StubProvider::answering(vec![Err(ProviderError::Refused)]));
-    let report = plan("abc", NODE, preflight(&w));
+    let report = dry_run(&w);
     assert!(!report.ok);
     assert!(report.problem.as_deref().unwrap_or("").contains("403"));
     let w = World::new(StubProvider::with_intent(
         json!({"schemaVersion": 2, "actions": []}),
     ));
-    let report = plan("abc", NODE, preflight(&w));
+    let report = dry_run(&w);
     assert!(!report.ok);
-    assert!(report
-        .problem
-        .as_deref()
-        .unwrap_or("")
-        .contains("schemaVersion must be 1"));
+    let text = render_text(&report);
+    assert!(text.contains("schemaVersion must be 1"), "{text}");
+    assert!(text.contains("nothing would run"), "{text}");
+}
+
+#[test]
+fn a_restore_without_migrations_is_reported_as_failing() {
+    let w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "restore", "user": "acme", "fromNode": "node-b"}
+    ]))));
+    let report = dry_run(&w);
+    assert!(!report.ok, "the real run fails it");
+    let text = render_text(&report);
+    assert!(
+        text.contains(
+            "[FAIL] fails before running: (restore, failed) \"restore for acme lists no migrations"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("All preflight checks passed"), "{text}");
+}
+
+#[test]
+fn a_failed_switch_says_nothing_would_run() {
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "acme"}
+    ]))));
+    w.settings.comin = CominStatus::Failed {
+        message: "switch-to-configuration exited 4".into(),
+    };
+    let report = dry_run(&w);
+    assert!(!report.ok);
+    assert!(
+        report.actions.is_empty(),
+        "no action is listed as would-run"
+    );
+    let text = render_text(&report);
+    assert!(
+        text.contains("The system switch failed: nothing would run; (intent, failed) \"System switch failed on node node-a; no user action was run: switch-to-configuration exited 4\" would be posted."),
+        "{text}"
+    );
+}
+
+// ------------------------------------------------------------ agreement
+
+/// A world in which every step of every op succeeds: units loaded, restic
+/// shows a snapshot newer than the run, the source node's backup is there,
+/// the target node has activated.
+fn agreeable_world(intent_json: Value) -> World {
+    let mut w = World::new(
+        StubProvider::with_intent(intent_json)
+            .statuses(vec![Ok(vec![status(
+                "node-b",
+                Phase::Activate,
+                Status::Success,
+            )])])
+            .backups(vec![Ok(Some(backup_payload(
+                "acme",
+                "node-b",
+                &[("drupal-migrate", "snapfull")],
+            )))]),
+    );
+    w.systemd = StubSystemd::default().loaded("restic-backups-drupal-migrate.service", unit_ok());
+    w.programs = StubPrograms::default().answer(
+        "restic-drupal-migrate",
+        vec![exited(
+            0,
+            &snapshots_json(&[("2026-11-22T10:00:05Z", "newsnapshot")]),
+        )],
+    );
+    w
+}
+
+/// (phase, status, message) of each event, from the dry run's JSON.
+fn predicted(report: &Report) -> Vec<(String, String, String)> {
+    let v = serde_json::to_value(report).expect("json");
+    v["wouldPost"]
+        .as_array()
+        .expect("wouldPost")
+        .iter()
+        .map(|e| {
+            (
+                e["phase"].as_str().expect("phase").to_owned(),
+                e["status"].as_str().expect("status").to_owned(),
+                e["message"].as_str().expect("message").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// (phase, status, message) of each event the run posted.
+fn posted(w: &World) -> Vec<(String, String, String)> {
+    w.provider
+        .posted
+        .borrow()
+        .iter()
+        .map(|e| (e.phase.to_string(), e.status.to_string(), e.message.clone()))
+        .collect()
+}
+
+#[test]
+fn the_dry_run_predicts_exactly_what_the_run_posts() {
+    let cases: Vec<(&str, Value, Option<CominStatus>)> = vec![
+        (
+            "activate",
+            intent(json!([{"op": "activate", "user": "acme"}])),
+            None,
+        ),
+        (
+            "reload",
+            intent(json!([{"op": "reload", "user": "acme"}])),
+            None,
+        ),
+        (
+            "backup",
+            intent(
+                json!([{"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": ["drupal-migrate"]}]),
+            ),
+            None,
+        ),
+        (
+            "backup without migrations",
+            intent(json!([{"op": "backup", "user": "acme"}])),
+            None,
+        ),
+        (
+            "restore from another node",
+            intent(
+                json!([{"op": "restore", "user": "acme", "fromNode": "node-b", "toNode": "node-a", "migrations": ["drupal-migrate"]}]),
+            ),
+            None,
+        ),
+        (
+            "deactivate for another node",
+            intent(
+                json!([{"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}]),
+            ),
+            None,
+        ),
+        (
+            "deactivate here",
+            intent(json!([{"op": "deactivate", "user": "acme"}])),
+            None,
+        ),
+        (
+            "a whole migration away",
+            intent(json!([
+                {"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": ["drupal-migrate"]},
+                {"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"},
+                {"op": "activate", "user": "other"}
+            ])),
+            None,
+        ),
+        (
+            "restore without migrations",
+            intent(json!([
+                {"op": "restore", "user": "acme", "fromNode": "node-b"},
+                {"op": "activate", "user": "acme"}
+            ])),
+            None,
+        ),
+        ("no actions", intent(json!([])), None),
+        (
+            "switch failed",
+            intent(json!([{"op": "activate", "user": "acme"}])),
+            Some(CominStatus::Failed {
+                message: "switch exited 4".into(),
+            }),
+        ),
+        (
+            "invalid intent",
+            intent(json!([{"op": "nuke", "user": "acme"}])),
+            None,
+        ),
+    ];
+    for (name, intent_json, comin) in cases {
+        let mut dry = agreeable_world(intent_json.clone());
+        let mut real = agreeable_world(intent_json);
+        if let Some(comin) = comin {
+            dry.settings.comin = comin.clone();
+            real.settings.comin = comin;
+        }
+        let report = dry_run(&dry);
+        assert!(
+            dry.provider.posted.borrow().is_empty(),
+            "{name}: dry run posted"
+        );
+        real.run();
+        let predicted = predicted(&report);
+        assert!(!predicted.is_empty(), "{name}: nothing predicted");
+        assert_eq!(predicted, posted(&real), "{name}");
+    }
 }

@@ -7,6 +7,7 @@ mod stubs;
 use std::time::Duration;
 
 use hostenv_activate::engine::Outcome;
+use hostenv_activate::errors::Exit;
 use hostenv_activate::model::Phase::{self, Activate, Backup, Deactivate, Intent, Reload, Restore};
 use hostenv_activate::model::Status::{self, Failed, Running, Success, TimedOut, Waiting};
 use hostenv_activate::ports::{
@@ -51,7 +52,7 @@ fn invalid_intent_is_reported_and_nothing_runs() {
     )));
     let out = w.run();
     assert!(matches!(out, Outcome::Failed(_)));
-    assert_eq!(out.exit() as i32, 1);
+    assert_eq!(Exit::of(&out) as i32, 1);
     assert_eq!(w.provider.sequence(), seq(&[(Intent, Failed)]));
     let msg = &w.provider.messages()[0];
     assert!(
@@ -68,7 +69,7 @@ fn invalid_intent_is_reported_and_nothing_runs() {
 #[test]
 fn failed_system_switch_touches_no_user() {
     let mut w = World::new(StubProvider::with_intent(activate_intent()));
-    w.settings.comin = hostenv_activate::config::CominStatus::Failed {
+    w.settings.comin = hostenv_activate::model::CominStatus::Failed {
         message: "switch-to-configuration exited 4".into(),
     };
     assert!(matches!(w.run(), Outcome::Failed(_)));
@@ -82,7 +83,7 @@ fn intent_404_is_retried_every_poll_interval_then_nothing_to_do() {
     let w = World::new(StubProvider::answering(vec![Ok(None)]));
     let out = w.run();
     assert!(matches!(out, Outcome::NothingToDo(_)), "{out:?}");
-    assert_eq!(out.exit() as i32, 0);
+    assert_eq!(Exit::of(&out) as i32, 0);
     assert!(w.provider.posted.borrow().is_empty());
     // 30 s window, one lookup every 2 s: at 0, 2, ..., 30.
     assert_eq!(w.provider.intent_calls.get(), 16);

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use fake_provider::{
     backup_success, event, fixture_json, FakeProvider, JobState, Route, Visibility,
 };
+use hostenv_activate::adapters::http::ApiBase;
 use hostenv_activate::adapters::http::HttpProvider;
-use hostenv_activate::config::ApiBase;
-use hostenv_activate::model::{BackupPayload, JobId, NodeEvent, NodeName, Phase, Status, UserName};
+use hostenv_activate::model::{
+    BackupPayload, JobId, MigrationKey, NodeEvent, NodeName, Op, Phase, Status, UserName,
+};
 use hostenv_activate::ports::{Provider, ProviderError};
 use hostenv_activate::secret::Token;
 use reqwest::blocking::Client;
@@ -423,7 +425,7 @@ fn injected_failures_reactions_and_close_after_lookup() {
 fn http(fake_url: &str, node: &str, token: &str) -> HttpProvider {
     let base = match fake_url.strip_prefix("unix:") {
         Some(path) => ApiBase::Unix(path.into()),
-        None => ApiBase::Http(fake_url.to_owned()),
+        None => ApiBase::parse(fake_url).expect("the fake's URL"),
     };
     HttpProvider::new(
         &base,
@@ -458,8 +460,9 @@ fn http_provider_speaks_the_contract() {
     let b = http(fake.url(), "node-b", "tok-b");
 
     let envelope = b.intent_by_sha("sha1").expect("lookup").expect("an intent");
-    assert_eq!(envelope.job_id.as_str(), "job-1");
-    assert_eq!(envelope.intent["actions"][0]["op"], "restore");
+    assert_eq!(envelope.job.as_str(), "job-1");
+    let intent = envelope.intent.expect("a valid intent");
+    assert_eq!(intent.actions[0].op, Op::Restore);
     assert!(b.intent_by_sha("unknown-sha").expect("lookup").is_none());
 
     let job = JobId::new("job-1");
@@ -473,9 +476,12 @@ fn http_provider_speaks_the_contract() {
     assert_eq!(
         payload,
         Some(BackupPayload {
-            user: "acme-shop-main".into(),
-            source_node: "node-a".into(),
-            snapshots: BTreeMap::from([("drupal-migrate".into(), "355f5840".into())]),
+            user: UserName::parse("acme-shop-main").expect("user"),
+            source_node: NodeName::parse("node-a").expect("node"),
+            snapshots: BTreeMap::from([(
+                MigrationKey::parse("drupal-migrate").expect("key"),
+                "355f5840".into()
+            )]),
         })
     );
     assert_eq!(
@@ -598,9 +604,9 @@ fn http_provider_works_over_a_unix_socket() {
     assert_eq!(fake.url(), format!("unix:{}", socket.display()));
     let a = http(fake.url(), "node-a", "tok-a");
     let envelope = a.intent_by_sha("sha1").expect("lookup").expect("intent");
-    assert_eq!(envelope.job_id.as_str(), "job-1");
+    assert_eq!(envelope.job.as_str(), "job-1");
     a.post_event(
-        &envelope.job_id,
+        &envelope.job,
         &node_event("node-a", Phase::Intent, Status::Success, "m"),
     )
     .expect("posted");

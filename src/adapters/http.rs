@@ -3,6 +3,7 @@
 //! engine's business. The node token travels only in a sensitive
 //! `Authorization` header; it never appears in a URL, a log line or an error.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,9 +14,9 @@ use reqwest::Url;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::config::ApiBase;
 use crate::model::{
-    BackupPayload, DeployStatus, IntentEnvelope, JobId, NodeEvent, NodeName, UserName,
+    BackupPayload, DeployStatus, FetchedIntent, IntentEnvelope, JobId, NodeEvent, NodeName,
+    UserName,
 };
 use crate::ports::{Cancel, Provider, ProviderError};
 use crate::secret::Token;
@@ -28,6 +29,85 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STOPPING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How much of an error answer's body is kept for messages.
 pub const BODY_EXCERPT_CHARS: usize = 300;
+
+/// Where the provider listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiBase {
+    /// An `http://` or `https://` base URL; a path prefix is kept, and the
+    /// API's own `/api/...` paths are joined below it.
+    Http(Url),
+    /// `unix:/path/to.sock`: HTTP over a unix socket (the local demo provider).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ApiBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiBase::Http(url) => f.write_str(url.as_str().trim_end_matches('/')),
+            ApiBase::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl ApiBase {
+    /// Parses a configured base URL; the error says what is wrong with it
+    /// (the caller names the setting).
+    pub fn parse(raw: &str) -> Result<ApiBase, String> {
+        let raw = raw.trim();
+        if let Some(path) = raw.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "must name an absolute socket path after unix:, got {}",
+                    crate::model::shown(raw)
+                ));
+            }
+            return Ok(ApiBase::Unix(path));
+        }
+        let url = Url::parse(raw)
+            .map_err(|e| format!("is not a URL ({e}): {}", crate::model::shown(raw)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "must be an http(s):// URL with a host, or unix:/path, got {}",
+                crate::model::shown(raw)
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "must not carry credentials; the token comes from HOSTENV_COMIN_TOKEN_FILE".into(),
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "must not carry a query or fragment, got {}",
+                crate::model::shown(raw)
+            ));
+        }
+        Ok(ApiBase::Http(url))
+    }
+
+    /// A warning for a base URL that is probably wrong: one whose path
+    /// already ends in `/api` (the API's paths start with `/api` already).
+    pub fn warning(&self) -> Option<String> {
+        let ApiBase::Http(url) = self else {
+            return None;
+        };
+        let last = url.path_segments()?.rfind(|s| !s.is_empty())?;
+        if last != "api" {
+            return None;
+        }
+        let mut fixed = url.clone();
+        if let Ok(mut path) = fixed.path_segments_mut() {
+            path.pop_if_empty().pop();
+        }
+        let base = self.to_string();
+        Some(format!(
+            "HOSTENV_COMIN_API_BASE_URL ({base}) ends in /api, so requests go to {base}/api/deploy-intents/...; \
+             the provider's paths already start with /api: if the provider answers 404, set it to {}",
+            fixed.as_str().trim_end_matches('/')
+        ))
+    }
+}
 
 /// The endpoints this program calls; the status mapping depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +182,10 @@ pub fn excerpt(body: &str) -> String {
 /// `ports::Provider` over HTTP.
 pub struct HttpProvider {
     client: Client,
+    /// Requests go to this URL (`http://localhost` over a unix socket).
     base: Url,
+    /// The base as configured, for messages.
+    shown_base: String,
     node: NodeName,
     /// Kept only to scrub it from error bodies a server might echo.
     token: Token,
@@ -114,7 +197,7 @@ pub struct HttpProvider {
 impl std::fmt::Debug for HttpProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpProvider")
-            .field("base", &self.base.as_str())
+            .field("base", &self.shown_base)
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
@@ -143,8 +226,7 @@ impl HttpProvider {
             .timeout(REQUEST_TIMEOUT)
             .redirect(Policy::none());
         let base_url = match base {
-            ApiBase::Http(url) => Url::parse(url)
-                .with_context(|| format!("provider base URL {url:?} is not a URL"))?,
+            ApiBase::Http(url) => url.clone(),
             ApiBase::Unix(path) => {
                 builder = builder.unix_socket(path.as_path());
                 // The host is not resolved; it only fills the Host header.
@@ -160,6 +242,7 @@ impl HttpProvider {
         Ok(Self {
             client,
             base: base_url,
+            shown_base: base.to_string(),
             node,
             token,
             cancel: None,
@@ -258,6 +341,7 @@ impl HttpProvider {
         HttpProvider {
             client: self.client.clone(),
             base: self.base.clone(),
+            shown_base: self.shown_base.clone(),
             node: self.node.clone(),
             token: self.token.clone(),
             cancel: None,
@@ -296,7 +380,29 @@ impl HttpProvider {
     }
 
     fn display_base(&self) -> String {
-        self.base.as_str().trim_end_matches('/').to_owned()
+        self.shown_base.clone()
+    }
+
+    /// `url` as an operator can use it: over a unix socket, the path and
+    /// the socket.
+    fn display_url(&self, url: &Url) -> String {
+        if self.shown_base.starts_with("unix:") {
+            let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+            format!("{}{query} on {}", url.path(), self.shown_base)
+        } else {
+            url.as_str().to_owned()
+        }
+    }
+
+    fn intent_request(&self, sha: &str) -> (Url, [(&'static str, String); 2]) {
+        let url = self.url(&["api", "deploy-intents", "by-sha"]);
+        (
+            url,
+            [
+                ("sha", sha.to_owned()),
+                ("node", self.node.as_str().to_owned()),
+            ],
+        )
     }
 
     /// Removes the token from text that came from outside (a server could
@@ -356,14 +462,20 @@ struct BackupSnapshotBody {
 }
 
 impl Provider for HttpProvider {
-    fn intent_by_sha(&self, sha: &str) -> Result<Option<IntentEnvelope>, ProviderError> {
-        let url = self.url(&["api", "deploy-intents", "by-sha"]);
-        let query = [("sha", sha), ("node", self.node.as_str())];
-        match self.get_json(Endpoint::IntentBySha, url, &query) {
-            Ok(envelope) => Ok(Some(envelope)),
+    fn intent_by_sha(&self, sha: &str) -> Result<Option<FetchedIntent>, ProviderError> {
+        let (url, query) = self.intent_request(sha);
+        let query = query.each_ref().map(|(k, v)| (*k, v.as_str()));
+        match self.get_json::<IntentEnvelope>(Endpoint::IntentBySha, url, &query) {
+            Ok(envelope) => Ok(Some(envelope.into())),
             Err(ProviderError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn intent_url(&self, sha: &str) -> String {
+        let (mut url, query) = self.intent_request(sha);
+        url.query_pairs_mut().extend_pairs(query.iter());
+        self.display_url(&url)
     }
 
     fn post_event(&self, job: &JobId, event: &NodeEvent) -> Result<(), ProviderError> {
@@ -405,7 +517,8 @@ mod tests {
     fn once_stopping_a_silent_provider_is_given_up_quickly() {
         // A provider that accepts the connection and never answers.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = ApiBase::Http(format!("http://{}", listener.local_addr().expect("addr")));
+        let base = ApiBase::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+            .expect("base");
         let cancel = Cancel::new();
         let provider = HttpProvider::new(
             &base,
@@ -551,7 +664,7 @@ mod tests {
 
     fn provider(base: &str) -> HttpProvider {
         HttpProvider::new(
-            &ApiBase::Http(base.into()),
+            &ApiBase::parse(base).expect("base"),
             NodeName::parse("node-a").expect("node"),
             Token::new("s3cr3t-token").expect("token"),
         )
@@ -585,7 +698,7 @@ mod tests {
     #[test]
     fn a_token_that_cannot_be_a_header_is_refused_without_echoing_it() {
         let err = HttpProvider::new(
-            &ApiBase::Http("http://127.0.0.1:1".into()),
+            &ApiBase::parse("http://127.0.0.1:1").expect("base"),
             NodeName::parse("node-a").expect("node"),
             Token::new("bad\u{7}token").expect("token"),
         )
@@ -607,5 +720,69 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("s3cr3t"), "{text}");
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_a_trailing_api_is_flagged() {
+        let ok = ApiBase::parse("https://provider.example.org/").expect("valid");
+        assert_eq!(ok.to_string(), "https://provider.example.org");
+        assert_eq!(ok.warning(), None);
+        assert_eq!(
+            ApiBase::parse("unix:/run/provider.sock").expect("valid"),
+            ApiBase::Unix("/run/provider.sock".into())
+        );
+        for (raw, problem) in [
+            ("ftp://x", "must be an http(s):// URL"),
+            ("unix:relative.sock", "absolute socket path"),
+            ("http://u:p@host", "must not carry credentials"),
+            ("http://host/?a=b", "query or fragment"),
+            ("not a url", "is not a URL"),
+        ] {
+            let err = ApiBase::parse(raw).expect_err(raw);
+            assert!(err.contains(problem), "{raw}: {err}");
+        }
+        let long = format!("http://{}", "x".repeat(10_000));
+        let err = ApiBase::parse(&format!("{long} y")).expect_err("space");
+        assert!(err.len() < 200, "the value is cut: {err}");
+
+        let api = ApiBase::parse("http://host:8080/prefix/api/").expect("valid");
+        let warning = api.warning().expect("a warning");
+        assert!(
+            warning.contains("http://host:8080/prefix/api/api/deploy-intents/")
+                && warning.contains("set it to http://host:8080/prefix"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn the_intent_url_is_shown_in_full() {
+        let p = provider("http://provider.example.org/prefix");
+        assert_eq!(
+            p.intent_url("abc"),
+            "http://provider.example.org/prefix/api/deploy-intents/by-sha?sha=abc&node=node-a"
+        );
+        let unix = HttpProvider::new(
+            &ApiBase::parse("unix:/run/p.sock").expect("base"),
+            NodeName::parse("node-a").expect("node"),
+            Token::new("t").expect("token"),
+        )
+        .expect("client");
+        assert_eq!(
+            unix.intent_url("abc"),
+            "/api/deploy-intents/by-sha?sha=abc&node=node-a on unix:/run/p.sock"
+        );
+    }
+
+    #[test]
+    fn a_missing_unix_socket_is_named_in_the_error() {
+        let p = HttpProvider::new(
+            &ApiBase::parse("unix:/nonexistent/provider.sock").expect("base"),
+            NodeName::parse("node-a").expect("node"),
+            Token::new("s3cr3t-token").expect("token"),
+        )
+        .expect("client");
+        let err = p.intent_by_sha("abc").expect_err("no socket").to_string();
+        assert!(err.contains("unix:/nonexistent/provider.sock"), "{err}");
+        assert!(!err.contains("localhost"), "{err}");
     }
 }

@@ -2,7 +2,9 @@
 //! Adapters never call into the engine.
 
 pub mod clock;
+pub mod comin_store;
 pub mod creds;
+pub mod files;
 pub mod http;
 pub mod log;
 pub mod plan_store;

@@ -207,7 +207,7 @@ mod tests {
     use nix::unistd::{getegid, geteuid};
 
     use super::*;
-    use crate::model::UserName;
+    use crate::model::{MigrationKey, NodeName, UserName};
 
     fn account() -> Account {
         // As root, a uid other than ours proves the chown happens.
@@ -227,8 +227,11 @@ mod tests {
 
     fn plan(id: &str) -> RestorePlan {
         RestorePlan {
-            source_node: "node-a".to_owned(),
-            snapshots: BTreeMap::from([("db-migrate".to_owned(), id.to_owned())]),
+            source_node: NodeName::parse("node-a").expect("node"),
+            snapshots: BTreeMap::from([(
+                MigrationKey::parse("db-migrate").expect("key"),
+                id.to_owned(),
+            )]),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::adapters::process::{user_path, ProcessRunner, UserCommand};
 use crate::model::MigrationKey;
-use crate::ports::{Account, Cancel, ProgramRun, UserPrograms};
+use crate::ports::{Account, Cancel, ProgramRun, Search, UserPrograms};
 
 /// [`UserPrograms`] on the node's filesystem.
 #[derive(Clone)]
@@ -33,17 +33,22 @@ impl UserProgramsAdapter {
 
     /// The first candidate that is an executable regular file (symlinks,
     /// e.g. into the nix store, are followed for the check).
-    fn first_executable(&self, candidates: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
-        candidates.into_iter().find(|path| {
-            let on_disk = self.root.join(path.strip_prefix("/").unwrap_or(path));
-            std::fs::metadata(on_disk)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    fn first_executable(&self, candidates: impl IntoIterator<Item = PathBuf>) -> Search {
+        let looked: Vec<PathBuf> = candidates.into_iter().collect();
+        let found = looked
+            .iter()
+            .find(|path| {
+                let on_disk = self.root.join(path.strip_prefix("/").unwrap_or(path));
+                std::fs::metadata(on_disk)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .cloned();
+        Search { found, looked }
     }
 }
 
 impl UserPrograms for UserProgramsAdapter {
-    fn find_activate(&self, account: &Account) -> Option<PathBuf> {
+    fn find_activate(&self, account: &Account) -> Search {
         let user = account.name.as_str();
         let on_path = user_path(account)
             .into_iter()
@@ -58,7 +63,7 @@ impl UserPrograms for UserProgramsAdapter {
         self.first_executable(on_path.chain(fixed))
     }
 
-    fn find_restic_wrapper(&self, account: &Account, key: &MigrationKey) -> Option<PathBuf> {
+    fn find_restic_wrapper(&self, account: &Account, key: &MigrationKey) -> Search {
         let name = key.wrapper_name();
         let canonical = account.home.join(".local/bin").join(&name);
         let on_path = user_path(account).into_iter().map(|dir| dir.join(&name));
@@ -127,13 +132,13 @@ mod tests {
         }
 
         fn activate(&self) -> Option<String> {
-            let found = self.adapter.find_activate(&self.account);
+            let found = self.adapter.find_activate(&self.account).found;
             found.map(|p| p.display().to_string())
         }
 
         fn restic(&self) -> Option<String> {
             let key = MigrationKey::parse("db-migrate").expect("key");
-            let found = self.adapter.find_restic_wrapper(&self.account, &key);
+            let found = self.adapter.find_restic_wrapper(&self.account, &key).found;
             found.map(|p| p.display().to_string())
         }
     }

@@ -1,54 +1,26 @@
-//! The run itself ("One run" of behaviour.md): fetch the intent, perform its
-//! actions in order, report every step. It sees the world only through the
-//! traits in `ports`, so every decision here is tested with stubs and a fake
-//! clock.
+//! The run itself ("One run" of behaviour.md): fetch the intent, plan it,
+//! perform the plan's actions in order, report every step. It sees the
+//! world only through the traits in `ports`, so every decision here is
+//! tested with stubs and a fake clock.
 
-mod actions;
+pub mod plan;
 mod report;
 mod retry;
+mod settings;
+mod steps;
 mod text;
-mod wait;
 
-use std::time::Duration;
-
-use crate::config::CominStatus;
-use crate::model::{validate_intent, Action, NodeName, Phase, Status};
+use crate::model::{FetchedIntent, Phase, Status, Terminal};
 use crate::ports::{Cancel, Clock, Log, PlanStore, Provider, UserPrograms, UserSystemd, Users};
 
+pub use plan::{plan, Plan};
 pub use report::Stop;
 pub use retry::RetryPolicy;
+pub use settings::Settings;
+pub use steps::wait::target_verdict;
 
-use actions::Terminal;
+use plan::{ActionPlan, Body};
 use report::Reporter;
-
-/// Everything the engine needs to know, already validated.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub node: NodeName,
-    pub sha: String,
-    pub action_timeout: Duration,
-    pub target_observe_timeout: Duration,
-    pub intent_wait: Duration,
-    pub comin: CominStatus,
-    /// Interval between polls of the provider (404 intent, other nodes).
-    pub poll_interval: Duration,
-    pub retry: RetryPolicy,
-}
-
-impl Settings {
-    pub fn new(node: NodeName, sha: String, action_timeout: Duration) -> Self {
-        Settings {
-            node,
-            sha,
-            action_timeout,
-            target_observe_timeout: Duration::from_secs(120),
-            intent_wait: Duration::from_secs(30),
-            comin: CominStatus::Done,
-            poll_interval: Duration::from_secs(2),
-            retry: RetryPolicy::default(),
-        }
-    }
-}
 
 /// The world, as the engine sees it.
 #[derive(Clone, Copy)]
@@ -63,26 +35,19 @@ pub struct Ports<'a> {
     pub cancel: &'a Cancel,
 }
 
-/// How a run ended. `exit_code()` maps it to the documented exit status.
+/// How a run ended; `errors::Exit::of` maps it to the exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Nothing to do (no intent for this node); exit 0.
+    /// Nothing to do (no intent for this node).
     NothingToDo(String),
-    /// Every action succeeded (or there were none); exit 0.
+    /// Every action succeeded (or there were none).
     Succeeded(String),
     /// An action failed or timed out, the switch failed, the intent was
-    /// invalid, or the provider stopped us; exit 1.
+    /// invalid, or the provider stopped us.
     Failed(String),
 }
 
 impl Outcome {
-    pub fn exit(&self) -> crate::errors::Exit {
-        match self {
-            Outcome::NothingToDo(_) | Outcome::Succeeded(_) => crate::errors::Exit::Ok,
-            Outcome::Failed(_) => crate::errors::Exit::Failed,
-        }
-    }
-
     pub fn message(&self) -> &str {
         match self {
             Outcome::NothingToDo(m) | Outcome::Succeeded(m) | Outcome::Failed(m) => m,
@@ -92,88 +57,81 @@ impl Outcome {
 
 /// Performs one deployment for `settings.sha` on `settings.node`.
 pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
-    let envelope = match retry::fetch_intent(settings, ports) {
-        Ok(Some(envelope)) => envelope,
+    let fetched = match retry::fetch_intent(settings, ports) {
+        Ok(Some(fetched)) => fetched,
         Ok(None) => {
+            let url = ports.provider.intent_url(&settings.sha);
             return Outcome::NothingToDo(format!(
-                "no deploy intent for commit {} on node {} (waited {}s); nothing to do",
+                "no deploy intent for commit {} on node {} (waited {}s; {url} answered 404); nothing to do. If every deployment says this, check HOSTENV_COMIN_API_BASE_URL",
                 settings.sha,
                 settings.node,
                 settings.intent_wait.as_secs()
-            ))
+            ));
         }
         Err(stop) => return Outcome::Failed(describe_stop(ports, &stop)),
     };
-    let reporter = Reporter::new(settings, ports, envelope.job_id.clone());
-    match run_job(settings, ports, &reporter, &envelope.intent) {
+    perform(settings, ports, &fetched)
+}
+
+/// Plans `fetched` and performs the plan.
+fn perform(settings: &Settings, ports: Ports<'_>, fetched: &FetchedIntent) -> Outcome {
+    let plan = plan::plan(settings, fetched);
+    let reporter = Reporter::new(settings, ports, plan.job.clone());
+    match execute(settings, ports, &reporter, &plan) {
         Ok(outcome) => outcome,
         Err(stop) => Outcome::Failed(describe_stop(ports, &stop)),
     }
 }
 
-fn run_job(
+fn execute(
     settings: &Settings,
     ports: Ports<'_>,
     reporter: &Reporter<'_>,
-    raw_intent: &serde_json::Value,
+    plan: &Plan,
 ) -> Result<Outcome, Stop> {
-    let node = &settings.node;
-    if let CominStatus::Failed { message } = &settings.comin {
-        let msg = format!("System switch failed on node {node}; no user action was run: {message}");
-        reporter.post(Phase::Intent, Status::Failed, &msg, None)?;
-        return Ok(Outcome::Failed(msg));
-    }
-    let intent = match validate_intent(raw_intent) {
-        Ok(intent) => intent,
-        Err(e) => {
-            let msg = format!("Invalid deploy intent payload for node {node}: {e}");
-            reporter.post(Phase::Intent, Status::Failed, &msg, None)?;
-            return Ok(Outcome::Failed(msg));
+    let (actions, closing) = match &plan.body {
+        Body::Refuse { event, .. } => {
+            reporter.post_intent(event)?;
+            return Ok(Outcome::Failed(event.message.clone()));
         }
+        Body::Perform { actions, closing } => (actions, closing),
     };
-    if intent.actions.is_empty() {
-        let msg = format!("No user actions for node {node}");
-        reporter.post(Phase::Intent, Status::Success, &msg, None)?;
-        return Ok(Outcome::Succeeded(msg));
-    }
-    let total = intent.actions.len();
-    for (index, action) in intent.actions.iter().enumerate() {
+    let node = &settings.node;
+    let total = actions.len();
+    for planned in actions {
+        let action = &planned.action;
+        let number = planned.index + 1;
         if ports.cancel.is_cancelled() {
             let msg = format!(
-                "Interrupted before action {} of {total} ({} for {}) on node {node}; no further action was run",
-                index + 1,
-                action.op,
-                action.user
+                "Interrupted before action {number} of {total} ({} for {}) on node {node}; no further action was run",
+                action.op, action.user
             );
             reporter.post(Phase::Intent, Status::Failed, &msg, None)?;
             return Ok(Outcome::Failed(msg));
         }
-        let terminal = match run_action(settings, ports, reporter, action) {
+        let terminal = match run_action(settings, ports, reporter, planned) {
             Ok(terminal) => terminal,
-            Err(stop) => return Err(close_action(reporter, action, stop)),
+            Err(stop) => return Err(close_action(reporter, planned, stop)),
         };
-        let (status, message, payload) = terminal.into_parts();
-        reporter.post_for(action, status, &message, payload)?;
-        if status != Status::Success {
+        reporter.post_terminal(action, &terminal)?;
+        if !terminal.is_success() {
             return Ok(Outcome::Failed(format!(
-                "action {} of {total} ({} for {}) ended {status}: {message}",
-                index + 1,
-                action.op,
-                action.user
+                "action {number} of {total} ({} for {}) ended {}: {}",
+                action.op, action.user, terminal.status, terminal.message
             )));
         }
     }
-    let msg = format!("Completed all deploy actions for node {node}");
-    reporter.post(Phase::Intent, Status::Success, &msg, None)?;
-    Ok(Outcome::Succeeded(msg))
+    reporter.post_intent(closing)?;
+    Ok(Outcome::Succeeded(closing.message.clone()))
 }
 
 /// An action cut short by a provider failure or a signal still gets its one
 /// terminal event if the provider takes it at the first try (not after 409
 /// or 403: the job is closed or we are not heard), so the job does not wait
 /// for it forever.
-fn close_action(reporter: &Reporter<'_>, action: &Action, stop: Stop) -> Stop {
+fn close_action(reporter: &Reporter<'_>, planned: &ActionPlan, stop: Stop) -> Stop {
     if matches!(stop, Stop::Provider { .. } | Stop::Interrupted { .. }) {
+        let action = &planned.action;
         let msg = format!("{} for {} could not finish: {stop}", action.op, action.user);
         // Best effort: the run already fails with `stop`, whatever happens here.
         let _ = reporter.post_failed_once(action, &msg);
@@ -185,11 +143,16 @@ fn run_action(
     settings: &Settings,
     ports: Ports<'_>,
     reporter: &Reporter<'_>,
-    action: &Action,
+    planned: &ActionPlan,
 ) -> Result<Terminal, Stop> {
-    let ctx = actions::Ctx::new(settings, ports, reporter, action);
-    ctx.log_start();
-    actions::perform(&ctx)
+    let ctx = steps::Ctx::new(settings, ports, reporter, &planned.action);
+    ctx.log(
+        crate::ports::Level::Info,
+        None,
+        None,
+        &format!("starting {} for {}", planned.action.op, planned.action.user),
+    );
+    steps::perform(&ctx, planned)
 }
 
 /// Why the run stopped; a provider failure after SIGTERM/SIGINT says so,

@@ -3,10 +3,10 @@
 
 use std::fmt;
 
-use crate::model::{Action, EventPayload, JobId, NodeEvent, Phase, Status};
+use crate::model::{Action, EventPayload, JobId, NodeEvent, Phase, Status, Terminal};
 use crate::ports::{Level, LogFields, ProviderError};
 
-use super::{retry, Ports, Settings};
+use crate::engine::{retry, Ports, Settings};
 
 /// Why the run had to stop outside of an action's own result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +107,26 @@ impl<'a> Reporter<'a> {
             ..LogFields::default()
         };
         self.post_with(action.op.into(), status, message, payload, fields, true)
+    }
+
+    /// The terminal event of the node's run as a whole (phase `intent`).
+    pub fn post_intent(&self, terminal: &Terminal) -> Result<(), Stop> {
+        self.post(
+            Phase::Intent,
+            terminal.status.into(),
+            &terminal.message,
+            terminal.payload.clone(),
+        )
+    }
+
+    /// The terminal event of `action`.
+    pub fn post_terminal(&self, action: &Action, terminal: &Terminal) -> Result<(), Stop> {
+        self.post_for(
+            action,
+            terminal.status.into(),
+            &terminal.message,
+            terminal.payload.clone(),
+        )
     }
 
     /// `failed` for `action` in a single attempt, no retries: the last word

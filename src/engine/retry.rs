@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::model::IntentEnvelope;
+use crate::model::FetchedIntent;
 use crate::ports::{Clock, Level, LogFields, ProviderError};
 
-use super::report::Stop;
-use super::{Ports, Settings};
+use crate::engine::report::Stop;
+use crate::engine::{Ports, Settings};
 
 /// How long one provider call may keep failing before the run gives up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn retrying<T>(
 
 /// Looks the intent up, retrying a 404 every poll interval for up to the
 /// intent wait. `Ok(None)`: the provider has no intent for this node.
-pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<IntentEnvelope>, Stop> {
+pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<FetchedIntent>, Stop> {
     let start = ports.clock.now();
     let step = "intent lookup".to_owned();
     loop {
@@ -97,6 +97,6 @@ pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<Inte
         }
         ports
             .clock
-            .sleep(settings.poll_interval.min(settings.intent_wait - spent));
+            .sleep(settings.intent_poll.min(settings.intent_wait - spent));
     }
 }

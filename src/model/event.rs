@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -97,7 +98,7 @@ impl fmt::Display for Phase {
 }
 
 /// Body of `POST /api/deploy-jobs/{jobId}/events`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeEvent {
     pub node: NodeName,
     pub status: Status,
@@ -107,14 +108,92 @@ pub struct NodeEvent {
     pub payload: Option<EventPayload>,
 }
 
+/// The status of a terminal event: an action (or the node's run) ends with
+/// exactly one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalStatus {
+    Success,
+    Failed,
+    TimedOut,
+}
+
+impl From<TerminalStatus> for Status {
+    fn from(t: TerminalStatus) -> Status {
+        match t {
+            TerminalStatus::Success => Status::Success,
+            TerminalStatus::Failed => Status::Failed,
+            TerminalStatus::TimedOut => Status::TimedOut,
+        }
+    }
+}
+
+impl fmt::Display for TerminalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Status::from(*self).fmt(f)
+    }
+}
+
+/// A terminal event before it is addressed to a phase: what an action (or
+/// the run) ended with. Kept in the journal until delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminal {
+    pub status: TerminalStatus,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<EventPayload>,
+}
+
+impl Terminal {
+    pub fn success(message: impl Into<String>, payload: Option<EventPayload>) -> Self {
+        Self::new(TerminalStatus::Success, message, payload)
+    }
+
+    pub fn failed(message: impl Into<String>, payload: Option<EventPayload>) -> Self {
+        Self::new(TerminalStatus::Failed, message, payload)
+    }
+
+    pub fn timed_out(message: impl Into<String>, payload: Option<EventPayload>) -> Self {
+        Self::new(TerminalStatus::TimedOut, message, payload)
+    }
+
+    fn new(
+        status: TerminalStatus,
+        message: impl Into<String>,
+        payload: Option<EventPayload>,
+    ) -> Self {
+        Terminal {
+            status,
+            message: message.into(),
+            payload,
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.status == TerminalStatus::Success
+    }
+
+    /// The event that reports it for `phase`.
+    pub fn event(&self, node: &NodeName, phase: Phase) -> NodeEvent {
+        NodeEvent {
+            node: node.clone(),
+            status: self.status.into(),
+            phase,
+            message: self.message.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
 /// The payloads this program posts. Serialised without a tag: each variant is
-/// the JSON object the provider (and the restoring node) expects.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// the JSON object the provider (and the restoring node) expects. Read back
+/// (from the journal) in this order, most specific first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EventPayload {
     Backup(BackupPayload),
-    ProgramFailed(ProgramFailure),
     UnitFailed(Box<UnitFailure>),
+    ProgramFailed(ProgramFailure),
 }
 
 /// Payload of a successful `backup`; served later, verbatim, to the restoring
@@ -122,14 +201,25 @@ pub enum EventPayload {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPayload {
-    pub user: String,
-    pub source_node: String,
+    pub user: UserName,
+    pub source_node: NodeName,
     #[serde(default)]
-    pub snapshots: BTreeMap<String, String>,
+    pub snapshots: BTreeMap<MigrationKey, String>,
+}
+
+impl BackupPayload {
+    /// Whether it has a (non-blank) snapshot id for every key.
+    pub fn covers(&self, keys: &[MigrationKey]) -> bool {
+        keys.iter().all(|k| {
+            self.snapshots
+                .get(k)
+                .is_some_and(|id| !id.trim().is_empty())
+        })
+    }
 }
 
 /// Payload of a failed `activate` (also `reload` and `restore`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgramFailure {
     pub user: UserName,
@@ -138,7 +228,7 @@ pub struct ProgramFailure {
 }
 
 /// Payload of a failed or timed-out backup unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UnitFailure {
     pub user: UserName,
@@ -149,7 +239,7 @@ pub struct UnitFailure {
     pub active_state: Option<String>,
     pub sub_state: Option<String>,
     pub exec_main_status: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -173,8 +263,15 @@ pub struct DeployStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestorePlan {
-    pub source_node: String,
-    pub snapshots: BTreeMap<String, String>,
+    pub source_node: NodeName,
+    pub snapshots: BTreeMap<MigrationKey, String>,
+}
+
+impl RestorePlan {
+    /// Where the plan for `user` goes, relative to the filesystem root.
+    pub fn path(user: &UserName) -> PathBuf {
+        PathBuf::from(format!("/run/hostenv/user/{user}/restore/plan.json"))
+    }
 }
 
 #[cfg(test)]
@@ -191,9 +288,12 @@ mod tests {
             phase: Phase::Backup,
             message: "Migration backups completed for acme".into(),
             payload: Some(EventPayload::Backup(BackupPayload {
-                user: "acme".into(),
-                source_node: "node-a".into(),
-                snapshots: BTreeMap::from([("drupal-migrate".into(), "355f".into())]),
+                user: UserName::parse("acme").expect("user"),
+                source_node: NodeName::parse("node-a").expect("node"),
+                snapshots: BTreeMap::from([(
+                    MigrationKey::parse("drupal-migrate").expect("key"),
+                    "355f".into(),
+                )]),
             })),
         };
         assert_eq!(
@@ -231,5 +331,39 @@ mod tests {
         };
         let v = serde_json::to_value(&event).expect("ser");
         assert!(v.get("payload").is_none());
+    }
+
+    #[test]
+    fn payloads_read_back_as_the_variant_they_were() {
+        let user = UserName::parse("acme").expect("user");
+        let key = MigrationKey::parse("db-migrate").expect("key");
+        let payloads = [
+            EventPayload::Backup(BackupPayload {
+                user: user.clone(),
+                source_node: NodeName::parse("node-a").expect("node"),
+                snapshots: BTreeMap::from([(key.clone(), "abc".into())]),
+            }),
+            EventPayload::UnitFailed(Box::new(UnitFailure {
+                user: user.clone(),
+                migration_key: key,
+                unit_name: "restic-backups-db-migrate.service".into(),
+                exit_code: Some(1),
+                result: Some("exit-code".into()),
+                active_state: Some("failed".into()),
+                sub_state: Some("failed".into()),
+                exec_main_status: Some(1),
+                detail: Some("d".into()),
+            })),
+            EventPayload::ProgramFailed(ProgramFailure {
+                user,
+                exit_code: None,
+                detail: "timed out".into(),
+            }),
+        ];
+        for payload in payloads {
+            let json = serde_json::to_string(&payload).expect("ser");
+            let back: EventPayload = serde_json::from_str(&json).expect("de");
+            assert_eq!(back, payload, "{json}");
+        }
     }
 }

@@ -1,17 +1,19 @@
 //! The deploy intent: what the provider asks this node to do for one job.
-//! It is validated field by field from raw JSON so that a bad intent becomes a
-//! `failed` event that says what was wrong, never a panic or a vague error.
+//! It is parsed once, here, from the raw JSON of the wire into a typed
+//! [`Intent`] or a typed [`IntentError`] that says what was wrong, so that a
+//! bad intent becomes a `failed` event, never a panic or a vague error.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::names::{MigrationKey, NameError, NodeName, UserName};
 
 /// The provider's job id. Servant serialises it as a string; a number is
 /// accepted too and kept as its decimal text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct JobId(String);
 
@@ -37,15 +39,16 @@ impl<'de> Deserialize<'de> for JobId {
             Value::String(s) if !s.trim().is_empty() => Ok(Self(s)),
             Value::Number(n) => Ok(Self(n.to_string())),
             other => Err(serde::de::Error::custom(format!(
-                "jobId must be a non-empty string or a number, got {other}"
+                "jobId must be a non-empty string or a number, got {}",
+                super::cut(&other.to_string())
             ))),
         }
     }
 }
 
-/// Body of `GET /api/deploy-intents/by-sha`. The intent itself stays raw
-/// until [`validate_intent`] has looked at it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Body of `GET /api/deploy-intents/by-sha`, as the wire has it. The intent
+/// stays raw JSON only until [`FetchedIntent::from`] parses it.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IntentEnvelope {
     pub job_id: JobId,
@@ -57,8 +60,53 @@ pub struct IntentEnvelope {
     pub intent: Value,
 }
 
-/// One action kind. Anything else is refused when the intent is validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// SHA-256 of the intent's canonical JSON (keys sorted): tells whether a
+/// journal was written for this very intent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IntentDigest(String);
+
+impl IntentDigest {
+    pub fn of(raw: &Value) -> Self {
+        // serde_json's map is ordered by key, so equal intents give equal text.
+        let canonical = raw.to_string();
+        let hash = Sha256::digest(canonical.as_bytes());
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        Self(format!("sha256:{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IntentDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The intent lookup's answer, parsed: the job, the intent's digest, and
+/// the intent itself or why it is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedIntent {
+    pub job: JobId,
+    pub digest: IntentDigest,
+    pub intent: Result<Intent, IntentError>,
+}
+
+impl From<IntentEnvelope> for FetchedIntent {
+    fn from(envelope: IntentEnvelope) -> Self {
+        FetchedIntent {
+            job: envelope.job_id,
+            digest: IntentDigest::of(&envelope.intent),
+            intent: Intent::parse(&envelope.intent),
+        }
+    }
+}
+
+/// One action kind. Anything else is refused when the intent is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Activate,
@@ -98,8 +146,8 @@ impl fmt::Display for Op {
     }
 }
 
-/// One validated action of the intent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One action of the intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Action {
     pub op: Op,
@@ -109,28 +157,74 @@ pub struct Action {
     pub migrations: Vec<MigrationKey>,
 }
 
-/// A validated deploy intent (schema version 1).
+/// A deploy intent of schema version 1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Intent {
     pub actions: Vec<Action>,
+}
+
+/// What is wrong with one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionProblem {
+    NotAnObject,
+    OpMissing,
+    OpNotAString(String),
+    UnknownOp(String),
+    UserMissing,
+    UserEmpty,
+    UserNotAString(String),
+    BadName(NameError),
+    NodeNotAString { field: &'static str, got: String },
+    MigrationsNotAnArray(String),
+    KeyNotAString(String),
+    DuplicateKey(MigrationKey),
+}
+
+impl fmt::Display for ActionProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionProblem::NotAnObject => f.write_str("not a JSON object"),
+            ActionProblem::OpMissing => f.write_str("op is missing"),
+            ActionProblem::OpNotAString(got) => write!(f, "op must be a string, got {got}"),
+            ActionProblem::UnknownOp(op) => write!(
+                f,
+                "op {op:?} is not one of activate, reload, backup, restore, deactivate"
+            ),
+            ActionProblem::UserMissing => f.write_str("user is missing"),
+            ActionProblem::UserEmpty => f.write_str("user is empty"),
+            ActionProblem::UserNotAString(got) => write!(f, "user must be a string, got {got}"),
+            ActionProblem::BadName(e) => e.fmt(f),
+            ActionProblem::NodeNotAString { field, got } => {
+                write!(f, "{field} must be a string or null, got {got}")
+            }
+            ActionProblem::MigrationsNotAnArray(got) => {
+                write!(f, "migrations must be an array, got {got}")
+            }
+            ActionProblem::KeyNotAString(got) => {
+                write!(f, "migrations entries must be strings, got {got}")
+            }
+            ActionProblem::DuplicateKey(key) => write!(f, "migrations lists {key} twice"),
+        }
+    }
 }
 
 /// What is wrong with an intent, precise enough for an operator to find it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntentError {
     NotAnObject,
-    SchemaVersion(Value),
+    SchemaVersion(String),
     ActionsNotAnArray,
-    Action { index: usize, problem: String },
+    Action {
+        index: usize,
+        problem: ActionProblem,
+    },
 }
 
 impl fmt::Display for IntentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IntentError::NotAnObject => f.write_str("the intent is not a JSON object"),
-            IntentError::SchemaVersion(v) => {
-                write!(f, "schemaVersion must be 1, got {v}")
-            }
+            IntentError::SchemaVersion(v) => write!(f, "schemaVersion must be 1, got {v}"),
             IntentError::ActionsNotAnArray => f.write_str("actions must be an array"),
             IntentError::Action { index, problem } => write!(f, "actions[{index}]: {problem}"),
         }
@@ -139,64 +233,68 @@ impl fmt::Display for IntentError {
 
 impl std::error::Error for IntentError {}
 
-/// Checks the raw intent against schema version 1 and the name rules.
-pub fn validate_intent(raw: &Value) -> Result<Intent, IntentError> {
-    let obj = raw.as_object().ok_or(IntentError::NotAnObject)?;
-    let version = obj.get("schemaVersion").cloned().unwrap_or(Value::Null);
-    if version.as_u64() != Some(1) {
-        return Err(IntentError::SchemaVersion(version));
-    }
-    let actions = obj
-        .get("actions")
-        .and_then(Value::as_array)
-        .ok_or(IntentError::ActionsNotAnArray)?;
-    let actions = actions
-        .iter()
-        .enumerate()
-        .map(|(index, a)| {
-            validate_action(a).map_err(|problem| IntentError::Action { index, problem })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Intent { actions })
+/// A JSON value from the wire, shortened for a message.
+fn shown(v: &Value) -> String {
+    super::cut(&v.to_string())
 }
 
-fn validate_action(raw: &Value) -> Result<Action, String> {
-    let obj = raw.as_object().ok_or("not a JSON object")?;
+impl Intent {
+    /// Checks the raw intent against schema version 1 and the name rules.
+    pub fn parse(raw: &Value) -> Result<Intent, IntentError> {
+        let obj = raw.as_object().ok_or(IntentError::NotAnObject)?;
+        let version = obj.get("schemaVersion").unwrap_or(&Value::Null);
+        if version.as_u64() != Some(1) {
+            return Err(IntentError::SchemaVersion(shown(version)));
+        }
+        let actions = obj
+            .get("actions")
+            .and_then(Value::as_array)
+            .ok_or(IntentError::ActionsNotAnArray)?;
+        let actions = actions
+            .iter()
+            .enumerate()
+            .map(|(index, a)| {
+                parse_action(a).map_err(|problem| IntentError::Action { index, problem })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Intent { actions })
+    }
+}
+
+fn parse_action(raw: &Value) -> Result<Action, ActionProblem> {
+    let obj = raw.as_object().ok_or(ActionProblem::NotAnObject)?;
     let op = match obj.get("op") {
-        Some(Value::String(s)) => Op::parse(s).ok_or_else(|| {
-            format!("op {s:?} is not one of activate, reload, backup, restore, deactivate")
-        })?,
-        Some(other) => return Err(format!("op must be a string, got {other}")),
-        None => return Err("op is missing".into()),
+        Some(Value::String(s)) => {
+            Op::parse(s).ok_or_else(|| ActionProblem::UnknownOp(super::cut(s)))?
+        }
+        Some(other) => return Err(ActionProblem::OpNotAString(shown(other))),
+        None => return Err(ActionProblem::OpMissing),
     };
     let user = match obj.get("user") {
-        Some(Value::String(s)) if s.is_empty() => return Err("user is empty".into()),
-        Some(Value::String(s)) => UserName::parse(s).map_err(|e| e.to_string())?,
-        Some(other) => return Err(format!("user must be a string, got {other}")),
-        None => return Err("user is missing".into()),
+        Some(Value::String(s)) if s.is_empty() => return Err(ActionProblem::UserEmpty),
+        Some(Value::String(s)) => UserName::parse(s).map_err(ActionProblem::BadName)?,
+        Some(other) => return Err(ActionProblem::UserNotAString(shown(other))),
+        None => return Err(ActionProblem::UserMissing),
     };
     let from_node = optional_node(obj.get("fromNode"), "fromNode")?;
     let to_node = optional_node(obj.get("toNode"), "toNode")?;
     let migrations = match obj.get("migrations") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(keys)) => {
-            let keys = keys
-                .iter()
-                .map(|k| match k {
-                    Value::String(s) => MigrationKey::parse(s).map_err(|e| e.to_string()),
-                    other => Err(format!("migrations entries must be strings, got {other}")),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some(dup) = keys
-                .iter()
-                .enumerate()
-                .find_map(|(i, k)| keys[..i].contains(k).then_some(k))
-            {
-                return Err(format!("migrations lists {dup} twice"));
+            let mut parsed: Vec<MigrationKey> = Vec::with_capacity(keys.len());
+            for k in keys {
+                let key = match k {
+                    Value::String(s) => MigrationKey::parse(s).map_err(ActionProblem::BadName)?,
+                    other => return Err(ActionProblem::KeyNotAString(shown(other))),
+                };
+                if parsed.contains(&key) {
+                    return Err(ActionProblem::DuplicateKey(key));
+                }
+                parsed.push(key);
             }
-            keys
+            parsed
         }
-        Some(other) => return Err(format!("migrations must be an array, got {other}")),
+        Some(other) => return Err(ActionProblem::MigrationsNotAnArray(shown(other))),
     };
     Ok(Action {
         op,
@@ -207,13 +305,19 @@ fn validate_action(raw: &Value) -> Result<Action, String> {
     })
 }
 
-fn optional_node(v: Option<&Value>, field: &str) -> Result<Option<NodeName>, String> {
+fn optional_node(
+    v: Option<&Value>,
+    field: &'static str,
+) -> Result<Option<NodeName>, ActionProblem> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => NodeName::parse(s)
             .map(Some)
-            .map_err(|e: NameError| format!("{field}: {e}")),
-        Some(other) => Err(format!("{field} must be a string or null, got {other}")),
+            .map_err(|e| ActionProblem::BadName(NameError { kind: field, ..e })),
+        Some(other) => Err(ActionProblem::NodeNotAString {
+            field,
+            got: shown(other),
+        }),
     }
 }
 
@@ -225,7 +329,7 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_example() {
-        let intent = validate_intent(&json!({
+        let intent = Intent::parse(&json!({
             "schemaVersion": 1,
             "actions": [
                 {"op": "backup", "user": "acme-shop-main", "fromNode": "node-a", "toNode": "node-b", "migrations": ["drupal-migrate"]},
@@ -283,7 +387,7 @@ mod tests {
             ),
         ];
         for (raw, expected) in cases {
-            let err = validate_intent(&raw)
+            let err = Intent::parse(&raw)
                 .expect_err("must be refused")
                 .to_string();
             assert!(

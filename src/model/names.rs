@@ -17,8 +17,10 @@ impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {:?} is not valid: {}",
-            self.kind, self.value, self.rule
+            "{} {} is not valid: {}",
+            self.kind,
+            super::shown(&self.value),
+            self.rule
         )
     }
 }
@@ -178,6 +180,25 @@ impl<'de> Deserialize<'de> for NodeName {
         Self::parse(&s).map_err(serde::de::Error::custom)
     }
 }
+
+/// Names compare with plain text, for tests and lookups.
+macro_rules! compares_with_text {
+    ($($name:ident),*) => {$(
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    )*};
+}
+
+compares_with_text!(UserName, MigrationKey, NodeName);
 
 #[cfg(test)]
 mod tests {

@@ -347,6 +347,8 @@ struct State {
     reactions: Vec<Reaction>,
     requests: Vec<RecordedRequest>,
     next_event_id: u64,
+    /// Path segments the API is mounted below (a reverse proxy's prefix).
+    prefix: Vec<String>,
 }
 
 impl State {
@@ -490,6 +492,17 @@ impl Builder {
         self
     }
 
+    /// Serves the API below `/<prefix>` (e.g. "provider"), as behind a
+    /// reverse proxy; anything else answers 404.
+    pub fn mounted_at(mut self, prefix: &str) -> Self {
+        self.state.prefix = prefix
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+
     fn job_mut(&mut self, id: &str) -> &mut Job {
         self.state
             .job_mut(id)
@@ -515,6 +528,11 @@ impl Builder {
                 let addr = server.server_addr().to_ip().expect("an IP listener");
                 (server, format!("http://{addr}"))
             }
+        };
+        let url = if self.state.prefix.is_empty() {
+            url
+        } else {
+            format!("{url}/{}", self.state.prefix.join("/"))
         };
         let server = Arc::new(server);
         let state = Arc::new(Mutex::new(self.state));
@@ -703,9 +721,12 @@ fn handle(state: &Mutex<State>, mut request: tiny_http::Request) {
         .iter()
         .find(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.as_str().to_owned());
-    let route = route_of(&method, &segments);
-
     let mut st = lock(state);
+    let route = match segments.strip_prefix(st.prefix.as_slice()) {
+        Some(rest) => route_of(&method, rest),
+        None => Route::Unknown,
+    };
+    let segments: Vec<String> = segments[st.prefix.len().min(segments.len())..].to_vec();
     let mut recorded = RecordedRequest {
         method: method.as_str().to_owned(),
         path: format!("/{}", segments.join("/")),

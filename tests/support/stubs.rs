@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use hostenv_activate::engine::{self, Outcome, Ports, Settings};
 use hostenv_activate::model::{
-    BackupPayload, DeployStatus, IntentEnvelope, JobId, MigrationKey, NodeEvent, NodeName, Phase,
-    RestorePlan, Status, UserName,
+    BackupPayload, DeployStatus, FetchedIntent, IntentEnvelope, JobId, MigrationKey, NodeEvent,
+    NodeName, Phase, RestorePlan, Status, UserName,
 };
 use hostenv_activate::ports::{
     Account, Cancel, Clock, JobOutcome, Level, Log, LogFields, PlanStore, ProgramOutcome,
-    ProgramRun, Provider, ProviderError, UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
+    ProgramRun, Provider, ProviderError, Search, UnitRun, UnitStatus, UserPrograms, UserSystemd,
+    Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -75,7 +76,7 @@ impl Clock for FakeClock {
 pub type Answer<T> = Result<T, ProviderError>;
 
 pub struct StubProvider {
-    pub intent: Script<Answer<Option<IntentEnvelope>>>,
+    pub intent: Script<Answer<Option<FetchedIntent>>>,
     /// Answer for the n-th POST attempt (0-based); default Ok.
     pub post_answers: RefCell<HashMap<usize, ProviderError>>,
     pub post_attempts: Cell<usize>,
@@ -85,18 +86,20 @@ pub struct StubProvider {
     pub intent_calls: Cell<usize>,
 }
 
-pub fn envelope(intent: Value) -> IntentEnvelope {
-    serde_json::from_value(
+/// The intent lookup's answer for `intent`, parsed as the HTTP adapter does.
+pub fn envelope(intent: Value) -> FetchedIntent {
+    let envelope: IntentEnvelope = serde_json::from_value(
         json!({"jobId": JOB, "commitSha": "abc", "node": NODE, "intent": intent}),
     )
-    .expect("envelope")
+    .expect("envelope");
+    envelope.into()
 }
 
 impl StubProvider {
     pub fn with_intent(intent: Value) -> Self {
         Self::answering(vec![Ok(Some(envelope(intent)))])
     }
-    pub fn answering(intent: Vec<Answer<Option<IntentEnvelope>>>) -> Self {
+    pub fn answering(intent: Vec<Answer<Option<FetchedIntent>>>) -> Self {
         StubProvider {
             intent: Script::new(intent),
             post_answers: RefCell::new(HashMap::new()),
@@ -148,9 +151,12 @@ impl StubProvider {
 }
 
 impl Provider for StubProvider {
-    fn intent_by_sha(&self, _sha: &str) -> Answer<Option<IntentEnvelope>> {
+    fn intent_by_sha(&self, _sha: &str) -> Answer<Option<FetchedIntent>> {
         self.intent_calls.set(self.intent_calls.get() + 1);
         self.intent.next().expect("scripted intent answer")
+    }
+    fn intent_url(&self, sha: &str) -> String {
+        format!("http://provider.test/api/deploy-intents/by-sha?sha={sha}&node={NODE}")
     }
     fn post_event(&self, job: &JobId, event: &NodeEvent) -> Answer<()> {
         assert_eq!(job.as_str(), JOB);
@@ -188,12 +194,9 @@ pub fn status(node: &str, phase: Phase, st: Status) -> DeployStatus {
 
 pub fn backup_payload(user: &str, source: &str, snaps: &[(&str, &str)]) -> BackupPayload {
     BackupPayload {
-        user: user.into(),
-        source_node: source.into(),
-        snapshots: snaps
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        user: UserName::parse(user).expect("user"),
+        source_node: NodeName::parse(source).expect("node"),
+        snapshots: map(snaps),
     }
 }
 
@@ -347,12 +350,21 @@ impl StubPrograms {
 }
 
 impl UserPrograms for StubPrograms {
-    fn find_activate(&self, _a: &Account) -> Option<PathBuf> {
-        self.activate.clone()
+    fn find_activate(&self, a: &Account) -> Search {
+        Search {
+            found: self.activate.clone(),
+            looked: vec![
+                a.home.join(".local/bin/activate"),
+                PathBuf::from(format!("/etc/profiles/per-user/{}/bin/activate", a.name)),
+            ],
+        }
     }
-    fn find_restic_wrapper(&self, a: &Account, key: &MigrationKey) -> Option<PathBuf> {
-        self.wrappers
-            .then(|| a.home.join(".local/bin").join(key.wrapper_name()))
+    fn find_restic_wrapper(&self, a: &Account, key: &MigrationKey) -> Search {
+        let canonical = a.home.join(".local/bin").join(key.wrapper_name());
+        Search {
+            found: self.wrappers.then(|| canonical.clone()),
+            looked: vec![canonical],
+        }
     }
     fn run(
         &self,
@@ -475,9 +487,9 @@ pub fn snapshots_json(entries: &[(&str, &str)]) -> String {
     serde_json::to_string(&list).expect("json")
 }
 
-pub fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub fn map(entries: &[(&str, &str)]) -> BTreeMap<MigrationKey, String> {
     entries
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| (MigrationKey::parse(k).expect("key"), v.to_string()))
         .collect()
 }

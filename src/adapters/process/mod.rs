@@ -37,9 +37,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Only the tail of the output is kept.
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
-/// Why the wait loop stopped before the output was complete.
+/// Why the program was cut short before its output was complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+enum Cut {
     TimedOut,
     Interrupted,
     /// The program exited; processes it left in its group still hold the output.
@@ -131,14 +131,14 @@ impl ProcessRunner {
         fields: &LogFields<'_>,
     ) -> anyhow::Result<ProgramRun> {
         let stop = match wait(handle, output, group, cmd.timeout, cancel) {
-            Ok(Waited::Finished(status)) => {
+            Ok(Supervised::Finished(status)) => {
                 self.end_leftovers(group, cmd, fields);
                 return Ok(ProgramRun {
                     outcome: outcome_of_status(status),
                     output: output.text(),
                 });
             }
-            Ok(Waited::Stopped(stop)) => stop,
+            Ok(Supervised::CutShort(stop)) => stop,
             Err(e) => {
                 // Whatever went wrong, nothing of the user's may keep running.
                 let _ = killpg(group, Signal::SIGKILL);
@@ -146,9 +146,9 @@ impl ProcessRunner {
             }
         };
         let why = match stop {
-            Stop::TimedOut => format!("timed out after {}s", cmd.timeout.as_secs()),
-            Stop::Interrupted => "was interrupted".to_owned(),
-            Stop::Lingering => "exited but left processes holding its output".to_owned(),
+            Cut::TimedOut => format!("timed out after {}s", cmd.timeout.as_secs()),
+            Cut::Interrupted => "was interrupted".to_owned(),
+            Cut::Lingering => "exited but left processes holding its output".to_owned(),
         };
         let program = cmd.program.display();
         self.log.line(
@@ -169,7 +169,7 @@ impl ProcessRunner {
             );
         }
         Ok(ProgramRun {
-            outcome: outcome_of_stop(stop, status),
+            outcome: outcome_of_cut(stop, status),
             output: text,
         })
     }
@@ -224,9 +224,10 @@ fn finished_by(
     Ok(out.map(|out| out.status))
 }
 
-enum Waited {
+/// How supervising the program ended.
+enum Supervised {
     Finished(ExitStatus),
-    Stopped(Stop),
+    CutShort(Cut),
 }
 
 /// Waits in short slices until the program and its output are done, or it
@@ -237,25 +238,25 @@ fn wait(
     group: Pid,
     timeout: Duration,
     cancel: &Cancel,
-) -> anyhow::Result<Waited> {
+) -> anyhow::Result<Supervised> {
     let deadline = Instant::now() + timeout;
     let mut exited_at: Option<Instant> = None;
     loop {
         if let Some(status) = finished_by(handle, output, Instant::now() + SLICE)? {
-            return Ok(Waited::Finished(status));
+            return Ok(Supervised::Finished(status));
         }
         let now = Instant::now();
         if cancel.is_cancelled() {
-            return Ok(Waited::Stopped(Stop::Interrupted));
+            return Ok(Supervised::CutShort(Cut::Interrupted));
         }
         if now >= deadline {
-            return Ok(Waited::Stopped(Stop::TimedOut));
+            return Ok(Supervised::CutShort(Cut::TimedOut));
         }
         if exited_at.is_none() && leader_exited(group) {
             exited_at = Some(now);
         }
         if exited_at.is_some_and(|t| now.duration_since(t) >= LINGER) {
-            return Ok(Waited::Stopped(Stop::Lingering));
+            return Ok(Supervised::CutShort(Cut::Lingering));
         }
     }
 }
@@ -323,11 +324,11 @@ fn kill_group(
     Ok(out.map(|out| out.status))
 }
 
-fn outcome_of_stop(stop: Stop, status: Option<ExitStatus>) -> ProgramOutcome {
+fn outcome_of_cut(stop: Cut, status: Option<ExitStatus>) -> ProgramOutcome {
     match stop {
-        Stop::TimedOut => ProgramOutcome::TimedOut,
-        Stop::Interrupted => ProgramOutcome::Interrupted,
-        Stop::Lingering => status.map_or(ProgramOutcome::Exited(-1), outcome_of_status),
+        Cut::TimedOut => ProgramOutcome::TimedOut,
+        Cut::Interrupted => ProgramOutcome::Interrupted,
+        Cut::Lingering => status.map_or(ProgramOutcome::Exited(-1), outcome_of_status),
     }
 }
 

@@ -40,7 +40,7 @@ pub(super) struct JobRemoved {
 
 /// How a wait for one job ended.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Waited {
+pub(super) enum JobEnd {
     /// `JobRemoved` with this result.
     Removed(String),
     Deadline,
@@ -59,7 +59,7 @@ impl JobWatch {
         job: &OwnedObjectPath,
         deadline: Instant,
         cancel: Option<&Cancel>,
-    ) -> Waited {
+    ) -> JobEnd {
         let job = job.as_str();
         loop {
             let cancelled = cancel.is_some_and(Cancel::is_cancelled);
@@ -67,23 +67,23 @@ impl JobWatch {
             if cancelled || now >= deadline {
                 // A job that ended just now still counts as ended.
                 return self.drain_for(job).unwrap_or(if cancelled {
-                    Waited::Cancelled
+                    JobEnd::Cancelled
                 } else {
-                    Waited::Deadline
+                    JobEnd::Deadline
                 });
             }
             match self.rx.recv_timeout(SLICE.min(deadline - now)) {
-                Ok(removed) if removed.job == job => return Waited::Removed(removed.result),
+                Ok(removed) if removed.job == job => return JobEnd::Removed(removed.result),
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Waited::Lost,
+                Err(RecvTimeoutError::Disconnected) => return JobEnd::Lost,
             }
         }
     }
 
-    pub(super) fn drain_for(&self, job: &str) -> Option<Waited> {
+    pub(super) fn drain_for(&self, job: &str) -> Option<JobEnd> {
         loop {
             match self.rx.try_recv() {
-                Ok(removed) if removed.job == job => return Some(Waited::Removed(removed.result)),
+                Ok(removed) if removed.job == job => return Some(JobEnd::Removed(removed.result)),
                 Ok(_) => {}
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
             }

@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use zbus::blocking::connection;
 use zbus::zvariant::OwnedObjectPath;
 
-use self::jobs::{wait_until, Waited};
+use self::jobs::{wait_until, JobEnd};
 use self::proxies::ManagerProxy;
 use self::session::Session;
 use crate::adapters::creds;
@@ -196,16 +196,16 @@ impl UserSystemd for UserBus {
             .start_unit(unit, "replace")
             .with_context(|| format!("{who}: cannot start {unit} in the user's systemd"))?;
         let outcome = match jobs.wait_for(&job, deadline, Some(cancel)) {
-            Waited::Removed(result) => job_outcome(&result),
-            Waited::Deadline => {
+            JobEnd::Removed(result) => job_outcome(&result),
+            JobEnd::Deadline => {
                 self.abort(&session, unit, Some(&job))?;
                 JobOutcome::TimedOut
             }
-            Waited::Cancelled => {
+            JobEnd::Cancelled => {
                 self.abort(&session, unit, Some(&job))?;
                 JobOutcome::Interrupted
             }
-            Waited::Lost => {
+            JobEnd::Lost => {
                 // Do not leave the unit running behind the error: stop it
                 // over a fresh connection if the bus is still there.
                 drop(session);
@@ -247,18 +247,18 @@ impl UserSystemd for UserBus {
             .with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
         let hint = format!("check `systemctl --user status {unit}` as the user");
         match jobs.wait_for(&job, Instant::now() + self.stop_timeout, Some(cancel)) {
-            Waited::Removed(result) if result == "done" => Ok(()),
-            Waited::Removed(result) => {
+            JobEnd::Removed(result) if result == "done" => Ok(()),
+            JobEnd::Removed(result) => {
                 bail!("{who}: stopping {unit} ended with job result {result:?}; {hint}")
             }
-            Waited::Cancelled => bail!(
+            JobEnd::Cancelled => bail!(
                 "{who}: interrupted by a stop signal while stopping {unit} (systemd carries on with the stop); {hint}"
             ),
-            Waited::Deadline => bail!(
+            JobEnd::Deadline => bail!(
                 "{who}: {unit} did not stop within {}s; {hint}",
                 self.stop_timeout.as_secs()
             ),
-            Waited::Lost => {
+            JobEnd::Lost => {
                 bail!("{who}: lost the connection to the user's systemd while stopping {unit}; {hint}")
             }
         }
@@ -544,11 +544,11 @@ mod tests {
         // Past the deadline, a result already queued still wins.
         assert_eq!(
             watch.wait_for(&job, Instant::now(), None),
-            Waited::Removed("done".into())
+            JobEnd::Removed("done".into())
         );
         assert_eq!(
             watch.wait_for(&job, Instant::now() + Duration::from_millis(150), None),
-            Waited::Deadline
+            JobEnd::Deadline
         );
         let cancel = Cancel::new();
         cancel.cancel();
@@ -558,12 +558,12 @@ mod tests {
                 Instant::now() + Duration::from_secs(60),
                 Some(&cancel)
             ),
-            Waited::Cancelled
+            JobEnd::Cancelled
         );
         drop(tx);
         assert_eq!(
             watch.wait_for(&job, Instant::now() + Duration::from_secs(60), None),
-            Waited::Lost
+            JobEnd::Lost
         );
     }
 }

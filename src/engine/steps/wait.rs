@@ -1,15 +1,17 @@
-//! Waiting for another node of the same job: the restoring node waits for
-//! the source node's backup, the deactivating node waits for the target node
-//! to activate. Only the latest event of each node is visible (`statuses`),
-//! so "activated" is (`activate`, `success`) or (`intent`, `success`).
+//! `AwaitBackup` and `AwaitTarget` steps: waiting for another node of the
+//! same job. The restoring node waits for the source node's backup, the
+//! deactivating node waits for the target node to activate. Only the latest
+//! event of each node is visible (`statuses`), so "activated" is
+//! (`activate`, `success`) or (`intent`, `success`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use crate::model::{DeployStatus, MigrationKey, NodeName, Phase, Status};
+use crate::engine::report::Stop;
+use crate::engine::retry;
+use crate::model::{DeployStatus, MigrationKey, NodeName, Phase, Status, Terminal};
 
-use super::actions::Ctx;
-use super::report::Stop;
-use super::retry;
+use super::{Ctx, Ended};
 
 /// How a wait for another node ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +57,78 @@ pub fn target_verdict(latest: Option<&DeployStatus>) -> Option<Result<(), String
     }
 }
 
+/// Between two polls: ends the wait on cancel or past the deadline,
+/// otherwise sleeps one poll interval (or what is left of the deadline).
+fn pause<T>(ctx: &Ctx<'_>) -> Option<Waited<T>> {
+    if ctx.ports.cancel.is_cancelled() {
+        return Some(Waited::Interrupted);
+    }
+    let left = ctx.remaining();
+    if left.is_zero() {
+        return Some(Waited::TimedOut);
+    }
+    ctx.ports.clock.sleep(ctx.settings.peer_poll.min(left));
+    None
+}
+
+/// The `AwaitTarget` step: waits, then posts `running` (saying so when the
+/// target was never seen), or ends the action.
+pub fn await_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Result<(), Ended> {
+    let user = &ctx.action.user;
+    match for_target(ctx, target, observe)? {
+        Waited::Ready(Target::Activated) => Ok(ctx.post_running()?),
+        Waited::Ready(Target::NotVisible) => Ok(ctx.post(
+            Status::Running,
+            &format!(
+                "Target node {target} not visible after {}s; proceeding with deactivation of {user}",
+                observe.as_secs()
+            ),
+        )?),
+        Waited::OtherFailed(why) => Err(Ended::With(Terminal::failed(
+            format!("Not deactivating {user}: {why}"),
+            None,
+        ))),
+        Waited::TimedOut => Err(Ended::With(Terminal::timed_out(
+            format!(
+                "Deactivation of {user} timed out after {}s waiting for {target} to activate",
+                ctx.timeout_secs()
+            ),
+            None,
+        ))),
+        Waited::Interrupted => Err(Ended::With(
+            ctx.interrupted(&format!("waiting for {target}")),
+        )),
+    }
+}
+
+/// The `AwaitBackup` step: the snapshot ids `source` published for the user.
+pub fn await_backup(
+    ctx: &Ctx<'_>,
+    source: &NodeName,
+    keys: &[MigrationKey],
+) -> Result<BTreeMap<MigrationKey, String>, Ended> {
+    let user = &ctx.action.user;
+    match for_backup(ctx, source, keys)? {
+        Waited::Ready(snapshots) => Ok(snapshots),
+        Waited::OtherFailed(why) => Err(Ended::With(Terminal::failed(
+            format!("Restore for {user} cannot proceed: {why}"),
+            None,
+        ))),
+        Waited::TimedOut => Err(Ended::With(Terminal::timed_out(
+            format!(
+                "Restore for {user} timed out after {}s waiting for the backup on {source}",
+                ctx.timeout_secs()
+            ),
+            None,
+        ))),
+        Waited::Interrupted => Err(Ended::With(
+            ctx.interrupted(&format!("waiting for {source}")),
+        )),
+    }
+}
+
 /// Waits until `target` has activated, has failed, or cannot be seen.
-pub fn for_target(ctx: &Ctx<'_>, target: &NodeName) -> Result<Waited<Target>, Stop> {
+fn for_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Result<Waited<Target>, Stop> {
     let start = ctx.ports.clock.now();
     let mut seen = false;
     loop {
@@ -74,10 +146,10 @@ pub fn for_target(ctx: &Ctx<'_>, target: &NodeName) -> Result<Waited<Target>, St
             }
             None => {}
         }
-        if !seen && retry::elapsed(ctx.ports.clock, start) >= ctx.settings.target_observe_timeout {
+        if !seen && retry::elapsed(ctx.ports.clock, start) >= observe {
             return Ok(Waited::Ready(Target::NotVisible));
         }
-        if let Some(end) = ctx.pause()? {
+        if let Some(end) = pause(ctx) {
             return Ok(end);
         }
     }
@@ -85,11 +157,11 @@ pub fn for_target(ctx: &Ctx<'_>, target: &NodeName) -> Result<Waited<Target>, St
 
 /// Waits until `source` has posted a backup payload for the user with a
 /// snapshot id for every key.
-pub fn for_backup(
+fn for_backup(
     ctx: &Ctx<'_>,
     source: &NodeName,
     keys: &[MigrationKey],
-) -> Result<Waited<BTreeMap<String, String>>, Stop> {
+) -> Result<Waited<BTreeMap<MigrationKey, String>>, Stop> {
     let user = &ctx.action.user;
     loop {
         let payload = ctx.provider_call("backup-snapshot", || {
@@ -97,11 +169,11 @@ pub fn for_backup(
                 .provider
                 .backup_snapshot(ctx.reporter.job(), source, user)
         })?;
-        let found: BTreeMap<String, String> = payload
+        let found: BTreeMap<MigrationKey, String> = payload
             .map(|p| p.snapshots)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(k, id)| keys.iter().any(|key| key.as_str() == k) && !id.trim().is_empty())
+            .filter(|(k, id)| keys.contains(k) && !id.trim().is_empty())
             .collect();
         if found.len() == keys.len() {
             return Ok(Waited::Ready(found));
@@ -119,8 +191,8 @@ pub fn for_backup(
             if (s.phase, s.status) == (Phase::Intent, Status::Success) {
                 let missing: Vec<&str> = keys
                     .iter()
-                    .map(MigrationKey::as_str)
                     .filter(|k| !found.contains_key(*k))
+                    .map(MigrationKey::as_str)
                     .collect();
                 return Ok(Waited::OtherFailed(format!(
                     "source node {source} finished its job without a snapshot for {user}, key(s) {}",
@@ -128,7 +200,7 @@ pub fn for_backup(
                 )));
             }
         }
-        if let Some(end) = ctx.pause()? {
+        if let Some(end) = pause(ctx) {
             return Ok(end);
         }
     }

@@ -1,0 +1,250 @@
+//! Configuration: each problem names its variable and flag; values are cut;
+//! defaults come from the engine's settings.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use clap::Parser;
+
+use super::*;
+
+fn cli(args: &[&str]) -> Cli {
+    let mut full = vec!["hostenv-activate"];
+    full.extend_from_slice(args);
+    Cli::try_parse_from(full).expect("parses")
+}
+
+const FULL: &[&str] = &[
+    "--node-name=node-a",
+    "--api-base-url=https://provider.example.org/",
+    "--token-file=/run/secrets/token",
+    "--action-timeout=900",
+];
+
+/// [`FULL`], with `extra` added or replacing the same flag.
+fn full(extra: &[&str]) -> Cli {
+    let flag = |a: &str| a.split('=').next().unwrap_or_default().to_owned();
+    let mut args: Vec<&str> = FULL
+        .iter()
+        .copied()
+        .filter(|a| !extra.iter().any(|e| flag(e) == flag(a)))
+        .collect();
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+#[test]
+fn a_complete_configuration_resolves_to_the_engine_settings() {
+    let c = Config::from_cli(&cli(FULL)).expect("valid");
+    assert_eq!(c.api_base.to_string(), "https://provider.example.org");
+    assert_eq!(c.comin, None);
+    assert_eq!(c.mode, Mode::Run);
+    let s = c.settings("abc".into(), CominStatus::Done);
+    assert_eq!(s.action_timeout, Duration::from_secs(900));
+    assert_eq!(
+        s.target_observe_timeout,
+        Settings::DEFAULT_TARGET_OBSERVE_TIMEOUT
+    );
+    assert_eq!(s.intent_wait, Settings::DEFAULT_INTENT_WAIT);
+    assert_eq!(s.sha, "abc");
+}
+
+#[test]
+fn each_problem_names_its_variable_and_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--api-base-url=http://x",
+                "--token-file=/t",
+                "--action-timeout=1",
+            ],
+            "HOSTENV_COMIN_NODE_NAME (--node-name) is not set",
+        ),
+        (
+            &["--node-name=n", "--token-file=/t", "--action-timeout=1"],
+            "HOSTENV_COMIN_API_BASE_URL (--api-base-url)",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=ftp://x",
+                "--token-file=/t",
+                "--action-timeout=1",
+            ],
+            "HOSTENV_COMIN_API_BASE_URL (--api-base-url) must be",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--action-timeout=1",
+            ],
+            "HOSTENV_COMIN_TOKEN_FILE (--token-file)",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--token-file=rel",
+                "--action-timeout=1",
+            ],
+            "must be an absolute path",
+        ),
+        (
+            &["--node-name=n", "--api-base-url=http://x", "--token-file=/t"],
+            "HOSTENV_COMIN_ACTION_TIMEOUT (--action-timeout) is not set",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--token-file=/t",
+                "--action-timeout=soon",
+            ],
+            "must be whole seconds",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--token-file=/t",
+                "--action-timeout=0",
+            ],
+            "must be whole seconds between 1",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--token-file=/t",
+                "--action-timeout=1",
+                "--intent-wait=-1",
+            ],
+            "HOSTENV_COMIN_INTENT_WAIT (--intent-wait) is negative",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--token-file=/t",
+                "--action-timeout=1",
+                "--target-observe-timeout=0",
+            ],
+            "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT (--target-observe-timeout) must be whole seconds between 1",
+        ),
+        (
+            &[
+                "--node-name=n",
+                "--api-base-url=http://x",
+                "--token-file=/t",
+                "--action-timeout=1",
+                "--comin-status=meh",
+            ],
+            "COMIN_STATUS (--comin-status)",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = Config::from_cli(&cli(args))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.contains(expected),
+            "{err:?} should contain {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn negative_and_huge_numbers_get_our_own_message() {
+    let err = Config::from_cli(&full(&["--action-timeout=-5"]))
+        .expect_err("negative")
+        .to_string();
+    assert_eq!(
+        err,
+        "HOSTENV_COMIN_ACTION_TIMEOUT (--action-timeout) is negative (\"-5\"): it must be whole seconds between 1 and 604800"
+    );
+    let err = Config::from_cli(&full(&["--action-timeout=604801"]))
+        .expect_err("too big")
+        .to_string();
+    assert!(err.ends_with("between 1 and 604800, got 604801"), "{err}");
+    let err = Config::from_cli(&full(&["--action-timeout=99999999999999999999999"]))
+        .expect_err("overflow")
+        .to_string();
+    assert!(err.contains("between 1 and 604800"), "{err}");
+}
+
+#[test]
+fn echoed_values_are_cut_to_a_readable_length() {
+    let long = format!("--node-name={}", "n ".repeat(5000));
+    let err = Config::from_cli(&full(&[&long]))
+        .expect_err("whitespace")
+        .to_string();
+    assert!(
+        err.starts_with("HOSTENV_COMIN_NODE_NAME (--node-name)"),
+        "{err}"
+    );
+    assert!(err.len() < 300, "{} characters: {err}", err.len());
+}
+
+#[test]
+fn a_value_that_is_not_utf8_names_its_variable() {
+    let mut c = cli(FULL);
+    c.node_name = Some(OsString::from_vec(vec![b'n', 0xff, 0xfe]));
+    let err = Config::from_cli(&c).expect_err("not utf-8").to_string();
+    assert!(
+        err.starts_with("HOSTENV_COMIN_NODE_NAME (--node-name) is not valid UTF-8"),
+        "{err}"
+    );
+    let mut c = cli(FULL);
+    c.sha = Some(OsString::from_vec(vec![0xff]));
+    let err = requested_sha(&c).expect_err("not utf-8").to_string();
+    assert!(err.starts_with("COMIN_GIT_SHA (--sha)"), "{err}");
+}
+
+#[test]
+fn unix_socket_base_and_comin_status() {
+    let c = Config::from_cli(&cli(&[
+        "--node-name=n",
+        "--api-base-url=unix:/run/provider.sock",
+        "--token-file=/t",
+        "--action-timeout=5",
+        "--comin-status=failed",
+        "--comin-error-msg=switch-to-configuration failed",
+    ]))
+    .expect("valid");
+    assert_eq!(c.api_base, ApiBase::Unix("/run/provider.sock".into()));
+    assert_eq!(
+        c.comin,
+        Some(CominStatus::Failed {
+            message: "switch-to-configuration failed".into()
+        })
+    );
+    // comin v0.10.0 - v0.13.0: done, but an error message.
+    let c =
+        Config::from_cli(&full(&["--comin-status=done", "--comin-error-msg=boom"])).expect("valid");
+    assert_eq!(
+        c.comin,
+        Some(CominStatus::Failed {
+            message: "boom".into()
+        })
+    );
+}
+
+#[test]
+fn blank_sha_means_nothing_to_do() {
+    assert_eq!(requested_sha(&cli(&["--sha=  "])), Ok(None));
+    assert_eq!(requested_sha(&cli(&["--sha=abc"])), Ok(Some("abc".into())));
+}
+
+#[test]
+fn output_needs_dry_run() {
+    let err = Cli::try_parse_from(["hostenv-activate", "--output=json"]).expect_err("usage");
+    assert_eq!(err.exit_code(), 2);
+    let c = Config::from_cli(&full(&["--dry-run", "--output=json"])).expect("valid");
+    assert_eq!(
+        c.mode,
+        Mode::DryRun {
+            output: OutputFormat::Json
+        }
+    );
+}

@@ -1,0 +1,428 @@
+//! The plan: one pure function turns (settings, the fetched intent) into
+//! every step the run will take, decided up front: what each action waits
+//! for and on which node, which unit and wrapper each key uses, where the
+//! restore plan goes, which unit a deactivate stops, and which actions fail
+//! before running. The run executes this plan; `--dry-run` renders the same
+//! plan. This is the only place that looks at an action's `op`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::{
+    Action, CominStatus, FetchedIntent, IntentError, JobId, MigrationKey, NodeName, Op, Phase,
+    RestorePlan, Status, Terminal, TerminalStatus,
+};
+
+use super::Settings;
+
+/// The user unit a `deactivate` stops.
+pub const TARGET_UNIT: &str = "hostenv.target";
+
+/// What the run will do for one job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub node: NodeName,
+    pub job: JobId,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Body {
+    /// No action runs: one (`intent`, `failed`) event says why.
+    Refuse {
+        why: Refusal,
+        #[serde(flatten)]
+        event: Terminal,
+    },
+    /// The actions, in order; when all succeed, the closing (`intent`,
+    /// `success`) event.
+    Perform {
+        actions: Vec<ActionPlan>,
+        closing: Terminal,
+    },
+}
+
+/// Why nothing of the intent runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Refusal {
+    /// comin's system switch failed: users are not touched.
+    SwitchFailed,
+    /// The intent does not follow schema version 1.
+    InvalidIntent,
+}
+
+/// One action and its steps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionPlan {
+    /// Position in the intent, from 0.
+    pub index: usize,
+    pub action: Action,
+    pub steps: Vec<Step>,
+}
+
+/// One step of an action. The last step of every plan ends the action
+/// (`Activate`, `PublishBackup` or `Finish`); any step may end it early with
+/// a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "step")]
+pub enum Step {
+    /// Post a non-terminal event (`running` or `waiting`) for the action.
+    Announce { status: Status, message: String },
+    /// Look the user up: an unknown user or root fails the action here.
+    ResolveUser,
+    /// Wait for `source`'s backup payload to hold a snapshot id per key;
+    /// fail if `source` fails, time out at the action's deadline.
+    AwaitBackup {
+        source: NodeName,
+        keys: Vec<MigrationKey>,
+    },
+    /// Wait for `target` to activate the environment, then post `running`;
+    /// fail if it failed; go on if it is not seen within `observe`.
+    AwaitTarget {
+        target: NodeName,
+        #[serde(rename = "observeSeconds", serialize_with = "seconds")]
+        observe: Duration,
+    },
+    /// The key's backup unit must be loaded (no fallback names).
+    CheckUnit { key: MigrationKey, unit: String },
+    /// The key's restic wrapper must be found.
+    FindWrapper { key: MigrationKey, wrapper: String },
+    /// Start the unit, wait for its job, then read the id of the snapshot
+    /// this run made with `<wrapper> snapshots --tag <key> --json`.
+    BackUp {
+        key: MigrationKey,
+        unit: String,
+        wrapper: String,
+    },
+    /// Write the restore plan with the awaited snapshot ids.
+    WriteRestorePlan { path: PathBuf, source: NodeName },
+    /// Run the user's `activate` program; exit 0 ends the action with
+    /// `success` and this message.
+    Activate { success: String },
+    /// Stop a unit of the user's systemd (not loaded is fine).
+    StopUnit { unit: String },
+    /// `daemon-reload` of the user's systemd.
+    ReloadManager,
+    /// End the action with `success` and the snapshot ids taken.
+    PublishBackup { message: String },
+    /// End the action with this terminal event.
+    Finish { terminal: Terminal },
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// An event the run would post, as the dry run shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedEvent {
+    pub phase: Phase,
+    pub status: Status,
+    pub message: String,
+}
+
+/// The plan for `fetched` on `settings.node`.
+pub fn plan(settings: &Settings, fetched: &FetchedIntent) -> Plan {
+    let node = &settings.node;
+    let body = match (&settings.comin, &fetched.intent) {
+        (CominStatus::Failed { message }, _) => Body::Refuse {
+            why: Refusal::SwitchFailed,
+            event: Terminal::failed(
+                format!("System switch failed on node {node}; no user action was run: {message}"),
+                None,
+            ),
+        },
+        (CominStatus::Done, Err(e)) => Body::Refuse {
+            why: Refusal::InvalidIntent,
+            event: Terminal::failed(invalid_intent_message(node, e), None),
+        },
+        (CominStatus::Done, Ok(intent)) if intent.actions.is_empty() => Body::Perform {
+            actions: Vec::new(),
+            closing: Terminal::success(format!("No user actions for node {node}"), None),
+        },
+        (CominStatus::Done, Ok(intent)) => Body::Perform {
+            actions: intent
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(index, action)| ActionPlan {
+                    index,
+                    action: action.clone(),
+                    steps: steps(settings, action),
+                })
+                .collect(),
+            closing: Terminal::success(
+                format!("Completed all deploy actions for node {node}"),
+                None,
+            ),
+        },
+    };
+    Plan {
+        node: node.clone(),
+        job: fetched.job.clone(),
+        body,
+    }
+}
+
+/// The one wording of an invalid intent.
+pub fn invalid_intent_message(node: &NodeName, e: &IntentError) -> String {
+    format!("Invalid deploy intent payload for node {node}: {e}")
+}
+
+/// `node`, unless it is this node.
+fn other<'a>(settings: &Settings, node: Option<&'a NodeName>) -> Option<&'a NodeName> {
+    node.filter(|n| **n != settings.node)
+}
+
+fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
+    let user = &action.user;
+    let running = Step::Announce {
+        status: Status::Running,
+        message: format!("Applying action for {user}"),
+    };
+    let fail = |message: String| Step::Finish {
+        terminal: Terminal::failed(message, None),
+    };
+    let keys = &action.migrations;
+    match action.op {
+        Op::Activate | Op::Reload => {
+            let done = if action.op == Op::Reload {
+                "Reload completed"
+            } else {
+                "Activation completed"
+            };
+            vec![
+                running,
+                Step::ResolveUser,
+                Step::Activate {
+                    success: format!("{done} for {user}"),
+                },
+            ]
+        }
+        Op::Backup if keys.is_empty() => vec![
+            running,
+            Step::Finish {
+                terminal: Terminal::success(
+                    format!("No migration backups required for {user}"),
+                    None,
+                ),
+            },
+        ],
+        Op::Backup => {
+            let mut steps = vec![running, Step::ResolveUser];
+            // Every key is checked before any unit starts.
+            for key in keys {
+                steps.push(Step::CheckUnit {
+                    key: key.clone(),
+                    unit: key.unit_name(),
+                });
+                steps.push(Step::FindWrapper {
+                    key: key.clone(),
+                    wrapper: key.wrapper_name(),
+                });
+            }
+            steps.extend(keys.iter().map(|key| Step::BackUp {
+                key: key.clone(),
+                unit: key.unit_name(),
+                wrapper: key.wrapper_name(),
+            }));
+            steps.push(Step::PublishBackup {
+                message: format!("Migration backups completed for {user}"),
+            });
+            steps
+        }
+        Op::Restore if keys.is_empty() => vec![
+            running,
+            fail(format!(
+                "restore for {user} lists no migrations: there are no snapshots to restore (the provider emits restore only for moves with migrations)"
+            )),
+        ],
+        Op::Restore => {
+            let Some(source) = &action.from_node else {
+                let listed: Vec<&str> = keys.iter().map(MigrationKey::as_str).collect();
+                return vec![
+                    running,
+                    fail(format!(
+                        "restore for {user} lists migrations ({}) but no fromNode: the intent does not say where the backup is",
+                        listed.join(", ")
+                    )),
+                ];
+            };
+            let remote = other(settings, Some(source)).is_some();
+            let mut steps = Vec::new();
+            steps.push(if remote {
+                Step::Announce {
+                    status: Status::Waiting,
+                    message: format!("Waiting for the backup of {user} on {source}"),
+                }
+            } else {
+                running.clone()
+            });
+            steps.push(Step::ResolveUser);
+            steps.push(Step::AwaitBackup {
+                source: source.clone(),
+                keys: keys.clone(),
+            });
+            if remote {
+                steps.push(running);
+            }
+            steps.push(Step::WriteRestorePlan {
+                path: RestorePlan::path(user),
+                source: source.clone(),
+            });
+            steps.push(Step::Activate {
+                success: format!("Restore and activation completed for {user}"),
+            });
+            steps
+        }
+        Op::Deactivate => {
+            let mut steps = Vec::new();
+            match other(settings, action.to_node.as_ref()) {
+                Some(target) => {
+                    steps.push(Step::Announce {
+                        status: Status::Waiting,
+                        message: format!("Waiting for {target} to activate {user}"),
+                    });
+                    // An unknown user fails now, not after the wait.
+                    steps.push(Step::ResolveUser);
+                    steps.push(Step::AwaitTarget {
+                        target: target.clone(),
+                        observe: settings.target_observe_timeout,
+                    });
+                }
+                None => steps.extend([running, Step::ResolveUser]),
+            }
+            steps.extend([
+                Step::StopUnit {
+                    unit: TARGET_UNIT.to_owned(),
+                },
+                Step::ReloadManager,
+                Step::Finish {
+                    terminal: Terminal::success(format!("Deactivated {user}"), None),
+                },
+            ]);
+            steps
+        }
+    }
+}
+
+impl Step {
+    /// What the step does, in one line, for the dry run.
+    pub fn describe(&self, action: &Action) -> String {
+        let (op, user) = (action.op, &action.user);
+        match self {
+            Step::Announce { status, message } => format!("post ({op}, {status}) \"{message}\""),
+            Step::ResolveUser => format!("look up user {user} (must exist, must not be root)"),
+            Step::AwaitBackup { source, keys } => {
+                let keys: Vec<&str> = keys.iter().map(MigrationKey::as_str).collect();
+                format!(
+                    "wait for {source}'s backup of {user} to name a snapshot for {}; fail if {source} fails",
+                    keys.join(", ")
+                )
+            }
+            Step::AwaitTarget { target, observe } => format!(
+                "wait for {target} to activate {user}, then post ({op}, running); refuse if {target} failed; go on if {target} is not seen within {}s",
+                observe.as_secs()
+            ),
+            Step::CheckUnit { unit, .. } => {
+                format!("check that {unit} is loaded in {user}'s systemd")
+            }
+            Step::FindWrapper { wrapper, .. } => {
+                format!("find {user}'s restic wrapper {wrapper}")
+            }
+            Step::BackUp { key, unit, wrapper } => format!(
+                "start {unit} in {user}'s systemd and wait for its job, then read the new snapshot id with {wrapper} snapshots --tag {key} --json"
+            ),
+            Step::WriteRestorePlan { path, source } => format!(
+                "write {} with the snapshot ids from {source}",
+                path.display()
+            ),
+            Step::Activate { success } => format!(
+                "run {user}'s activate program as {user}; on exit 0 post ({op}, success) \"{success}\""
+            ),
+            Step::StopUnit { unit } => format!("stop {unit} in {user}'s systemd"),
+            Step::ReloadManager => format!("reload {user}'s systemd manager"),
+            Step::PublishBackup { message } => format!(
+                "post ({op}, success) \"{message}\" with the snapshot ids as this node's backup of {user}"
+            ),
+            Step::Finish { terminal } => {
+                format!("post ({op}, {}) \"{}\"", terminal.status, terminal.message)
+            }
+        }
+    }
+}
+
+impl ActionPlan {
+    /// The terminal event the plan decides before anything runs, if it is
+    /// a failure (e.g. a restore without migrations).
+    pub fn fails_before_running(&self) -> Option<&Terminal> {
+        self.steps.iter().find_map(|step| match step {
+            Step::Finish { terminal } if terminal.status != TerminalStatus::Success => {
+                Some(terminal)
+            }
+            _ => None,
+        })
+    }
+
+    /// The events the action posts when every step goes as planned (the
+    /// other node activates, the units and programs succeed).
+    pub fn would_post(&self) -> Vec<PlannedEvent> {
+        let phase = Phase::from(self.action.op);
+        let event = |status: Status, message: &str| PlannedEvent {
+            phase,
+            status,
+            message: message.to_owned(),
+        };
+        let mut events = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Announce { status, message } => events.push(event(*status, message)),
+                Step::AwaitTarget { .. } => events.push(event(
+                    Status::Running,
+                    &format!("Applying action for {}", self.action.user),
+                )),
+                Step::Activate { success } => events.push(event(Status::Success, success)),
+                Step::PublishBackup { message } => events.push(event(Status::Success, message)),
+                Step::Finish { terminal } => {
+                    events.push(event(terminal.status.into(), &terminal.message));
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+impl Plan {
+    /// Every event the run posts when everything goes as planned.
+    pub fn would_post(&self) -> Vec<PlannedEvent> {
+        let intent = |t: &Terminal| PlannedEvent {
+            phase: Phase::Intent,
+            status: t.status.into(),
+            message: t.message.clone(),
+        };
+        match &self.body {
+            Body::Refuse { event, .. } => vec![intent(event)],
+            Body::Perform { actions, closing } => {
+                let mut events = Vec::new();
+                for action in actions {
+                    events.extend(action.would_post());
+                    if action.fails_before_running().is_some() {
+                        return events;
+                    }
+                }
+                events.push(intent(closing));
+                events
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

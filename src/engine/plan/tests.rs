@@ -1,0 +1,354 @@
+//! The plan from a typed intent, with no ports at all: for each op and each
+//! failure decided before running, the exact steps.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{IntentDigest, UserName};
+
+fn settings() -> Settings {
+    Settings::new(
+        NodeName::parse("node-a").expect("node"),
+        "abc".into(),
+        Duration::from_secs(900),
+    )
+}
+
+fn fetched(actions: serde_json::Value) -> FetchedIntent {
+    let raw = json!({"schemaVersion": 1, "actions": actions});
+    FetchedIntent {
+        job: JobId::new("job-1"),
+        digest: IntentDigest::of(&raw),
+        intent: crate::model::Intent::parse(&raw),
+    }
+}
+
+/// The steps of the only action of `action`.
+fn steps_of(action: serde_json::Value) -> Vec<Step> {
+    let plan = plan(&settings(), &fetched(json!([action])));
+    match plan.body {
+        Body::Perform { mut actions, .. } => actions.remove(0).steps,
+        other => panic!("expected actions, got {other:?}"),
+    }
+}
+
+fn node(n: &str) -> NodeName {
+    NodeName::parse(n).expect("node")
+}
+
+fn key(k: &str) -> MigrationKey {
+    MigrationKey::parse(k).expect("key")
+}
+
+fn running(user: &str) -> Step {
+    Step::Announce {
+        status: Status::Running,
+        message: format!("Applying action for {user}"),
+    }
+}
+
+#[test]
+fn activate_and_reload_resolve_the_user_then_activate() {
+    assert_eq!(
+        steps_of(json!({"op": "activate", "user": "acme"})),
+        vec![
+            running("acme"),
+            Step::ResolveUser,
+            Step::Activate {
+                success: "Activation completed for acme".into()
+            },
+        ]
+    );
+    assert_eq!(
+        steps_of(json!({"op": "reload", "user": "acme"}))[2],
+        Step::Activate {
+            success: "Reload completed for acme".into()
+        }
+    );
+}
+
+#[test]
+fn backup_checks_every_key_before_running_any_unit() {
+    assert_eq!(
+        steps_of(
+            json!({"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": ["db-migrate", "files-migrate"]})
+        ),
+        vec![
+            running("acme"),
+            Step::ResolveUser,
+            Step::CheckUnit {
+                key: key("db-migrate"),
+                unit: "restic-backups-db-migrate.service".into()
+            },
+            Step::FindWrapper {
+                key: key("db-migrate"),
+                wrapper: "restic-db-migrate".into()
+            },
+            Step::CheckUnit {
+                key: key("files-migrate"),
+                unit: "restic-backups-files-migrate.service".into()
+            },
+            Step::FindWrapper {
+                key: key("files-migrate"),
+                wrapper: "restic-files-migrate".into()
+            },
+            Step::BackUp {
+                key: key("db-migrate"),
+                unit: "restic-backups-db-migrate.service".into(),
+                wrapper: "restic-db-migrate".into()
+            },
+            Step::BackUp {
+                key: key("files-migrate"),
+                unit: "restic-backups-files-migrate.service".into(),
+                wrapper: "restic-files-migrate".into()
+            },
+            Step::PublishBackup {
+                message: "Migration backups completed for acme".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn backup_without_migrations_succeeds_without_looking_at_the_user() {
+    assert_eq!(
+        steps_of(json!({"op": "backup", "user": "acme"})),
+        vec![
+            running("acme"),
+            Step::Finish {
+                terminal: Terminal::success("No migration backups required for acme", None)
+            },
+        ]
+    );
+}
+
+#[test]
+fn restore_from_another_node_waits_then_writes_the_plan_and_activates() {
+    assert_eq!(
+        steps_of(
+            json!({"op": "restore", "user": "acme", "fromNode": "node-b", "toNode": "node-a", "migrations": ["db-migrate"]})
+        ),
+        vec![
+            Step::Announce {
+                status: Status::Waiting,
+                message: "Waiting for the backup of acme on node-b".into()
+            },
+            Step::ResolveUser,
+            Step::AwaitBackup {
+                source: node("node-b"),
+                keys: vec![key("db-migrate")]
+            },
+            running("acme"),
+            Step::WriteRestorePlan {
+                path: PathBuf::from("/run/hostenv/user/acme/restore/plan.json"),
+                source: node("node-b")
+            },
+            Step::Activate {
+                success: "Restore and activation completed for acme".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn restore_from_this_node_announces_running_at_once() {
+    let steps = steps_of(
+        json!({"op": "restore", "user": "acme", "fromNode": "node-a", "migrations": ["db-migrate"]}),
+    );
+    assert_eq!(steps[0], running("acme"));
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Announce { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn restores_that_cannot_work_fail_before_running() {
+    for (action, wording) in [
+        (
+            json!({"op": "restore", "user": "acme", "fromNode": "node-b"}),
+            "restore for acme lists no migrations",
+        ),
+        (
+            json!({"op": "restore", "user": "acme", "migrations": ["db-migrate"]}),
+            "restore for acme lists migrations (db-migrate) but no fromNode",
+        ),
+    ] {
+        let steps = steps_of(action);
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert_eq!(steps[0], running("acme"));
+        let Step::Finish { terminal } = &steps[1] else {
+            panic!("{steps:?}");
+        };
+        assert_eq!(terminal.status, TerminalStatus::Failed);
+        assert!(
+            terminal.message.starts_with(wording),
+            "{}",
+            terminal.message
+        );
+    }
+}
+
+#[test]
+fn deactivate_for_another_node_waits_for_it_after_checking_the_user() {
+    let mut s = settings();
+    s.target_observe_timeout = Duration::from_secs(45);
+    let plan = plan(
+        &s,
+        &fetched(
+            json!([{"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}]),
+        ),
+    );
+    let Body::Perform { actions, .. } = plan.body else {
+        panic!("actions");
+    };
+    assert_eq!(
+        actions[0].steps,
+        vec![
+            Step::Announce {
+                status: Status::Waiting,
+                message: "Waiting for node-b to activate acme".into()
+            },
+            Step::ResolveUser,
+            Step::AwaitTarget {
+                target: node("node-b"),
+                observe: Duration::from_secs(45)
+            },
+            Step::StopUnit {
+                unit: "hostenv.target".into()
+            },
+            Step::ReloadManager,
+            Step::Finish {
+                terminal: Terminal::success("Deactivated acme", None)
+            },
+        ]
+    );
+}
+
+#[test]
+fn deactivate_without_another_node_stops_at_once() {
+    for to in [json!(null), json!("node-a")] {
+        let steps = steps_of(json!({"op": "deactivate", "user": "acme", "toNode": to}));
+        assert_eq!(steps[0], running("acme"));
+        assert_eq!(steps[1], Step::ResolveUser);
+        assert_eq!(
+            steps[2],
+            Step::StopUnit {
+                unit: "hostenv.target".into()
+            }
+        );
+    }
+}
+
+#[test]
+fn every_plan_ends_the_action() {
+    for op in Op::ALL {
+        for migrations in [json!([]), json!(["db-migrate"])] {
+            let steps = steps_of(
+                json!({"op": op.as_str(), "user": "acme", "fromNode": "node-b", "toNode": "node-b", "migrations": migrations}),
+            );
+            assert!(
+                matches!(
+                    steps.last(),
+                    Some(Step::Activate { .. } | Step::PublishBackup { .. } | Step::Finish { .. })
+                ),
+                "{op}: {steps:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_switch_refuses_everything_even_an_invalid_intent() {
+    let mut s = settings();
+    s.comin = CominStatus::Failed {
+        message: "switch-to-configuration exited 4".into(),
+    };
+    for intent in [
+        fetched(json!([{"op": "activate", "user": "acme"}])),
+        fetched(json!([{"op": "nuke", "user": "acme"}])),
+    ] {
+        let plan = plan(&s, &intent);
+        let Body::Refuse { why, event } = &plan.body else {
+            panic!("{plan:?}");
+        };
+        assert_eq!(*why, Refusal::SwitchFailed);
+        assert_eq!(
+            event.message,
+            "System switch failed on node node-a; no user action was run: switch-to-configuration exited 4"
+        );
+        assert_eq!(
+            plan.would_post(),
+            vec![PlannedEvent {
+                phase: Phase::Intent,
+                status: Status::Failed,
+                message: event.message.clone()
+            }]
+        );
+    }
+}
+
+#[test]
+fn an_invalid_intent_is_refused_with_the_reason() {
+    let plan = plan(
+        &settings(),
+        &fetched(json!([{"op": "activate", "user": "../etc"}])),
+    );
+    let Body::Refuse { why, event } = &plan.body else {
+        panic!("{plan:?}");
+    };
+    assert_eq!(*why, Refusal::InvalidIntent);
+    assert!(
+        event
+            .message
+            .starts_with("Invalid deploy intent payload for node node-a: actions[0]: user name"),
+        "{}",
+        event.message
+    );
+}
+
+#[test]
+fn no_actions_is_one_closing_event() {
+    let plan = plan(&settings(), &fetched(json!([])));
+    assert_eq!(
+        plan.would_post(),
+        vec![PlannedEvent {
+            phase: Phase::Intent,
+            status: Status::Success,
+            message: "No user actions for node node-a".into()
+        }]
+    );
+}
+
+#[test]
+fn would_post_stops_at_an_action_that_fails_before_running() {
+    let plan = plan(
+        &settings(),
+        &fetched(json!([
+            {"op": "activate", "user": "acme"},
+            {"op": "restore", "user": "acme", "fromNode": "node-b"},
+            {"op": "activate", "user": "other"}
+        ])),
+    );
+    let events: Vec<(Phase, Status)> = plan
+        .would_post()
+        .iter()
+        .map(|e| (e.phase, e.status))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (Phase::Activate, Status::Running),
+            (Phase::Activate, Status::Success),
+            (Phase::Restore, Status::Running),
+            (Phase::Restore, Status::Failed),
+        ]
+    );
+    let _ = UserName::parse("acme");
+}

@@ -1,0 +1,76 @@
+//! `Activate` step: run the user's `activate` program as the user, within
+//! the action's deadline (`activate`, `reload`, and the end of `restore`).
+
+use crate::engine::text::{fold_output, truncate_tail};
+use crate::model::{EventPayload, ProgramFailure, Terminal};
+use crate::ports::{Account, Level, ProgramOutcome};
+
+use super::Ctx;
+
+/// Characters of output in a failure message and in its payload.
+const SUMMARY_CHARS: usize = 220;
+const DETAIL_CHARS: usize = 4000;
+
+/// Finds and runs `activate`; exit 0 gives `success` with `done`.
+pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
+    let user = &ctx.action.user;
+    let search = ctx.ports.programs.find_activate(account);
+    let Some(program) = search.found else {
+        let msg = format!(
+            "activate script not found for user {user} (looked at {})",
+            search.looked_at()
+        );
+        ctx.log(Level::Error, None, None, &msg);
+        return Terminal::failed(msg, None);
+    };
+    ctx.log(
+        Level::Info,
+        None,
+        None,
+        &format!("running {}", program.display()),
+    );
+    let run =
+        match ctx
+            .ports
+            .programs
+            .run(account, &program, &[], ctx.remaining(), ctx.ports.cancel)
+        {
+            Ok(run) => run,
+            Err(e) => {
+                return Terminal::failed(
+                    format!("could not start {} as {user}: {e:#}", program.display()),
+                    None,
+                )
+            }
+        };
+    let payload = |exit_code: Option<i32>| {
+        Some(EventPayload::ProgramFailed(ProgramFailure {
+            user: user.clone(),
+            exit_code,
+            detail: truncate_tail(&run.output, DETAIL_CHARS),
+        }))
+    };
+    let summary = fold_output(&run.output, SUMMARY_CHARS);
+    match run.outcome {
+        ProgramOutcome::Exited(0) => Terminal::success(done, None),
+        ProgramOutcome::Exited(code) => Terminal::failed(
+            format!("Activation failed for {user} (exit code {code}): {summary}"),
+            payload(Some(code)),
+        ),
+        ProgramOutcome::Signalled(signal) => Terminal::failed(
+            format!("Activation for {user} was killed by signal {signal}: {summary}"),
+            payload(Some(128 + signal)),
+        ),
+        ProgramOutcome::TimedOut => Terminal::timed_out(
+            format!(
+                "Activation timed out for {user} after {}s",
+                ctx.timeout_secs()
+            ),
+            payload(None),
+        ),
+        ProgramOutcome::Interrupted => Terminal {
+            payload: payload(None),
+            ..ctx.interrupted("activating")
+        },
+    }
+}

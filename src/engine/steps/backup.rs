@@ -1,0 +1,255 @@
+//! `CheckUnit`, `FindWrapper`, `BackUp` and `PublishBackup` steps: run
+//! exactly `restic-backups-<key>.service` in the user's systemd and take the
+//! snapshot this run made from the repository itself
+//! (`restic-<key> snapshots --tag <key> --json`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::engine::text::fold_output;
+use crate::model::snapshot::{extract_snapshot_json, pick_snapshot};
+use crate::model::{BackupPayload, EventPayload, MigrationKey, Terminal, UnitFailure};
+use crate::ports::{Account, JobOutcome, Level, ProgramOutcome, UnitStatus};
+
+use super::{Ctx, Ended};
+
+/// One migration key of the action, with what its messages need.
+struct Key<'a> {
+    ctx: &'a Ctx<'a>,
+    key: &'a MigrationKey,
+    unit: &'a str,
+}
+
+impl Key<'_> {
+    fn log(&self, level: Level, msg: &str) {
+        self.ctx
+            .log(level, Some(self.unit), Some(self.key.as_str()), msg);
+    }
+
+    /// The failure payload: who, which key and unit, and the unit's state.
+    fn payload(&self, detail: &str, status: Option<&UnitStatus>) -> Option<EventPayload> {
+        let status = status.cloned().unwrap_or_default();
+        Some(EventPayload::UnitFailed(Box::new(UnitFailure {
+            user: self.ctx.action.user.clone(),
+            migration_key: self.key.clone(),
+            unit_name: self.unit.to_owned(),
+            exit_code: status.exec_main_status,
+            result: status.result,
+            active_state: status.active_state,
+            sub_state: status.sub_state,
+            exec_main_status: status.exec_main_status,
+            detail: Some(detail.to_owned()),
+        })))
+    }
+
+    fn failed(&self, msg: String, status: Option<&UnitStatus>) -> Ended {
+        self.log(Level::Error, &msg);
+        let payload = self.payload(&msg, status);
+        Ended::With(Terminal::failed(msg, payload))
+    }
+
+    fn timed_out(&self, msg: String, status: &UnitStatus) -> Ended {
+        self.log(Level::Error, &msg);
+        let payload = self.payload(&msg, Some(status));
+        Ended::With(Terminal::timed_out(msg, payload))
+    }
+
+    fn interrupted(&self, during: &str, status: &UnitStatus) -> Ended {
+        let terminal = self.ctx.interrupted(during);
+        let payload = self.payload(&terminal.message, Some(status));
+        Ended::With(Terminal {
+            payload,
+            ..terminal
+        })
+    }
+}
+
+/// The unit must be loaded: no fallback names.
+pub fn check_unit(
+    ctx: &Ctx<'_>,
+    account: &Account,
+    key: &MigrationKey,
+    unit: &str,
+) -> Result<(), Ended> {
+    let k = Key { ctx, key, unit };
+    let user = &ctx.action.user;
+    let load_state = ctx.ports.systemd.load_state(account, unit).map_err(|e| {
+        k.failed(
+            format!("cannot read LoadState of {unit} for user {user}, migration key {key}: {e:#}"),
+            None,
+        )
+    })?;
+    if load_state == "loaded" {
+        return Ok(());
+    }
+    let known = match ctx.ports.systemd.list_units(account, "restic-backups-") {
+        Ok(units) if units.is_empty() => "none".to_owned(),
+        Ok(units) => units.join(", "),
+        Err(e) => format!("unknown ({e:#})"),
+    };
+    Err(k.failed(
+        format!(
+            "Backup unit {unit} for user {user}, migration key {key} is not loaded (LoadState={load_state}); the user's loaded restic-backups units: {known}. Check that the environment defines a restic backup named {key}"
+        ),
+        None,
+    ))
+}
+
+/// The user's `restic-<key>` wrapper, in the documented lookup order.
+pub fn find_wrapper(
+    ctx: &Ctx<'_>,
+    account: &Account,
+    key: &MigrationKey,
+    wrapper: &str,
+) -> Result<PathBuf, Ended> {
+    let unit = key.unit_name();
+    let k = Key {
+        ctx,
+        key,
+        unit: &unit,
+    };
+    let search = ctx.ports.programs.find_restic_wrapper(account, key);
+    search.found.clone().ok_or_else(|| {
+        k.failed(
+            format!(
+                "restic wrapper {wrapper} not found for user {}, migration key {key} (looked at {}); without it the snapshot id cannot be read",
+                ctx.action.user,
+                search.looked_at()
+            ),
+            None,
+        )
+    })
+}
+
+/// Runs the unit, then returns the full id of the snapshot it made.
+pub fn back_up(
+    ctx: &Ctx<'_>,
+    account: &Account,
+    key: &MigrationKey,
+    unit: &str,
+    wrapper: &Path,
+) -> Result<String, Ended> {
+    let k = Key { ctx, key, unit };
+    let user = &ctx.action.user;
+    if ctx.remaining().is_zero() {
+        return Err(k.timed_out(
+            format!(
+                "No time left of the {}s action timeout to start {unit} for user {user}, migration key {key}; the unit was not started",
+                ctx.timeout_secs()
+            ),
+            &UnitStatus::default(),
+        ));
+    }
+    let started = ctx.ports.clock.now();
+    k.log(Level::Info, &format!("starting {unit}"));
+    let run = ctx
+        .ports
+        .systemd
+        .run_unit(account, unit, ctx.remaining(), ctx.ports.cancel)
+        .map_err(|e| {
+            k.failed(
+                format!("cannot run {unit} for user {user}, migration key {key}: {e:#}"),
+                None,
+            )
+        })?;
+    let status = &run.status;
+    let describe = || {
+        format!(
+            "Result={}, ActiveState={}, SubState={}, ExecMainStatus={}",
+            status.result.as_deref().unwrap_or("?"),
+            status.active_state.as_deref().unwrap_or("?"),
+            status.sub_state.as_deref().unwrap_or("?"),
+            status
+                .exec_main_status
+                .map_or("?".to_owned(), |s| s.to_string()),
+        )
+    };
+    match &run.outcome {
+        JobOutcome::Done => {}
+        JobOutcome::Failed { job_result } => {
+            return Err(k.failed(
+                format!(
+                    "Backup unit {unit} failed for user {user}, migration key {key}: job {job_result}, {}",
+                    describe()
+                ),
+                Some(status),
+            ))
+        }
+        JobOutcome::TimedOut => {
+            return Err(k.timed_out(
+                format!(
+                    "Backup unit {unit} for user {user}, migration key {key} timed out after {}s; the unit was stopped ({})",
+                    ctx.timeout_secs(),
+                    describe()
+                ),
+                status,
+            ))
+        }
+        JobOutcome::Interrupted => return Err(k.interrupted(&format!("running {unit}"), status)),
+    }
+
+    let args = ["snapshots", "--tag", key.as_str(), "--json"].map(str::to_owned);
+    let shown = wrapper.display();
+    let listed = ctx
+        .ports
+        .programs
+        .run(account, wrapper, &args, ctx.remaining(), ctx.ports.cancel)
+        .map_err(|e| {
+            k.failed(
+                format!("cannot run {shown} for user {user}: {e:#}"),
+                Some(status),
+            )
+        })?;
+    match listed.outcome {
+        ProgramOutcome::Exited(0) => {}
+        ProgramOutcome::TimedOut => {
+            return Err(k.timed_out(
+                format!(
+                    "{shown} snapshots for user {user}, migration key {key} timed out (action timeout {}s)",
+                    ctx.timeout_secs()
+                ),
+                status,
+            ))
+        }
+        ProgramOutcome::Interrupted => return Err(k.interrupted("listing snapshots", status)),
+        other => {
+            return Err(k.failed(
+                format!(
+                    "{shown} snapshots failed for user {user}, migration key {key} ({other:?}): {}",
+                    fold_output(&listed.output, 220)
+                ),
+                Some(status),
+            ))
+        }
+    }
+    let snapshot = pick_snapshot(extract_snapshot_json(&listed.output), started).map_err(|e| {
+        let newest = e.newest_seen().map_or("none".to_owned(), |t| t.to_string());
+        k.failed(
+            format!(
+                "snapshot id missing for user {user}, migration key {key} after {unit}: {e} (run started at {started}, newest snapshot seen: {newest})"
+            ),
+            Some(status),
+        )
+    })?;
+    k.log(
+        Level::Info,
+        &format!("snapshot {} taken at {}", snapshot.id, snapshot.time),
+    );
+    Ok(snapshot.id)
+}
+
+/// `success` with this node's backup payload: the snapshot ids taken.
+pub fn publish(
+    ctx: &Ctx<'_>,
+    message: &str,
+    snapshots: BTreeMap<MigrationKey, String>,
+) -> Terminal {
+    Terminal::success(
+        message,
+        Some(EventPayload::Backup(BackupPayload {
+            user: ctx.action.user.clone(),
+            source_node: ctx.settings.node.clone(),
+            snapshots,
+        })),
+    )
+}
