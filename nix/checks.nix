@@ -64,9 +64,23 @@
     services.hostenv-activate = {
       enable = true;
       tokenFile = "${builtins.storeDir}/0000-token";
-      actionTimeoutSeconds = 0;
+      stateDir = "relative/state";
     };
   };
+  # A timeout outside the binary's range is a type error at evaluation.
+  outOfRange = let
+    node = evalNode {
+      services.comin.enable = true;
+      services.hostenv-activate = {
+        enable = true;
+        nodeName = "node-a";
+        apiBaseUrl = "https://provider.example";
+        tokenFile = "/run/secrets/hostenv-token";
+        actionTimeoutSeconds = 604801;
+      };
+    };
+  in
+    builtins.tryEval node.config.services.hostenv-activate.actionTimeoutSeconds;
 in {
   build = package;
 
@@ -94,10 +108,13 @@ in {
   # one message per problem.
   module = assert failedAssertions good == [];
   assert lib.length (failedAssertions bad) == 5;
+  assert !outOfRange.success;
     pkgs.runCommand "hostenv-activate-module" {} ''
       hook=${good.config.services.comin.postDeploymentCommand}
       grep -qE "^export HOSTENV_COMIN_NODE_NAME='?node-a'?$" $hook
       grep -qE "^export HOSTENV_COMIN_ACTION_TIMEOUT='?900'?$" $hook
+      grep -qE "^export HOSTENV_COMIN_RUN_TIMEOUT='?3600'?$" $hook
+      grep -qE "^export HOSTENV_COMIN_STATE_DIR='?/var/lib/hostenv-activate'?$" $hook
       grep -q "exec ${lib.getExe package}" $hook
       touch $out
     '';

@@ -22,6 +22,8 @@
     HOSTENV_COMIN_ACTION_TIMEOUT = cfg.actionTimeoutSeconds;
     HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT = cfg.targetObserveTimeoutSeconds;
     HOSTENV_COMIN_INTENT_WAIT = cfg.intentWaitSeconds;
+    HOSTENV_COMIN_RUN_TIMEOUT = cfg.runTimeoutSeconds;
+    HOSTENV_COMIN_STATE_DIR = cfg.stateDir;
   };
 
   # Both comin's hook and the operators' command.
@@ -41,10 +43,19 @@
     '';
   };
 
-  seconds = default: description:
+  # A number of seconds, accepted exactly as the binary accepts it (the
+  # crate's tests compare these bounds with src/config.rs).
+  seconds = {
+    variable,
+    default,
+    min,
+    max,
+    description,
+  }:
     mkOption {
-      type = types.int;
-      inherit default description;
+      type = types.ints.between min max;
+      inherit default;
+      description = "${description} (${variable}; ${toString min} to ${toString max} seconds)";
     };
 in {
   options.services.hostenv-activate = {
@@ -90,21 +101,47 @@ in {
       '';
     };
 
-    actionTimeoutSeconds = seconds 900 ''
-      Seconds one deployment action may take (HOSTENV_COMIN_ACTION_TIMEOUT).
-      comin waits for its post-deployment command with no time limit, so
-      this bounds how long a hung action can hold up later deployments.
-    '';
+    actionTimeoutSeconds = seconds {
+      variable = "HOSTENV_COMIN_ACTION_TIMEOUT";
+      default = 900;
+      min = 1;
+      max = 604800;
+      description = "Seconds one deployment action may take; comin waits for its post-deployment command with no time limit, so this bounds how long a hung action can hold up later deployments";
+    };
 
-    targetObserveTimeoutSeconds = seconds 120 ''
-      Seconds a deactivate waits to see the target node at all
-      (HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT).
-    '';
+    targetObserveTimeoutSeconds = seconds {
+      variable = "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT";
+      default = 120;
+      min = 1;
+      max = 604800;
+      description = "Seconds a deactivate waits to see the target node at all";
+    };
 
-    intentWaitSeconds = seconds 30 ''
-      Seconds to keep retrying when the provider has no deploy intent yet
-      for the commit (HOSTENV_COMIN_INTENT_WAIT).
-    '';
+    intentWaitSeconds = seconds {
+      variable = "HOSTENV_COMIN_INTENT_WAIT";
+      default = 30;
+      min = 0;
+      max = 604800;
+      description = "Seconds to keep retrying when the provider has no deploy intent yet for the commit";
+    };
+
+    runTimeoutSeconds = seconds {
+      variable = "HOSTENV_COMIN_RUN_TIMEOUT";
+      default = 3600;
+      min = 1;
+      max = 604800;
+      description = "Seconds the whole run may take, from start to exit: every wait ends at it, and an action still running is ended as on its own timeout";
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/hostenv-activate";
+      description = ''
+        Directory of the run journal (HOSTENV_COMIN_STATE_DIR), which lets
+        a run resume after a crash without redoing finished work. Created
+        0700, owned by root.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
@@ -113,10 +150,6 @@ in {
         required = name: {
           assertion = cfg.${name} != null && cfg.${name} != "";
           message = "services.hostenv-activate.${name} must be set when services.hostenv-activate.enable is true.";
-        };
-        positive = name: {
-          assertion = cfg.${name} > 0;
-          message = "services.hostenv-activate.${name} is ${toString cfg.${name}}; set it to a number of seconds greater than 0.";
         };
       in [
         (required "nodeName")
@@ -133,12 +166,19 @@ in {
             then "services.hostenv-activate runs as comin's postDeploymentCommand: set services.comin.enable = true."
             else "services.hostenv-activate runs as comin's postDeploymentCommand: import comin's NixOS module (e.g. comin.nixosModules.comin) and set services.comin.enable = true.";
         }
-        (positive "actionTimeoutSeconds")
-        (positive "targetObserveTimeoutSeconds")
-        (positive "intentWaitSeconds")
+        {
+          assertion = lib.hasPrefix "/" cfg.stateDir;
+          message = "services.hostenv-activate.stateDir (${cfg.stateDir}) must be an absolute path.";
+        }
       ];
 
       environment.systemPackages = [configured];
+
+      # The journal's directory and the run lock's, root's alone.
+      systemd.tmpfiles.rules = [
+        "d ${cfg.stateDir} 0700 root root - -"
+        "d /run/hostenv-activate 0700 root root - -"
+      ];
     }
     # Only defined when comin's module is there; otherwise the assertion
     # above says what to import, rather than "option does not exist".

@@ -8,6 +8,7 @@ use std::ffi::OsString;
 
 use clap::{Parser, ValueEnum};
 
+use crate::adapters::{journal, lock};
 use crate::engine::Settings;
 
 pub const AFTER_HELP: &str = "\
@@ -104,6 +105,39 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub intent_wait: OsString,
+
+    /// Seconds the whole run may take, from start to exit: every wait ends
+    /// at it, and an action still running is ended as on its own timeout.
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_RUN_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_os_t = Settings::DEFAULT_RUN_TIMEOUT.as_secs().to_string().into(),
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub run_timeout: OsString,
+
+    /// Directory of the run journal (one file per job), which lets a run
+    /// resume after a crash without redoing finished work.
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_STATE_DIR",
+        value_name = "DIR",
+        default_value = journal::DEFAULT_DIR,
+        hide_env_values = true
+    )]
+    pub state_dir: OsString,
+
+    /// The node's run lock: one run at a time; a second run waits for it.
+    #[arg(
+        long,
+        env = "HOSTENV_COMIN_LOCK_FILE",
+        value_name = "PATH",
+        default_value = lock::DEFAULT_PATH,
+        hide_env_values = true
+    )]
+    pub lock_file: OsString,
 
     /// Result of comin's system switch: `done` or `failed` (set by comin).
     #[arg(

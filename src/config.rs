@@ -8,6 +8,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use crate::adapters::http::ApiBase;
 use crate::cli::{Cli, OutputFormat};
 use crate::engine::Settings;
@@ -48,8 +50,20 @@ pub const INTENT_WAIT: Seconds = Seconds {
     max: WEEK,
 };
 
+pub const RUN_TIMEOUT: Seconds = Seconds {
+    variable: "HOSTENV_COMIN_RUN_TIMEOUT",
+    flag: "run-timeout",
+    min: 1,
+    max: WEEK,
+};
+
 /// Every setting in seconds, for the check against the NixOS module.
-pub const SECONDS: [Seconds; 3] = [ACTION_TIMEOUT, TARGET_OBSERVE_TIMEOUT, INTENT_WAIT];
+pub const SECONDS: [Seconds; 4] = [
+    ACTION_TIMEOUT,
+    TARGET_OBSERVE_TIMEOUT,
+    INTENT_WAIT,
+    RUN_TIMEOUT,
+];
 
 impl Seconds {
     fn error(&self, problem: String) -> ConfigError {
@@ -102,6 +116,10 @@ pub struct Config {
     pub action_timeout: Duration,
     pub target_observe_timeout: Duration,
     pub intent_wait: Duration,
+    pub run_timeout: Duration,
+    /// The run journal's directory.
+    pub state_dir: PathBuf,
+    pub lock_file: PathBuf,
     /// comin's switch result from `COMIN_STATUS`/`COMIN_ERROR_MSG`; `None`
     /// when neither is set.
     pub comin: Option<CominStatus>,
@@ -149,6 +167,27 @@ fn optional<'a>(
         .as_ref()
         .map(|raw| utf8(raw, variable, flag))
         .transpose()
+}
+
+/// An absolute path setting.
+fn absolute(
+    raw: &OsString,
+    variable: &'static str,
+    flag: &'static str,
+) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(utf8(raw, variable, flag)?.trim());
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(ConfigError {
+            variable,
+            flag,
+            problem: format!(
+                "must be an absolute path, got {}",
+                shown(&path.to_string_lossy())
+            ),
+        })
+    }
 }
 
 /// The commit to look at, if any: `--sha` or `COMIN_GIT_SHA`, blank = none.
@@ -200,6 +239,9 @@ impl Config {
         };
         let target_observe_timeout = TARGET_OBSERVE_TIMEOUT.parse(&cli.target_observe_timeout)?;
         let intent_wait = INTENT_WAIT.parse(&cli.intent_wait)?;
+        let run_timeout = RUN_TIMEOUT.parse(&cli.run_timeout)?;
+        let state_dir = absolute(&cli.state_dir, "HOSTENV_COMIN_STATE_DIR", "state-dir")?;
+        let lock_file = absolute(&cli.lock_file, "HOSTENV_COMIN_LOCK_FILE", "lock-file")?;
         let status = optional(&cli.comin_status, "COMIN_STATUS", "comin-status")?;
         let error_msg = optional(&cli.comin_error_msg, "COMIN_ERROR_MSG", "comin-error-msg")?;
         let comin = CominStatus::from_comin(status, error_msg).map_err(|e| ConfigError {
@@ -228,6 +270,9 @@ impl Config {
             action_timeout,
             target_observe_timeout,
             intent_wait,
+            run_timeout,
+            state_dir,
+            lock_file,
             comin: comin_given.then_some(comin),
             comin_store,
             mode,
@@ -235,13 +280,15 @@ impl Config {
     }
 
     /// The engine's settings for performing `sha` after a switch that
-    /// ended as `comin` says.
-    pub fn settings(&self, sha: String, comin: CominStatus) -> Settings {
+    /// ended as `comin` says, in the run that started at `started_at`.
+    pub fn settings(&self, sha: String, comin: CominStatus, started_at: Timestamp) -> Settings {
         Settings {
             comin,
             target_observe_timeout: self.target_observe_timeout,
             intent_wait: self.intent_wait,
-            ..Settings::new(self.node.clone(), sha, self.action_timeout)
+            run_timeout: self.run_timeout,
+            pid: std::process::id(),
+            ..Settings::new(self.node.clone(), sha, self.action_timeout, started_at)
         }
     }
 }

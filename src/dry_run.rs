@@ -7,10 +7,12 @@
 
 use serde::Serialize;
 
-use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Step};
-use crate::engine::Settings;
+use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume, Step};
+use crate::engine::{recall, Settings};
 use crate::model::{Action, CominStatus, JobId, MigrationKey, Terminal};
-use crate::ports::{Account, Provider, Search, UserPrograms, UserSystemd, Users};
+use crate::ports::{
+    Account, Journal, LockHolder, Provider, RunLock, Search, UserPrograms, UserSystemd, Users,
+};
 
 /// The read-only part of the world a dry run looks at.
 #[derive(Clone, Copy)]
@@ -19,6 +21,28 @@ pub struct Preflight<'a> {
     pub users: &'a dyn Users,
     pub systemd: &'a dyn UserSystemd,
     pub programs: &'a dyn UserPrograms,
+    /// Read only: what earlier runs did.
+    pub journal: &'a dyn Journal,
+    /// Looked at only: whether a run is in progress.
+    pub lock: &'a dyn RunLock,
+}
+
+/// A run holding the node's lock while the dry run looked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunInProgress {
+    pub pid: Option<u32>,
+    pub since: Option<String>,
+    pub sha: Option<String>,
+}
+
+impl From<LockHolder> for RunInProgress {
+    fn from(h: LockHolder) -> Self {
+        RunInProgress {
+            pid: h.pid,
+            since: h.since.map(|t| t.to_string()),
+            sha: h.sha,
+        }
+    }
 }
 
 /// Where the commit the dry run looks at came from.
@@ -94,6 +118,8 @@ pub struct ActionReport {
     pub index: usize,
     #[serde(flatten)]
     pub action: Action,
+    /// What the journal and the provider say is already done.
+    pub resume: Resume,
     /// What the run would do, step by step.
     pub would: Vec<String>,
     /// The plan's steps, typed.
@@ -114,8 +140,12 @@ pub struct Report {
     /// The provider URL the intent was asked at.
     pub intent_url: String,
     pub job_id: Option<JobId>,
+    /// A run holding the node's lock now: the real run would wait for it.
+    pub run_in_progress: Option<RunInProgress>,
     /// Set when there is nothing to plan: no intent, or a provider error.
     pub problem: Option<String>,
+    /// What the dry run could not find out (it does not stop the report).
+    pub notes: Vec<String>,
     /// Set when nothing of the intent would run, and why.
     pub refused: Option<Refused>,
     pub actions: Vec<ActionReport>,
@@ -141,12 +171,20 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         node: settings.node.to_string(),
         intent_url: world.provider.intent_url(&sha),
         job_id: None,
+        run_in_progress: None,
         problem: None,
+        notes: Vec::new(),
         refused: None,
         actions: Vec::new(),
         would_post: Vec::new(),
         ok: false,
     };
+    match world.lock.holder() {
+        Ok(holder) => report.run_in_progress = holder.map(RunInProgress::from),
+        Err(e) => report
+            .notes
+            .push(format!("cannot tell whether a run is in progress: {e:#}")),
+    }
     let fetched = match world.provider.intent_by_sha(&sha) {
         Ok(Some(fetched)) => fetched,
         Ok(None) => {
@@ -164,7 +202,33 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
             return report;
         }
     };
-    let plan = plan::plan(settings, &fetched);
+    let recalled = recall(
+        settings,
+        &fetched,
+        world.journal.load(&fetched.job),
+        |action| {
+            world
+                .provider
+                .backup_snapshot(&fetched.job, &settings.node, &action.user)
+        },
+    );
+    let memory = match recalled {
+        Ok((memory, note)) => {
+            report.notes.extend(note);
+            memory
+        }
+        Err(e) => {
+            report.notes.push(format!(
+                "cannot ask the provider which backups it already has ({e}); assuming none"
+            ));
+            recall(settings, &fetched, world.journal.load(&fetched.job), |_| {
+                Ok(None)
+            })
+            .map(|(memory, _)| memory)
+            .unwrap_or_default()
+        }
+    };
+    let plan = plan::plan(settings, &fetched, &memory);
     report.job_id = Some(plan.job.clone());
     report.would_post = plan.would_post();
     match &plan.body {
@@ -192,7 +256,13 @@ fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
     let action = &planned.action;
     let mut account = None;
     let mut checks = Vec::new();
-    for step in &planned.steps {
+    // Steps that will not run are not checked.
+    let steps = if planned.resume.runs() {
+        planned.steps.as_slice()
+    } else {
+        &[]
+    };
+    for step in steps {
         if let Some(c) = check_step(step, action, &mut account, world) {
             checks.push(c);
         }
@@ -200,6 +270,7 @@ fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
     ActionReport {
         index: planned.index,
         action: action.clone(),
+        resume: planned.resume.clone(),
         would: planned.steps.iter().map(|s| s.describe(action)).collect(),
         steps: planned.steps.clone(),
         checks,
@@ -292,6 +363,17 @@ pub fn render_text(report: &Report) -> String {
         report.commit_source.describe()
     ));
     out.push_str(&format!("Intent: {}\n", report.intent_url));
+    if let Some(run) = &report.run_in_progress {
+        out.push_str(&format!(
+            "A run holds this node's run lock now (pid {}, since {}, commit {}): a real run would wait for it to finish.\n",
+            run.pid.map_or("unknown".to_owned(), |p| p.to_string()),
+            run.since.as_deref().unwrap_or("unknown"),
+            run.sha.as_deref().unwrap_or("unknown"),
+        ));
+    }
+    for note in &report.notes {
+        out.push_str(&format!("Note: {note}\n"));
+    }
     if let Some(problem) = &report.problem {
         out.push_str(&format!("{problem}\n"));
         return out;
@@ -334,7 +416,15 @@ pub fn render_text(report: &Report) -> String {
             a.op,
             a.user
         ));
-        for step in &planned.would {
+        if let Some(resume) = planned.resume.describe() {
+            out.push_str(&format!("   {resume}\n"));
+        }
+        let would: &[String] = if planned.resume.runs() {
+            &planned.would
+        } else {
+            &[]
+        };
+        for step in would {
             out.push_str(&format!("   would: {step}\n"));
         }
         if let Some(t) = &planned.fails_before_running {

@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use hostenv_activate::adapters::{
-    clock::SystemClock, comin_store, http::HttpProvider, log::Logger, plan_store::RunPlanStore,
-    process::ProcessRunner, programs::UserProgramsAdapter, read_only::ReadOnlySystemd, signals,
-    systemd::UserBus, token, users::SystemUsers,
+    clock::SystemClock, comin_store, http::HttpProvider, journal::FileJournal, lock::FileLock,
+    log::Logger, plan_store::RunPlanStore, process::ProcessRunner, programs::UserProgramsAdapter,
+    read_only::ReadOnlySystemd, signals, systemd::UserBus, token, users::SystemUsers,
 };
 use hostenv_activate::cli::{Cli, OutputFormat};
 use hostenv_activate::config::{self, Config, Mode};
@@ -64,6 +64,9 @@ fn usage(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
+    // The run deadline counts from here.
+    let started_at = jiff::Timestamp::now();
+    let deadline = std::time::Instant::now() + config.run_timeout;
     let cancel = Cancel::new();
     signals::install(&cancel).context("cannot install the SIGTERM/SIGINT handler")?;
     let log = Arc::new(Logger::system());
@@ -81,31 +84,29 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                 None => newest_deployed_commit(config)?,
             };
             let comin = dry_run::comin_status(config.comin.clone(), recorded);
-            dry_run(
-                config,
-                config.settings(sha, comin),
-                source,
-                output,
-                &cancel,
-                &log,
-            )
+            let settings = config.settings(sha, comin, started_at);
+            dry_run(config, settings, source, output, &cancel, &log, deadline)
         }
         Mode::Run => {
             let sha = sha.context("no commit to deploy: set COMIN_GIT_SHA or pass --sha")?;
             let comin = config.comin.clone().unwrap_or(CominStatus::Done);
-            let settings = config.settings(sha, comin);
+            let settings = config.settings(sha, comin, started_at);
             let clock = SystemClock::new(cancel.clone());
-            let provider = provider(config, &cancel, &clock)?;
+            let provider = provider(config, &settings, &cancel, &clock, deadline)?;
             let users = SystemUsers::new();
             let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
             let systemd = UserBus::new();
             let plans = RunPlanStore::new();
+            let journal = FileJournal::new(&config.state_dir, config.node.clone(), log.clone());
+            let lock = FileLock::new(&config.lock_file);
             let ports = Ports {
                 provider: &provider,
                 users: &users,
                 systemd: &systemd,
                 programs: &programs,
                 plans: &plans,
+                journal: &journal,
+                lock: &lock,
                 clock: &clock,
                 log: log.as_ref(),
                 cancel: &cancel,
@@ -121,9 +122,17 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
     }
 }
 
-/// The HTTP provider, once the token file has been read.
-fn provider(config: &Config, cancel: &Cancel, clock: &SystemClock) -> anyhow::Result<HttpProvider> {
-    let token = token::read_token(&config.token_file, clock, token::DEFAULT_WAIT).map_err(|e| {
+/// The HTTP provider, once the token file has been read (waited for
+/// within the run deadline).
+fn provider(
+    config: &Config,
+    settings: &engine::Settings,
+    cancel: &Cancel,
+    clock: &SystemClock,
+    deadline: std::time::Instant,
+) -> anyhow::Result<HttpProvider> {
+    let wait = token::DEFAULT_WAIT.min(settings.time_left(jiff::Timestamp::now()));
+    let token = token::read_token(&config.token_file, clock, wait).map_err(|e| {
         if cancel.is_cancelled() {
             e.context("interrupted by a stop signal while waiting for the token file")
         } else {
@@ -132,7 +141,8 @@ fn provider(config: &Config, cancel: &Cancel, clock: &SystemClock) -> anyhow::Re
     })?;
     Ok(
         HttpProvider::new(&config.api_base, config.node.clone(), token)?
-            .stopping_with(cancel.clone()),
+            .stopping_with(cancel.clone())
+            .ending_by(deadline),
     )
 }
 
@@ -162,17 +172,22 @@ fn dry_run(
     output: OutputFormat,
     cancel: &Cancel,
     log: &Arc<Logger>,
+    deadline: std::time::Instant,
 ) -> anyhow::Result<Exit> {
     let clock = SystemClock::new(cancel.clone());
-    let provider = provider(config, cancel, &clock)?;
+    let provider = provider(config, &settings, cancel, &clock, deadline)?;
     let users = SystemUsers::new();
     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
     let systemd = ReadOnlySystemd(UserBus::without_starting_managers());
+    let journal = FileJournal::reader(&config.state_dir, config.node.clone(), log.clone());
+    let lock = FileLock::new(&config.lock_file);
     let world = dry_run::Preflight {
         provider: &provider,
         users: &users,
         systemd: &systemd,
         programs: &programs,
+        journal: &journal,
+        lock: &lock,
     };
     let report = dry_run::report(&settings, source, world);
     let rendered = match output {

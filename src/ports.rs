@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::model::journal::JobRecord;
 use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, JobId, MigrationKey, NodeEvent, NodeName,
     RestorePlan, UserName,
@@ -79,6 +80,8 @@ pub trait Provider {
     fn post_event(&self, job: &JobId, event: &NodeEvent) -> Result<(), ProviderError>;
     /// `GET /api/deploy-jobs/{job}/statuses?node=<me>`: latest event per node.
     fn statuses(&self, job: &JobId) -> Result<Vec<DeployStatus>, ProviderError>;
+    /// `GET /api/deploy-jobs/{job}/status?node=<me>`: this node's latest event.
+    fn own_status(&self, job: &JobId) -> Result<Option<DeployStatus>, ProviderError>;
     /// `GET /api/deploy-jobs/{job}/backup-snapshot?node=<me>&source=&user=`.
     fn backup_snapshot(
         &self,
@@ -186,10 +189,16 @@ pub trait UserSystemd {
         timeout: Duration,
         cancel: &Cancel,
     ) -> anyhow::Result<UnitRun>;
-    /// Stops `unit` and waits (bounded) for it; a unit that is not loaded is
-    /// not an error. On cancel it returns early with an error (systemd
-    /// carries on with the stop job).
-    fn stop_unit(&self, account: &Account, unit: &str, cancel: &Cancel) -> anyhow::Result<()>;
+    /// Stops `unit` and waits for it, at most `timeout`; a unit that is
+    /// not loaded is not an error. On cancel it returns early with an error
+    /// (systemd carries on with the stop job).
+    fn stop_unit(
+        &self,
+        account: &Account,
+        unit: &str,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<()>;
     /// `systemctl --user daemon-reload`.
     fn reload_manager(&self, account: &Account) -> anyhow::Result<()>;
     /// Names of the user's loaded units starting with `prefix`, for diagnostics.
@@ -263,6 +272,49 @@ pub trait PlanStore {
     /// Writes the plan atomically (dir 0700, file 0600, owned by the user,
     /// never following a symlink as root) and returns its path.
     fn write_restore_plan(&self, account: &Account, plan: &RestorePlan) -> anyhow::Result<PathBuf>;
+}
+
+// ---------------------------------------------------------------- memory
+
+/// The journal of this node's runs (behaviour.md, "Run memory"): one record
+/// per job, each change written atomically. A record that cannot be read is
+/// reported (logged) and treated as absent, never fatal.
+pub trait Journal {
+    /// This node's record of `job`, if there is a readable one.
+    fn load(&self, job: &JobId) -> Option<JobRecord>;
+    /// Replaces this node's record of `record.job`, atomically.
+    fn save(&self, record: &JobRecord) -> anyhow::Result<()>;
+    /// This node's records that hold undelivered terminal events.
+    fn with_pending(&self) -> Vec<JobRecord>;
+    /// Removes old records: those beyond the newest 50 that are also older
+    /// than 30 days.
+    fn prune(&self, now: Timestamp);
+}
+
+/// Who holds the node's run lock, as it says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: Option<u32>,
+    pub since: Option<Timestamp>,
+    pub sha: Option<String>,
+}
+
+/// What an attempt to take the run lock found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// This process holds the lock now, until it exits.
+    Taken,
+    /// Another run holds it.
+    Busy(LockHolder),
+}
+
+/// One run at a time per node: an exclusive lock, held until the process
+/// exits (so a crash releases it).
+pub trait RunLock {
+    /// Tries once, without waiting; on success records who holds it.
+    fn try_lock(&self, sha: &str, now: Timestamp) -> anyhow::Result<LockAttempt>;
+    /// Who holds the lock now, if anyone; takes nothing, writes nothing.
+    fn holder(&self) -> anyhow::Result<Option<LockHolder>>;
 }
 
 // ---------------------------------------------------------------- clock

@@ -78,11 +78,14 @@ impl Run {
         run
     }
 
-    /// No configuration at all.
+    /// No configuration at all, but the run's memory (journal, lock) kept
+    /// in this run's own directory, never the machine's.
     fn bare(dir: TempDir) -> Self {
         let mut cmd = Command::cargo_bin("hostenv-activate").expect("the binary is built");
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOSTENV_COMIN_STATE_DIR", dir.path().join("state"))
+            .env("HOSTENV_COMIN_LOCK_FILE", dir.path().join("run/lock"))
             .timeout(std::time::Duration::from_secs(120));
         Self { cmd, _dir: dir }
     }
@@ -525,12 +528,11 @@ fn dry_run_prints_every_action_and_posts_nothing() {
         );
     }
     assert!(posted(&fake).is_empty(), "a dry run posts nothing");
-    assert_eq!(
-        fake.requests().len(),
-        1,
-        "only the intent lookup: {:#?}",
-        fake.requests()
-    );
+    // One intent lookup, then only reads: whether the provider already has
+    // this node's backup (what would be skipped).
+    let requests = fake.requests();
+    assert_eq!(fake.requests_to(Route::IntentBySha).len(), 1);
+    assert!(requests.iter().all(|r| r.method == "GET"), "{requests:#?}");
 }
 
 #[test]
@@ -784,4 +786,25 @@ fn careless_values_get_one_short_line_naming_the_setting() {
         finished.all_output()
     );
     assert!(fake.requests().is_empty());
+}
+
+// ------------------------------------------------------------ comin's status
+
+#[test]
+fn an_error_message_with_status_done_is_a_failed_switch() {
+    // comin v0.10.0 to v0.13.0 export `done` after a failed switch.
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    Run::against(&fake)
+        .env("COMIN_STATUS", "done")
+        .env(
+            "COMIN_ERROR_MSG",
+            "error: switch-to-configuration exited with status 4",
+        )
+        .finish()
+        .expect_code(1);
+    assert_single_intent_event(
+        &fake,
+        "failed",
+        "switch-to-configuration exited with status 4",
+    );
 }

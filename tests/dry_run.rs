@@ -11,17 +11,19 @@ use hostenv_activate::ports::ProviderError;
 use serde_json::{json, Value};
 use stubs::*;
 
-fn preflight(w: &World) -> Preflight<'_> {
-    Preflight {
+fn dry_run(w: &World) -> Report {
+    let lock = w.lock();
+    let world = Preflight {
         provider: &w.provider,
         users: &StubUsers,
         systemd: &w.systemd,
         programs: &w.programs,
-    }
-}
-
-fn dry_run(w: &World) -> Report {
-    report(&w.settings, CommitSource::Given, preflight(w))
+        journal: &w.journal,
+        lock: &lock,
+    };
+    let report = report(&w.settings, CommitSource::Given, world);
+    assert_eq!(lock.attempts.get(), 0, "a dry run never takes the lock");
+    report
 }
 
 #[test]
@@ -321,4 +323,71 @@ fn the_dry_run_predicts_exactly_what_the_run_posts() {
         assert!(!predicted.is_empty(), "{name}: nothing predicted");
         assert_eq!(predicted, posted(&real), "{name}");
     }
+}
+
+// ------------------------------------------------------------ memory
+
+#[test]
+fn the_dry_run_shows_what_is_already_done_and_a_run_in_progress() {
+    use hostenv_activate::model::journal::{
+        ActionRecord, ActionState, Delivery, JobRecord, Posted,
+    };
+    use hostenv_activate::model::{IntentDigest, JobId, NodeName, Op, Terminal, UserName};
+
+    let intent_json = intent(json!([
+        {"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": ["drupal-migrate"]},
+        {"op": "activate", "user": "acme"}
+    ]));
+    let mut w = agreeable_world(intent_json.clone());
+    w.provider = StubProvider::with_intent(intent_json.clone()).backups(vec![Ok(Some(
+        backup_payload("acme", NODE, &[("drupal-migrate", "published")]),
+    ))]);
+    let mut record = JobRecord::new(
+        NodeName::parse(NODE).expect("node"),
+        JobId::new(JOB),
+        "abc".into(),
+        IntentDigest::of(&intent_json),
+    );
+    let t = "2026-11-22T09:00:00Z".parse().expect("ts");
+    record.put(ActionRecord {
+        index: 1,
+        op: Op::Activate,
+        user: UserName::parse("acme").expect("user"),
+        state: ActionState::Finished {
+            started_at: t,
+            finished_at: t,
+            adopted: false,
+            event: Posted {
+                terminal: Terminal::success("Activation completed for acme", None),
+                delivery: Delivery::Pending,
+            },
+        },
+    });
+    w.journal.put(record);
+    w.lock_busy_until = Some("2026-11-22T11:00:00Z".parse().expect("ts"));
+    let report = dry_run(&w);
+    let text = render_text(&report);
+    assert!(
+        text.contains("A run holds this node's run lock now (pid 4242, since 2026-11-22T09:59:00Z, commit 0ther): a real run would wait for it to finish."),
+        "{text}"
+    );
+    assert!(
+        text.contains("already done: the provider serves this node's backup payload for it"),
+        "{text}"
+    );
+    assert!(
+        text.contains("already done, its event not delivered: (success) \"Activation completed for acme\" is posted again"),
+        "{text}"
+    );
+    assert!(!text.contains("would: start restic-backups"), "{text}");
+    assert_eq!(w.journal.saves.get(), 0, "the dry run wrote nothing");
+    let v = serde_json::to_value(&report).expect("json");
+    assert_eq!(v["actions"][0]["resume"]["resume"], "adopt");
+    assert_eq!(v["actions"][1]["resume"]["resume"], "redeliver");
+    assert_eq!(v["runInProgress"]["pid"], 4242);
+    // What it predicts is what the run does (once the lock is free).
+    w.lock_busy_until = None;
+    let predicted = predicted(&dry_run(&w));
+    w.run();
+    assert_eq!(predicted, posted(&w));
 }

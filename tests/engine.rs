@@ -6,7 +6,7 @@ mod stubs;
 
 use std::time::Duration;
 
-use hostenv_activate::engine::Outcome;
+use hostenv_activate::engine::{Outcome, Settings};
 use hostenv_activate::errors::Exit;
 use hostenv_activate::model::Phase::{self, Activate, Backup, Deactivate, Intent, Reload, Restore};
 use hostenv_activate::model::Status::{self, Failed, Running, Success, TimedOut, Waiting};
@@ -668,7 +668,8 @@ fn restore_waits_for_the_backup_then_writes_the_plan_and_activates() {
         map(&[("drupal-migrate", "snapfull")])
     );
     assert_eq!(w.programs.ran_names(), ["activate"]);
-    assert_eq!(w.clock.slept.get(), Duration::from_secs(4));
+    // Two polls found nothing; the third found the payload.
+    assert_eq!(w.clock.slept.get(), 2 * Settings::PEER_POLL);
 }
 
 #[test]

@@ -125,6 +125,8 @@ fn run_binary(fake: &FakeHandle, action_timeout: u64) -> Finished {
             intent_wait: 0,
             extra_env: &[("NOTIFY_SOCKET", NOTIFY_SOCKET), ROOT_CANARY],
             stdin: Some(ROOT_STDIN),
+            state: None,
+            run_timeout: None,
         },
     )
     .wait(RUN_LIMIT);

@@ -91,6 +91,8 @@ fn node_config<'a>(node: &'a str, token: &'a str, action_timeout: u64) -> NodeCo
         intent_wait: 10,
         extra_env: &[],
         stdin: None,
+        state: None,
+        run_timeout: None,
     }
 }
 

@@ -235,7 +235,12 @@ fn stop_unit_stops_hostenv_target_and_its_service() {
         "active"
     );
     UserBus::new()
-        .stop_unit(&user.account(), HOSTENV_TARGET, &Cancel::new())
+        .stop_unit(
+            &user.account(),
+            HOSTENV_TARGET,
+            Duration::from_secs(90),
+            &Cancel::new(),
+        )
         .expect("stop_unit");
     assert_eq!(
         user.unit_property(HOSTENV_TARGET, "ActiveState")
@@ -253,7 +258,12 @@ fn stop_unit_stops_hostenv_target_and_its_service() {
 fn stop_unit_of_a_missing_unit_is_fine() {
     let w = world(&[UserSpec::new("a").without_test_units()]);
     UserBus::new()
-        .stop_unit(&w.user("a").account(), HOSTENV_TARGET, &Cancel::new())
+        .stop_unit(
+            &w.user("a").account(),
+            HOSTENV_TARGET,
+            Duration::from_secs(90),
+            &Cancel::new(),
+        )
         .expect("stopping a unit that does not exist is not an error");
 }
 
@@ -405,8 +415,13 @@ fn calls_leave_no_threads_or_connections_behind() {
         &Cancel::new(),
     )
     .expect("run_unit with a timeout");
-    bus.stop_unit(&account, HOSTENV_TARGET, &Cancel::new())
-        .expect("stop_unit");
+    bus.stop_unit(
+        &account,
+        HOSTENV_TARGET,
+        Duration::from_secs(90),
+        &Cancel::new(),
+    )
+    .expect("stop_unit");
     // Sockets and reader threads end asynchronously, shortly after each call.
     let deadline = Instant::now() + Duration::from_secs(3);
     let (mut threads, mut fds) = (thread_names(), open_fds());

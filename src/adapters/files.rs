@@ -1,14 +1,19 @@
-//! Reading a file from outside safely: without blocking (a FIFO never
-//! hangs the run), only a regular file, and never more than a bound (a
-//! device or a huge file never fills memory).
+//! Files, safely. Reading one from outside: without blocking (a FIFO never
+//! hangs the run), only a regular file, never more than a bound (a device
+//! or a huge file never fills memory). Replacing one that must survive a
+//! crash: a new temp file, fsync, rename over the old one, fsync of the
+//! directory, so a reader sees the old file or the new one, never half.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use nix::fcntl::OFlag;
-use nix::sys::stat::SFlag;
+use anyhow::Context;
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{fsync, unlinkat, UnlinkatFlags};
 
 /// Why a file could not be read.
 #[derive(Debug)]
@@ -97,6 +102,41 @@ pub fn read_bounded(path: &Path, limit: u64, no_follow: bool) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
+/// Replaces `dir/name` with `data`, atomically: a new temp file in `dir`
+/// (created 0600, never through a link), `prepare`d (owner, mode), synced,
+/// renamed over `name` (a link planted there is replaced, not followed),
+/// then the directory synced. `shown` names `dir` in errors.
+pub fn replace_atomically(
+    dir: &OwnedFd,
+    shown: &Path,
+    name: &str,
+    data: &[u8],
+    prepare: impl FnOnce(&File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = format!(".{name}.{}.{nanos}.tmp", std::process::id());
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let fd = openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
+        .with_context(|| format!("cannot create a temporary file in {}", shown.display()))?;
+    let mut file = File::from(fd);
+    let written = (|| -> anyhow::Result<()> {
+        file.write_all(data).context("write")?;
+        prepare(&file)?;
+        file.sync_all().context("fsync")?;
+        renameat(dir, tmp.as_str(), dir, name).context("rename into place")?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e).with_context(|| format!("cannot write {}", shown.join(name).display()));
+    }
+    fsync(dir).with_context(|| format!("cannot fsync directory {}", shown.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +175,34 @@ mod tests {
             read_bounded(&link, 16, true),
             Err(FileError::NotRegular("symbolic link"))
         ));
+    }
+
+    #[test]
+    fn a_replaced_file_is_whole_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fd = nix::fcntl::open(
+            dir.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open dir");
+        std::fs::write(dir.path().join("f"), b"old").expect("write");
+        replace_atomically(&fd, dir.path(), "f", b"new contents", |_| Ok(())).expect("replace");
+        assert_eq!(
+            std::fs::read(dir.path().join("f")).expect("read"),
+            b"new contents"
+        );
+        let err = replace_atomically(&fd, dir.path(), "f", b"never", |_| anyhow::bail!("refused"))
+            .expect_err("prepare fails");
+        assert!(format!("{err:#}").contains("refused"));
+        assert_eq!(
+            std::fs::read(dir.path().join("f")).expect("read"),
+            b"new contents"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f")]);
     }
 }

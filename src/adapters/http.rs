@@ -4,7 +4,7 @@
 //! `Authorization` header; it never appears in a URL, a log line or an error.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -118,6 +118,8 @@ pub enum Endpoint {
     Events,
     /// `GET /api/deploy-jobs/{job}/statuses`
     Statuses,
+    /// `GET /api/deploy-jobs/{job}/status`
+    OwnStatus,
     /// `GET /api/deploy-jobs/{job}/backup-snapshot`
     BackupSnapshot,
 }
@@ -128,6 +130,7 @@ impl Endpoint {
             Endpoint::IntentBySha => "intent lookup",
             Endpoint::Events => "event post",
             Endpoint::Statuses => "job statuses",
+            Endpoint::OwnStatus => "this node's latest event",
             Endpoint::BackupSnapshot => "backup snapshot lookup",
         }
     }
@@ -192,6 +195,9 @@ pub struct HttpProvider {
     /// Once set (SIGTERM/SIGINT), requests get [`STOPPING_TIMEOUT`] so the
     /// last event cannot hold the exit up for a whole request timeout.
     cancel: Option<Cancel>,
+    /// The run deadline: no request outlives it by more than
+    /// [`STOPPING_TIMEOUT`].
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -246,7 +252,28 @@ impl HttpProvider {
             node,
             token,
             cancel: None,
+            deadline: None,
         })
+    }
+
+    /// Bounds every request by the run deadline (plus [`STOPPING_TIMEOUT`],
+    /// so the last event can still go out).
+    pub fn ending_by(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// How long the next request may take.
+    fn request_limit(&self) -> Duration {
+        let stopping = self.cancel.as_ref().is_some_and(Cancel::is_cancelled);
+        match self.deadline {
+            _ if stopping => STOPPING_TIMEOUT,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                REQUEST_TIMEOUT.min(left + STOPPING_TIMEOUT)
+            }
+            None => REQUEST_TIMEOUT,
+        }
     }
 
     /// Shortens every request to [`STOPPING_TIMEOUT`] once `cancel` is set.
@@ -278,11 +305,12 @@ impl HttpProvider {
         endpoint: Endpoint,
         request: RequestBuilder,
     ) -> Result<(u16, String), ProviderError> {
+        let request = request.timeout(self.request_limit());
         let Some(cancel) = self.cancel.clone() else {
             return self.exchange(endpoint, request);
         };
         if cancel.is_cancelled() {
-            return self.exchange(endpoint, request.timeout(STOPPING_TIMEOUT));
+            return self.exchange(endpoint, request);
         }
         // A request in flight when the stop signal comes gets
         // STOPPING_TIMEOUT more, not the rest of REQUEST_TIMEOUT: it runs on
@@ -306,9 +334,8 @@ impl HttpProvider {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if cancel.is_cancelled() {
-                let at =
-                    *give_up_at.get_or_insert_with(|| std::time::Instant::now() + STOPPING_TIMEOUT);
-                if std::time::Instant::now() >= at {
+                let at = *give_up_at.get_or_insert_with(|| Instant::now() + STOPPING_TIMEOUT);
+                if Instant::now() >= at {
                     return Err(ProviderError::Transport(format!(
                         "{} at {}: no answer {}s after the stop signal; not waiting any longer",
                         endpoint.describe(),
@@ -345,6 +372,7 @@ impl HttpProvider {
             node: self.node.clone(),
             token: self.token.clone(),
             cancel: None,
+            deadline: self.deadline,
         }
     }
 
@@ -456,6 +484,12 @@ struct StatusesBody {
 }
 
 #[derive(Deserialize)]
+struct StatusBody {
+    #[serde(default)]
+    status: Option<DeployStatus>,
+}
+
+#[derive(Deserialize)]
 struct BackupSnapshotBody {
     #[serde(default)]
     payload: Option<BackupPayload>,
@@ -490,6 +524,13 @@ impl Provider for HttpProvider {
         let body: StatusesBody =
             self.get_json(Endpoint::Statuses, url, &[("node", self.node.as_str())])?;
         Ok(body.statuses)
+    }
+
+    fn own_status(&self, job: &JobId) -> Result<Option<DeployStatus>, ProviderError> {
+        let url = self.job_url(job, "status");
+        let body: StatusBody =
+            self.get_json(Endpoint::OwnStatus, url, &[("node", self.node.as_str())])?;
+        Ok(body.status)
     }
 
     fn backup_snapshot(
@@ -528,7 +569,7 @@ mod tests {
         .expect("client")
         .stopping_with(cancel.clone());
         cancel.cancel();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let err = provider.intent_by_sha("abc").expect_err("no answer");
         assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
         assert!(
@@ -544,7 +585,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(300));
             flag.cancel();
         });
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let err = provider.intent_by_sha("abc").expect_err("no answer");
         t.join().expect("thread");
         assert!(format!("{err}").contains("after the stop signal"), "{err}");
@@ -784,5 +825,27 @@ mod tests {
         let err = p.intent_by_sha("abc").expect_err("no socket").to_string();
         assert!(err.contains("unix:/nonexistent/provider.sock"), "{err}");
         assert!(!err.contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn past_the_run_deadline_a_silent_provider_is_given_up_quickly() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = ApiBase::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+            .expect("base");
+        let provider = HttpProvider::new(
+            &base,
+            NodeName::parse("node-a").expect("node"),
+            Token::new("s3cr3t-token").expect("token"),
+        )
+        .expect("client")
+        .ending_by(Instant::now());
+        assert_eq!(provider.request_limit(), STOPPING_TIMEOUT);
+        let start = Instant::now();
+        let err = provider.intent_by_sha("abc").expect_err("no answer");
+        assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
+        assert!(start.elapsed() < REQUEST_TIMEOUT, "{:?}", start.elapsed());
+        let later = provider.ending_by(Instant::now() + Duration::from_secs(10));
+        assert!(later.request_limit() <= Duration::from_secs(13));
+        assert!(later.request_limit() > STOPPING_TIMEOUT);
     }
 }

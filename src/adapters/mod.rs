@@ -6,6 +6,8 @@ pub mod comin_store;
 pub mod creds;
 pub mod files;
 pub mod http;
+pub mod journal;
+pub mod lock;
 pub mod log;
 pub mod plan_store;
 pub mod process;

@@ -3,15 +3,16 @@
 //! `restore -> /etc`), so every step opens relative to the directory before
 //! it, never follows a link, and works on file descriptors.
 
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, AtFlags, OFlag, AT_FDCWD};
+use nix::fcntl::{openat, AtFlags, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode, SFlag};
-use nix::unistd::{fchown, fsync, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{fchown, Gid, Uid};
+
+use crate::adapters::files::replace_atomically;
 
 use crate::model::RestorePlan;
 use crate::ports::{Account, PlanStore};
@@ -154,28 +155,14 @@ fn ensure_dir(
     Ok(fd)
 }
 
-/// A new temp file (never an existing name, never through a link), synced,
-/// given to the user, then renamed over `plan.json` (a link planted there is
-/// replaced, not followed).
+/// `plan.json`, replaced atomically and given to the user.
 fn write_atomically(
     dir: &OwnedFd,
     shown: &Path,
     data: &[u8],
     account: &Account,
 ) -> anyhow::Result<()> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = format!(".{PLAN}.{}.{nanos}.tmp", std::process::id());
-    let flags =
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
-    let fd = openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
-        .with_context(|| format!("cannot create a temporary file in {}", shown.display()))?;
-    let mut file = std::fs::File::from(fd);
-    let written = (|| -> anyhow::Result<()> {
-        file.write_all(data).context("write")?;
-        file.sync_all().context("fsync")?;
+    replace_atomically(dir, shown, PLAN, data, |file| {
         fchown(
             file.as_fd(),
             Some(Uid::from_raw(account.uid)),
@@ -183,20 +170,9 @@ fn write_atomically(
         )
         .context("chown to the user")?;
         fchmod(file.as_fd(), Mode::from_bits_truncate(0o600)).context("chmod 0600")?;
-        renameat(dir, tmp.as_str(), dir, PLAN).context("rename into place")?;
         Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        return Err(e).with_context(|| {
-            format!(
-                "cannot write {} for user {}",
-                shown.join(PLAN).display(),
-                account.name
-            )
-        });
-    }
-    fsync(dir).with_context(|| format!("cannot fsync directory {}", shown.display()))
+    })
+    .with_context(|| format!("cannot write the restore plan for user {}", account.name))
 }
 
 #[cfg(test)]

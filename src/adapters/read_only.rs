@@ -31,7 +31,7 @@ impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
         bail!("dry run: refusing to start {unit}")
     }
 
-    fn stop_unit(&self, _: &Account, unit: &str, _: &Cancel) -> anyhow::Result<()> {
+    fn stop_unit(&self, _: &Account, unit: &str, _: Duration, _: &Cancel) -> anyhow::Result<()> {
         bail!("dry run: refusing to stop {unit}")
     }
 

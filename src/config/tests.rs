@@ -39,7 +39,10 @@ fn a_complete_configuration_resolves_to_the_engine_settings() {
     assert_eq!(c.api_base.to_string(), "https://provider.example.org");
     assert_eq!(c.comin, None);
     assert_eq!(c.mode, Mode::Run);
-    let s = c.settings("abc".into(), CominStatus::Done);
+    let s = c.settings("abc".into(), CominStatus::Done, Timestamp::UNIX_EPOCH);
+    assert_eq!(s.run_timeout, Settings::DEFAULT_RUN_TIMEOUT);
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/hostenv-activate"));
+    assert_eq!(c.lock_file, PathBuf::from("/run/hostenv-activate/lock"));
     assert_eq!(s.action_timeout, Duration::from_secs(900));
     assert_eq!(
         s.target_observe_timeout,
@@ -247,4 +250,55 @@ fn output_needs_dry_run() {
             output: OutputFormat::Json
         }
     );
+}
+
+/// (variable, min, max) of each `seconds { ... }` option of the module.
+fn module_bounds(module: &str) -> Vec<(String, u64, u64)> {
+    let field = |block: &str, name: &str| -> String {
+        let start = block
+            .find(&format!("{name} = "))
+            .unwrap_or_else(|| panic!("no {name} in {block}"))
+            + name.len()
+            + 3;
+        let end = block[start..].find(';').expect("a ;") + start;
+        block[start..end].trim().trim_matches('"').to_owned()
+    };
+    module
+        .split(" = seconds {")
+        .skip(1)
+        .map(|rest| {
+            let block = &rest[..rest.find("};").expect("end of the option")];
+            (
+                field(block, "variable"),
+                field(block, "min").parse().expect("min"),
+                field(block, "max").parse().expect("max"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_nixos_module_accepts_exactly_what_the_binary_accepts() {
+    let module = include_str!("../../nix/module.nix");
+    let mut from_module = module_bounds(module);
+    let mut from_binary: Vec<(String, u64, u64)> = SECONDS
+        .iter()
+        .map(|s| (s.variable.to_owned(), s.min, s.max))
+        .collect();
+    from_module.sort();
+    from_binary.sort();
+    assert_eq!(from_module, from_binary);
+    assert!(
+        module.contains("types.ints.between min max"),
+        "the module's type is the range"
+    );
+    // And the binary's own parser agrees with its table.
+    for s in SECONDS {
+        assert!(s.parse(&OsString::from(s.min.to_string())).is_ok());
+        assert!(s.parse(&OsString::from(s.max.to_string())).is_ok());
+        assert!(s.parse(&OsString::from((s.max + 1).to_string())).is_err());
+        if s.min > 0 {
+            assert!(s.parse(&OsString::from((s.min - 1).to_string())).is_err());
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! world only through the traits in `ports`, so every decision here is
 //! tested with stubs and a fake clock.
 
+mod memory;
 pub mod plan;
 mod report;
 mod retry;
@@ -10,15 +11,21 @@ mod settings;
 mod steps;
 mod text;
 
-use crate::model::{FetchedIntent, Phase, Status, Terminal};
-use crate::ports::{Cancel, Clock, Log, PlanStore, Provider, UserPrograms, UserSystemd, Users};
+use crate::model::journal::{Delivery, EventOf};
+use crate::model::{FetchedIntent, Terminal};
+use crate::ports::{
+    Cancel, Clock, Journal, Level, Log, LogFields, PlanStore, Provider, RunLock, UserPrograms,
+    UserSystemd, Users,
+};
 
-pub use plan::{plan, Plan};
+pub use memory::recall;
+pub use plan::{plan, Memory, Plan, Resume};
 pub use report::Stop;
 pub use retry::RetryPolicy;
 pub use settings::Settings;
 pub use steps::wait::target_verdict;
 
+use memory::{of_action, Memo};
 use plan::{ActionPlan, Body};
 use report::Reporter;
 
@@ -30,6 +37,8 @@ pub struct Ports<'a> {
     pub systemd: &'a dyn UserSystemd,
     pub programs: &'a dyn UserPrograms,
     pub plans: &'a dyn PlanStore,
+    pub journal: &'a dyn Journal,
+    pub lock: &'a dyn RunLock,
     pub clock: &'a dyn Clock,
     pub log: &'a dyn Log,
     pub cancel: &'a Cancel,
@@ -55,9 +64,14 @@ impl Outcome {
     }
 }
 
-/// Performs one deployment for `settings.sha` on `settings.node`.
+/// Performs one deployment for `settings.sha` on `settings.node`: takes the
+/// node's run lock, delivers what earlier runs could not, fetches the
+/// intent, plans it with what earlier runs left, and performs the plan.
 pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
-    let fetched = match retry::fetch_intent(settings, ports) {
+    let prepared = memory::take_lock(settings, ports)
+        .and_then(|()| memory::deliver_pending(settings, ports))
+        .and_then(|()| retry::fetch_intent(settings, ports));
+    let fetched = match prepared {
         Ok(Some(fetched)) => fetched,
         Ok(None) => {
             let url = ports.provider.intent_url(&settings.sha);
@@ -73,25 +87,33 @@ pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
     perform(settings, ports, &fetched)
 }
 
-/// Plans `fetched` and performs the plan.
+/// Plans `fetched` and performs the plan, keeping the journal.
 fn perform(settings: &Settings, ports: Ports<'_>, fetched: &FetchedIntent) -> Outcome {
-    let plan = plan::plan(settings, fetched);
+    let memory = match memory::recall_for_run(settings, ports, fetched) {
+        Ok(memory) => memory,
+        Err(stop) => return Outcome::Failed(describe_stop(ports, &stop)),
+    };
+    let plan = plan::plan(settings, fetched, &memory);
+    let memo = Memo::open(settings, ports, fetched, &memory);
     let reporter = Reporter::new(settings, ports, plan.job.clone());
-    match execute(settings, ports, &reporter, &plan) {
+    let outcome = match execute(settings, ports, &reporter, &memo, &plan) {
         Ok(outcome) => outcome,
         Err(stop) => Outcome::Failed(describe_stop(ports, &stop)),
-    }
+    };
+    memo.end(&outcome);
+    outcome
 }
 
 fn execute(
     settings: &Settings,
     ports: Ports<'_>,
     reporter: &Reporter<'_>,
+    memo: &Memo<'_>,
     plan: &Plan,
 ) -> Result<Outcome, Stop> {
     let (actions, closing) = match &plan.body {
         Body::Refuse { event, .. } => {
-            reporter.post_intent(event)?;
+            post_closing(reporter, memo, plan, event)?;
             return Ok(Outcome::Failed(event.message.clone()));
         }
         Body::Perform { actions, closing } => (actions, closing),
@@ -101,40 +123,145 @@ fn execute(
     for planned in actions {
         let action = &planned.action;
         let number = planned.index + 1;
-        if ports.cancel.is_cancelled() {
-            let msg = format!(
-                "Interrupted before action {number} of {total} ({} for {}) on node {node}; no further action was run",
-                action.op, action.user
-            );
-            reporter.post(Phase::Intent, Status::Failed, &msg, None)?;
-            return Ok(Outcome::Failed(msg));
+        let what = format!(
+            "action {number} of {total} ({} for {})",
+            action.op, action.user
+        );
+        if planned.resume.runs() {
+            let stopped = if ports.cancel.is_cancelled() {
+                Some(Terminal::failed(
+                    format!("Interrupted before {what} on node {node}; no further action was run"),
+                    None,
+                ))
+            } else if settings.time_left(ports.clock.now()).is_zero() {
+                Some(Terminal::timed_out(
+                    format!(
+                        "{} before {what} on node {node}; no further action was run",
+                        settings.deadline_reached()
+                    ),
+                    None,
+                ))
+            } else {
+                None
+            };
+            if let Some(stopped) = stopped {
+                post_closing(reporter, memo, plan, &stopped)?;
+                return Ok(Outcome::Failed(stopped.message));
+            }
         }
-        let terminal = match run_action(settings, ports, reporter, planned) {
-            Ok(terminal) => terminal,
-            Err(stop) => return Err(close_action(reporter, planned, stop)),
+        let terminal = match &planned.resume {
+            Resume::Skip { terminal } => {
+                log_resume(settings, ports, reporter, planned);
+                terminal.clone()
+            }
+            Resume::Adopt { terminal } => {
+                log_resume(settings, ports, reporter, planned);
+                memo.finished(planned, terminal, true, Delivery::Delivered);
+                terminal.clone()
+            }
+            Resume::Redeliver { terminal } => {
+                log_resume(settings, ports, reporter, planned);
+                let posted = reporter.post_terminal(action, terminal);
+                memo.delivery(&of_action(planned), &posted);
+                posted?;
+                terminal.clone()
+            }
+            Resume::Run | Resume::Rerun => {
+                log_resume(settings, ports, reporter, planned);
+                memo.started(planned);
+                let terminal = match run_action(settings, ports, reporter, planned) {
+                    Ok(terminal) => terminal,
+                    Err(stop) => return Err(close_action(reporter, memo, planned, stop)),
+                };
+                memo.finished(planned, &terminal, false, Delivery::Pending);
+                let posted = reporter.post_terminal(action, &terminal);
+                memo.delivery(&of_action(planned), &posted);
+                posted?;
+                terminal
+            }
         };
-        reporter.post_terminal(action, &terminal)?;
         if !terminal.is_success() {
+            let earlier = if planned.resume.runs() {
+                ""
+            } else {
+                " (in an earlier run)"
+            };
             return Ok(Outcome::Failed(format!(
-                "action {number} of {total} ({} for {}) ended {}: {}",
-                action.op, action.user, terminal.status, terminal.message
+                "{what} ended {}{earlier}: {}",
+                terminal.status, terminal.message
             )));
         }
     }
-    reporter.post_intent(closing)?;
+    post_closing(reporter, memo, plan, closing)?;
     Ok(Outcome::Succeeded(closing.message.clone()))
+}
+
+/// Posts the node's final (`intent`, ...) event, unless an earlier run
+/// delivered it already.
+fn post_closing(
+    reporter: &Reporter<'_>,
+    memo: &Memo<'_>,
+    plan: &Plan,
+    terminal: &Terminal,
+) -> Result<(), Stop> {
+    if plan.closing_delivered {
+        return Ok(());
+    }
+    memo.closing(terminal);
+    let posted = reporter.post_intent(terminal);
+    memo.delivery(&EventOf::Closing, &posted);
+    posted
+}
+
+fn log_resume(
+    settings: &Settings,
+    ports: Ports<'_>,
+    reporter: &Reporter<'_>,
+    planned: &ActionPlan,
+) {
+    let Some(line) = planned.resume.describe() else {
+        return;
+    };
+    let action = &planned.action;
+    let fields = LogFields {
+        node: Some(settings.node.as_str()),
+        job: Some(reporter.job().as_str()),
+        op: Some(action.op.as_str()),
+        user: Some(action.user.as_str()),
+        ..LogFields::default()
+    };
+    ports.log.line(
+        Level::Info,
+        &fields,
+        &format!("{} for {}: {line}", action.op, action.user),
+    );
 }
 
 /// An action cut short by a provider failure or a signal still gets its one
 /// terminal event if the provider takes it at the first try (not after 409
 /// or 403: the job is closed or we are not heard), so the job does not wait
 /// for it forever.
-fn close_action(reporter: &Reporter<'_>, planned: &ActionPlan, stop: Stop) -> Stop {
-    if matches!(stop, Stop::Provider { .. } | Stop::Interrupted { .. }) {
+///
+/// In the journal the action stays started unless that event was delivered:
+/// a later run runs it again rather than report a failure the provider
+/// never heard of.
+fn close_action(
+    reporter: &Reporter<'_>,
+    memo: &Memo<'_>,
+    planned: &ActionPlan,
+    stop: Stop,
+) -> Stop {
+    if matches!(
+        stop,
+        Stop::Provider { .. } | Stop::Interrupted { .. } | Stop::Deadline { .. }
+    ) {
         let action = &planned.action;
         let msg = format!("{} for {} could not finish: {stop}", action.op, action.user);
+        let terminal = Terminal::failed(msg, None);
         // Best effort: the run already fails with `stop`, whatever happens here.
-        let _ = reporter.post_failed_once(action, &msg);
+        if reporter.post_failed_once(action, &terminal.message).is_ok() {
+            memo.finished(planned, &terminal, false, Delivery::Delivered);
+        }
     }
     stop
 }
@@ -147,7 +274,7 @@ fn run_action(
 ) -> Result<Terminal, Stop> {
     let ctx = steps::Ctx::new(settings, ports, reporter, &planned.action);
     ctx.log(
-        crate::ports::Level::Info,
+        Level::Info,
         None,
         None,
         &format!("starting {} for {}", planned.action.op, planned.action.user),

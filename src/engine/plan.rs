@@ -1,18 +1,21 @@
-//! The plan: one pure function turns (settings, the fetched intent) into
-//! every step the run will take, decided up front: what each action waits
-//! for and on which node, which unit and wrapper each key uses, where the
-//! restore plan goes, which unit a deactivate stops, and which actions fail
-//! before running. The run executes this plan; `--dry-run` renders the same
-//! plan. This is the only place that looks at an action's `op`.
+//! The plan: one pure function turns (settings, the fetched intent, what
+//! earlier runs left) into every step the run will take, decided up front:
+//! what each action waits for and on which node, which unit and wrapper
+//! each key uses, where the restore plan goes, which unit a deactivate
+//! stops, which actions fail before running, and which are already done.
+//! The run executes this plan; `--dry-run` renders the same plan. This is
+//! the only place that looks at an action's `op`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::journal::{ActionState, Delivery, JobRecord};
 use crate::model::{
-    Action, CominStatus, FetchedIntent, IntentError, JobId, MigrationKey, NodeName, Op, Phase,
-    RestorePlan, Status, Terminal, TerminalStatus,
+    Action, BackupPayload, CominStatus, EventPayload, FetchedIntent, IntentError, JobId,
+    MigrationKey, NodeName, Op, Phase, RestorePlan, Status, Terminal, TerminalStatus,
 };
 
 use super::Settings;
@@ -27,6 +30,74 @@ pub struct Plan {
     pub node: NodeName,
     pub job: JobId,
     pub body: Body,
+    /// An earlier run already delivered the node's final (`intent`, ...)
+    /// event for this job: it is not posted again.
+    pub closing_delivered: bool,
+}
+
+/// What earlier runs left for this job: the journal's record (only one
+/// written for this very intent) and the backup payloads the provider
+/// already serves for this node's backup actions, by action index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    pub record: Option<JobRecord>,
+    pub published: BTreeMap<usize, BackupPayload>,
+}
+
+/// What an earlier run's work means for an action: behaviour.md, "Resume,
+/// never redo finished work".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "resume")]
+pub enum Resume {
+    /// Nothing is known of it: run it.
+    Run,
+    /// An earlier run started it and did not finish: run it again (it is
+    /// idempotent; a backup is only rerun when the provider has no payload).
+    Rerun,
+    /// Finished and delivered by an earlier run: post nothing.
+    Skip { terminal: Terminal },
+    /// Finished by an earlier run, its terminal event not delivered: post
+    /// that same event again.
+    Redeliver { terminal: Terminal },
+    /// A backup whose success payload the provider already serves: take
+    /// it as done; start no unit, post nothing.
+    Adopt { terminal: Terminal },
+}
+
+impl Resume {
+    /// Whether the action's steps run.
+    pub fn runs(&self) -> bool {
+        matches!(self, Resume::Run | Resume::Rerun)
+    }
+
+    /// The terminal event an earlier run decided, if any.
+    pub fn earlier(&self) -> Option<&Terminal> {
+        match self {
+            Resume::Skip { terminal }
+            | Resume::Redeliver { terminal }
+            | Resume::Adopt { terminal } => Some(terminal),
+            Resume::Run | Resume::Rerun => None,
+        }
+    }
+
+    /// One line for the dry run and the log.
+    pub fn describe(&self) -> Option<String> {
+        Some(match self {
+            Resume::Run => return None,
+            Resume::Rerun => {
+                "an earlier run started it and did not finish: it runs again".to_owned()
+            }
+            Resume::Skip { terminal } => format!(
+                "already done: an earlier run posted ({}) \"{}\"; skipped, nothing posted",
+                terminal.status, terminal.message
+            ),
+            Resume::Redeliver { terminal } => format!(
+                "already done, its event not delivered: ({}) \"{}\" is posted again",
+                terminal.status, terminal.message
+            ),
+            Resume::Adopt { .. } => "already done: the provider serves this node's backup payload for it; no unit starts, nothing is posted".to_owned(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,6 +134,7 @@ pub struct ActionPlan {
     /// Position in the intent, from 0.
     pub index: usize,
     pub action: Action,
+    pub resume: Resume,
     pub steps: Vec<Step>,
 }
 
@@ -127,8 +199,8 @@ pub struct PlannedEvent {
     pub message: String,
 }
 
-/// The plan for `fetched` on `settings.node`.
-pub fn plan(settings: &Settings, fetched: &FetchedIntent) -> Plan {
+/// The plan for `fetched` on `settings.node`, given what earlier runs left.
+pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Plan {
     let node = &settings.node;
     let body = match (&settings.comin, &fetched.intent) {
         (CominStatus::Failed { message }, _) => Body::Refuse {
@@ -154,6 +226,7 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent) -> Plan {
                 .map(|(index, action)| ActionPlan {
                     index,
                     action: action.clone(),
+                    resume: resume(index, action, memory),
                     steps: steps(settings, action),
                 })
                 .collect(),
@@ -163,11 +236,48 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent) -> Plan {
             ),
         },
     };
+    let closing_delivered = memory.record.as_ref().is_some_and(|r| {
+        r.closing
+            .as_ref()
+            .is_some_and(|c| c.delivery != Delivery::Pending)
+    });
     Plan {
         node: node.clone(),
         job: fetched.job.clone(),
         body,
+        closing_delivered,
     }
+}
+
+/// What the journal and the provider say about action `index`.
+fn resume(index: usize, action: &Action, memory: &Memory) -> Resume {
+    let recorded = memory.record.as_ref().and_then(|r| r.action(index, action));
+    if let Some(ActionState::Finished { event, .. }) = recorded.map(|r| &r.state) {
+        let terminal = event.terminal.clone();
+        return match event.delivery {
+            Delivery::Pending => Resume::Redeliver { terminal },
+            Delivery::Delivered | Delivery::Dropped => Resume::Skip { terminal },
+        };
+    }
+    let published = memory
+        .published
+        .get(&index)
+        .filter(|p| action.op == Op::Backup && p.covers(&action.migrations));
+    match (published, recorded) {
+        (Some(payload), _) => Resume::Adopt {
+            terminal: Terminal::success(
+                backup_done(action),
+                Some(EventPayload::Backup(payload.clone())),
+            ),
+        },
+        (None, Some(_)) => Resume::Rerun,
+        (None, None) => Resume::Run,
+    }
+}
+
+/// The success message of a backup with migrations.
+fn backup_done(action: &Action) -> String {
+    format!("Migration backups completed for {}", action.user)
 }
 
 /// The one wording of an invalid intent.
@@ -233,7 +343,7 @@ fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
                 wrapper: key.wrapper_name(),
             }));
             steps.push(Step::PublishBackup {
-                message: format!("Migration backups completed for {user}"),
+                message: backup_done(action),
             });
             steps
         }
@@ -360,8 +470,12 @@ impl Step {
 
 impl ActionPlan {
     /// The terminal event the plan decides before anything runs, if it is
-    /// a failure (e.g. a restore without migrations).
+    /// a failure (e.g. a restore without migrations, or one an earlier run
+    /// already reported).
     pub fn fails_before_running(&self) -> Option<&Terminal> {
+        if let Some(earlier) = self.resume.earlier() {
+            return (!earlier.is_success()).then_some(earlier);
+        }
         self.steps.iter().find_map(|step| match step {
             Step::Finish { terminal } if terminal.status != TerminalStatus::Success => {
                 Some(terminal)
@@ -380,6 +494,14 @@ impl ActionPlan {
             message: message.to_owned(),
         };
         let mut events = Vec::new();
+        match &self.resume {
+            Resume::Run | Resume::Rerun => {}
+            Resume::Redeliver { terminal } => {
+                events.push(event(terminal.status.into(), &terminal.message));
+                return events;
+            }
+            Resume::Skip { .. } | Resume::Adopt { .. } => return events,
+        }
         for step in &self.steps {
             match step {
                 Step::Announce { status, message } => events.push(event(*status, message)),
@@ -407,20 +529,23 @@ impl Plan {
             status: t.status.into(),
             message: t.message.clone(),
         };
-        match &self.body {
-            Body::Refuse { event, .. } => vec![intent(event)],
+        let mut events = Vec::new();
+        let closing = match &self.body {
+            Body::Refuse { event, .. } => event,
             Body::Perform { actions, closing } => {
-                let mut events = Vec::new();
                 for action in actions {
                     events.extend(action.would_post());
                     if action.fails_before_running().is_some() {
                         return events;
                     }
                 }
-                events.push(intent(closing));
-                events
+                closing
             }
+        };
+        if !self.closing_delivered {
+            events.push(intent(closing));
         }
+        events
     }
 }
 

@@ -19,6 +19,10 @@ pub enum Stop {
     Provider { step: String, error: ProviderError },
     /// SIGTERM/SIGINT while no action was running.
     Interrupted { step: String },
+    /// The run deadline passed while no action was running.
+    Deadline { reached: String, step: String },
+    /// The node's run lock cannot be taken (not: another run holds it).
+    Lock { why: String },
 }
 
 impl fmt::Display for Stop {
@@ -46,6 +50,14 @@ impl fmt::Display for Stop {
                 write!(f, "provider call failed at step {step}: {error}{hint}")
             }
             Stop::Interrupted { step } => write!(f, "interrupted by a signal at step {step}"),
+            Stop::Lock { why } => write!(
+                f,
+                "cannot take this node's run lock: {why}; check the directory of HOSTENV_COMIN_LOCK_FILE (default /run/hostenv-activate)"
+            ),
+            Stop::Deadline { reached, step } => write!(
+                f,
+                "{reached} at step {step}; check what held the run up (HOSTENV_COMIN_RUN_TIMEOUT sets the deadline)"
+            ),
         }
     }
 }

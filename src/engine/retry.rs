@@ -1,5 +1,6 @@
 //! Bounded retries of provider calls (5xx and transport errors, with
-//! backoff, inside a time budget) and the 404 wait for the intent.
+//! backoff, inside a time budget and the run deadline) and the 404 wait for
+//! the intent.
 
 use std::time::Duration;
 
@@ -51,7 +52,8 @@ pub fn retrying<T>(
         match call() {
             Err(e) if e.is_retryable() => {
                 let spent = elapsed(ports.clock, start);
-                if ports.cancel.is_cancelled() || spent + delay > policy.budget {
+                let left = settings.time_left(ports.clock.now());
+                if ports.cancel.is_cancelled() || spent + delay > policy.budget || delay > left {
                     return Err(e);
                 }
                 let fields = LogFields {
@@ -95,8 +97,18 @@ pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<Fetc
         if spent >= settings.intent_wait {
             return Ok(None);
         }
-        ports
-            .clock
-            .sleep(settings.intent_poll.min(settings.intent_wait - spent));
+        let left = settings.time_left(ports.clock.now());
+        if left.is_zero() {
+            return Err(Stop::Deadline {
+                reached: settings.deadline_reached(),
+                step: format!("{step} (the provider answered 404 so far)"),
+            });
+        }
+        ports.clock.sleep(
+            settings
+                .intent_poll
+                .min(settings.intent_wait - spent)
+                .min(left),
+        );
     }
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
+
 use crate::model::{CominStatus, NodeName};
 
 use super::retry::RetryPolicy;
@@ -17,6 +19,12 @@ pub struct Settings {
     pub action_timeout: Duration,
     pub target_observe_timeout: Duration,
     pub intent_wait: Duration,
+    /// How long the whole run may take, from `started_at`.
+    pub run_timeout: Duration,
+    /// When the process started: the run deadline counts from here.
+    pub started_at: Timestamp,
+    /// This process, as the journal and the lock name it.
+    pub pid: u32,
     /// Between two intent lookups while the provider answers 404.
     pub intent_poll: Duration,
     /// Between two polls for another node's event.
@@ -27,13 +35,22 @@ pub struct Settings {
 impl Settings {
     pub const DEFAULT_TARGET_OBSERVE_TIMEOUT: Duration = Duration::from_secs(120);
     pub const DEFAULT_INTENT_WAIT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
     /// behaviour.md: a 404 intent lookup is retried every 2 s.
     pub const INTENT_POLL: Duration = Duration::from_secs(2);
-    /// Between two polls for another node's event.
-    pub const PEER_POLL: Duration = Duration::from_secs(2);
+    /// behaviour.md: another node's event is noticed within 1 s.
+    pub const PEER_POLL: Duration = Duration::from_secs(1);
+    /// Between two attempts to take the run lock.
+    pub const LOCK_POLL: Duration = Duration::from_millis(500);
 
-    /// Settings with every default, for `node` performing `sha`.
-    pub fn new(node: NodeName, sha: String, action_timeout: Duration) -> Self {
+    /// Settings with every default, for `node` performing `sha`, the run
+    /// starting at `started_at`.
+    pub fn new(
+        node: NodeName,
+        sha: String,
+        action_timeout: Duration,
+        started_at: Timestamp,
+    ) -> Self {
         Settings {
             node,
             sha,
@@ -41,9 +58,32 @@ impl Settings {
             action_timeout,
             target_observe_timeout: Self::DEFAULT_TARGET_OBSERVE_TIMEOUT,
             intent_wait: Self::DEFAULT_INTENT_WAIT,
+            run_timeout: Self::DEFAULT_RUN_TIMEOUT,
+            started_at,
+            pid: 0,
             intent_poll: Self::INTENT_POLL,
             peer_poll: Self::PEER_POLL,
             retry: RetryPolicy::default(),
         }
+    }
+}
+
+impl Settings {
+    /// When the whole run must be over.
+    pub fn deadline(&self) -> Timestamp {
+        let timeout = SignedDuration::try_from(self.run_timeout).unwrap_or(SignedDuration::MAX);
+        self.started_at
+            .checked_add(timeout)
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    /// Time left before the run deadline at `now`.
+    pub fn time_left(&self, now: Timestamp) -> Duration {
+        Duration::try_from(self.deadline().duration_since(now)).unwrap_or(Duration::ZERO)
+    }
+
+    /// The start of every message about the run deadline.
+    pub fn deadline_reached(&self) -> String {
+        format!("run deadline of {} s reached", self.run_timeout.as_secs())
     }
 }

@@ -6,6 +6,7 @@
 pub mod comin;
 pub mod event;
 pub mod intent;
+pub mod journal;
 pub mod names;
 pub mod snapshot;
 

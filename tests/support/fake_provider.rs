@@ -349,6 +349,20 @@ struct State {
     next_event_id: u64,
     /// Path segments the API is mounted below (a reverse proxy's prefix).
     prefix: Vec<String>,
+    /// Told of every event POST before it is answered.
+    watchers: Vec<std::sync::mpsc::Sender<EventSeen>>,
+    /// Event POSTs to refuse: (node, phase, status, how many more, code).
+    event_faults: Vec<(String, String, String, usize, u16)>,
+}
+
+/// An event POST as the server saw it, before answering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSeen {
+    pub node: String,
+    pub phase: String,
+    pub status: String,
+    /// The HTTP status it is about to be answered with.
+    pub answer: u16,
 }
 
 impl State {
@@ -489,6 +503,29 @@ impl Builder {
     /// Listen on a unix socket instead of 127.0.0.1:0.
     pub fn unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.unix_socket = Some(path.into());
+        self
+    }
+
+    /// Sends every event POST to `tx` before answering it (and with the
+    /// answer it gets), so a test can act at that very moment.
+    pub fn watch_events(mut self, tx: std::sync::mpsc::Sender<EventSeen>) -> Self {
+        self.state.watchers.push(tx);
+        self
+    }
+
+    /// The next `count` POSTs of (`node`, `phase`, `status`) are answered
+    /// `code` and not recorded.
+    pub fn fail_event(
+        mut self,
+        node: &str,
+        phase: &str,
+        status: &str,
+        count: usize,
+        code: u16,
+    ) -> Self {
+        self.state
+            .event_faults
+            .push((node.into(), phase.into(), status.into(), count, code));
         self
     }
 
@@ -993,8 +1030,36 @@ fn events(st: &mut State, ctx: &Ctx<'_>, auth_ok: &mut bool) -> Result<Answer, A
     }
     check_token(st, &node, ctx.authorization, auth_ok)?;
     let job = ctx.job_id().to_owned();
-    st.append(&job, &body).map_err(Answer::from)?;
-    Ok(Answer::empty())
+    let field = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase()
+    };
+    let (phase, status) = (field("phase"), field("status"));
+    let fault = st
+        .event_faults
+        .iter_mut()
+        .find(|f| f.0 == node && f.1 == phase && f.2 == status && f.3 > 0);
+    let answer = match fault {
+        Some(fault) => {
+            fault.3 -= 1;
+            Answer::error(fault.4, "injected failure")
+        }
+        None => match st.append(&job, &body) {
+            Ok(()) => Answer::empty(),
+            Err(refused) => Answer::from(refused),
+        },
+    };
+    let seen = EventSeen {
+        node,
+        phase,
+        status,
+        answer: answer.status,
+    };
+    st.watchers.retain(|tx| tx.send(seen.clone()).is_ok());
+    Ok(answer)
 }
 
 // ------------------------------------------------------------------ decoding

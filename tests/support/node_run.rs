@@ -75,6 +75,50 @@ pub struct NodeConfig<'a> {
     /// What a stdin pipe carries; the pipe stays open (and unread) until the
     /// binary has exited. `None`: stdin is /dev/null.
     pub stdin: Option<&'a str>,
+    /// The node's memory (journal, run lock) shared with other runs;
+    /// `None`: a fresh one for this run alone.
+    pub state: Option<&'a NodeState>,
+    /// `HOSTENV_COMIN_RUN_TIMEOUT`; `None`: the default.
+    pub run_timeout: Option<u64>,
+}
+
+/// A node's memory between runs: its state directory (the journal) and
+/// its run lock, in a temporary directory of the test's own.
+pub struct NodeState {
+    dir: tempfile::TempDir,
+}
+
+impl NodeState {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("hat-state-")
+            .tempdir()
+            .expect("a state directory");
+        Self { dir }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.path().join("run").join("lock")
+    }
+
+    /// Every journal file, as JSON.
+    pub fn journal(&self) -> Vec<Value> {
+        let Ok(entries) = fs::read_dir(self.state_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| {
+                let text = fs::read_to_string(e.path()).expect("read a journal file");
+                serde_json::from_str(&text).expect("a journal file is JSON")
+            })
+            .collect()
+    }
 }
 
 /// The binary, running (as root, like comin runs it). Killed if dropped
@@ -87,6 +131,8 @@ pub struct Running {
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
     _token_file: tempfile::NamedTempFile,
+    /// The memory of a run that was given none.
+    _own_state: Option<NodeState>,
 }
 
 /// How a run ended.
@@ -156,6 +202,8 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
         "the token file is root-owned 0600"
     );
 
+    let own_state = cfg.state.is_none().then(NodeState::new);
+    let state = cfg.state.or(own_state.as_ref()).expect("a state");
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", PATH)
@@ -172,7 +220,13 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
             cfg.target_observe_timeout.to_string(),
         )
         .env("HOSTENV_COMIN_INTENT_WAIT", cfg.intent_wait.to_string())
+        .env("HOSTENV_COMIN_STATE_DIR", state.state_dir())
+        .env("HOSTENV_COMIN_LOCK_FILE", state.lock_file())
         .envs(cfg.extra_env.iter().copied())
+        .envs(
+            cfg.run_timeout
+                .map(|t| ("HOSTENV_COMIN_RUN_TIMEOUT", t.to_string())),
+        )
         .current_dir("/")
         .stdin(if cfg.stdin.is_some() {
             Stdio::piped()
@@ -198,6 +252,7 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
         stdout,
         stderr,
         _token_file: token_file,
+        _own_state: own_state,
     }
 }
 
@@ -211,6 +266,14 @@ impl Running {
         match self.child.as_mut() {
             Some(child) => !matches!(child.try_wait(), Ok(None)),
             None => true,
+        }
+    }
+
+    /// SIGKILL, as the OOM killer or a power cut would end the run; reaped.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

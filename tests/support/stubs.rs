@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostenv_activate::engine::{self, Outcome, Ports, Settings};
+use hostenv_activate::model::journal::JobRecord;
 use hostenv_activate::model::{
     BackupPayload, DeployStatus, FetchedIntent, IntentEnvelope, JobId, MigrationKey, NodeEvent,
     NodeName, Phase, RestorePlan, Status, UserName,
 };
 use hostenv_activate::ports::{
-    Account, Cancel, Clock, JobOutcome, Level, Log, LogFields, PlanStore, ProgramOutcome,
-    ProgramRun, Provider, ProviderError, Search, UnitRun, UnitStatus, UserPrograms, UserSystemd,
-    Users,
+    Account, Cancel, Clock, JobOutcome, Journal, Level, LockAttempt, LockHolder, Log, LogFields,
+    PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError, RunLock, Search, UnitRun,
+    UnitStatus, UserPrograms, UserSystemd, Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -80,10 +81,17 @@ pub struct StubProvider {
     /// Answer for the n-th POST attempt (0-based); default Ok.
     pub post_answers: RefCell<HashMap<usize, ProviderError>>,
     pub post_attempts: Cell<usize>,
+    /// Events delivered to job [`JOB`].
     pub posted: RefCell<Vec<NodeEvent>>,
+    /// Events delivered to other jobs, with their job.
+    pub posted_elsewhere: RefCell<Vec<(String, NodeEvent)>>,
     pub statuses: Script<Answer<Vec<DeployStatus>>>,
     pub backup: Script<Answer<Option<BackupPayload>>>,
     pub intent_calls: Cell<usize>,
+    /// Answers of `own_status`; by default the latest delivered event.
+    pub own: RefCell<Option<Answer<Option<DeployStatus>>>>,
+    /// `backup_snapshot` calls as (source, user).
+    pub backup_calls: RefCell<Vec<(String, String)>>,
 }
 
 /// The intent lookup's answer for `intent`, parsed as the HTTP adapter does.
@@ -105,9 +113,12 @@ impl StubProvider {
             post_answers: RefCell::new(HashMap::new()),
             post_attempts: Cell::new(0),
             posted: RefCell::new(Vec::new()),
+            posted_elsewhere: RefCell::new(Vec::new()),
             statuses: Script::new([Ok(vec![])]),
             backup: Script::new([Ok(None)]),
             intent_calls: Cell::new(0),
+            own: RefCell::new(None),
+            backup_calls: RefCell::new(Vec::new()),
         }
     }
     /// Makes the n-th POST attempt (0-based) fail with `err`.
@@ -159,24 +170,45 @@ impl Provider for StubProvider {
         format!("http://provider.test/api/deploy-intents/by-sha?sha={sha}&node={NODE}")
     }
     fn post_event(&self, job: &JobId, event: &NodeEvent) -> Answer<()> {
-        assert_eq!(job.as_str(), JOB);
         let n = self.post_attempts.get();
         self.post_attempts.set(n + 1);
         if let Some(err) = self.post_answers.borrow_mut().remove(&n) {
             return Err(err);
         }
-        self.posted.borrow_mut().push(event.clone());
+        if job.as_str() == JOB {
+            self.posted.borrow_mut().push(event.clone());
+        } else {
+            self.posted_elsewhere
+                .borrow_mut()
+                .push((job.to_string(), event.clone()));
+        }
         Ok(())
     }
     fn statuses(&self, _job: &JobId) -> Answer<Vec<DeployStatus>> {
         self.statuses.next().expect("scripted statuses")
     }
+    fn own_status(&self, _job: &JobId) -> Answer<Option<DeployStatus>> {
+        if let Some(answer) = self.own.borrow().clone() {
+            return answer;
+        }
+        Ok(self.posted.borrow().last().map(|e| DeployStatus {
+            event_id: Value::Null,
+            node: e.node.to_string(),
+            status: e.status,
+            phase: e.phase,
+            message: Some(e.message.clone()),
+            created_at: None,
+        }))
+    }
     fn backup_snapshot(
         &self,
         _job: &JobId,
-        _s: &NodeName,
-        _u: &UserName,
+        s: &NodeName,
+        u: &UserName,
     ) -> Answer<Option<BackupPayload>> {
+        self.backup_calls
+            .borrow_mut()
+            .push((s.to_string(), u.to_string()));
         self.backup.next().expect("scripted backup answer")
     }
 }
@@ -280,7 +312,13 @@ impl UserSystemd for StubSystemd {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no scripted run for {unit}"))
     }
-    fn stop_unit(&self, _a: &Account, unit: &str, _c: &Cancel) -> anyhow::Result<()> {
+    fn stop_unit(
+        &self,
+        _a: &Account,
+        unit: &str,
+        _timeout: Duration,
+        _c: &Cancel,
+    ) -> anyhow::Result<()> {
         self.stopped.borrow_mut().push(unit.into());
         Ok(())
     }
@@ -430,6 +468,91 @@ impl Log for StubLog {
     }
 }
 
+// ------------------------------------------------------------------ memory
+
+/// The journal in memory: records by job, every save kept.
+#[derive(Default)]
+pub struct StubJournal {
+    pub records: RefCell<BTreeMap<String, JobRecord>>,
+    pub saves: Cell<usize>,
+    pub fail_saves: Cell<bool>,
+}
+
+impl StubJournal {
+    pub fn record(&self, job: &str) -> Option<JobRecord> {
+        self.records.borrow().get(job).cloned()
+    }
+    pub fn put(&self, record: JobRecord) {
+        self.records
+            .borrow_mut()
+            .insert(record.job.to_string(), record);
+    }
+}
+
+impl Journal for StubJournal {
+    fn load(&self, job: &JobId) -> Option<JobRecord> {
+        self.record(job.as_str())
+    }
+    fn save(&self, record: &JobRecord) -> anyhow::Result<()> {
+        if self.fail_saves.get() {
+            anyhow::bail!("disk full");
+        }
+        self.saves.set(self.saves.get() + 1);
+        self.put(record.clone());
+        Ok(())
+    }
+    fn with_pending(&self) -> Vec<JobRecord> {
+        self.records
+            .borrow()
+            .values()
+            .filter(|r| !r.pending().is_empty())
+            .cloned()
+            .collect()
+    }
+    fn prune(&self, _now: Timestamp) {}
+}
+
+/// The run lock: busy (held by pid 4242) until the clock reaches
+/// `busy_until`.
+pub struct StubLock<'c> {
+    pub clock: &'c FakeClock,
+    pub busy_until: Cell<Option<Timestamp>>,
+    pub taken_at: Cell<Option<Timestamp>>,
+    pub attempts: Cell<usize>,
+}
+
+impl StubLock<'_> {
+    pub fn holder() -> LockHolder {
+        LockHolder {
+            pid: Some(4242),
+            since: "2026-11-22T09:59:00Z".parse().ok(),
+            sha: Some("0ther".into()),
+        }
+    }
+}
+
+impl RunLock for StubLock<'_> {
+    fn try_lock(&self, _sha: &str, now: Timestamp) -> anyhow::Result<LockAttempt> {
+        self.attempts.set(self.attempts.get() + 1);
+        if self
+            .busy_until
+            .get()
+            .is_some_and(|until| self.clock.now() < until)
+        {
+            return Ok(LockAttempt::Busy(Self::holder()));
+        }
+        self.taken_at.set(Some(now));
+        Ok(LockAttempt::Taken)
+    }
+    fn holder(&self) -> anyhow::Result<Option<LockHolder>> {
+        Ok(self
+            .busy_until
+            .get()
+            .is_some_and(|until| self.clock.now() < until)
+            .then(Self::holder))
+    }
+}
+
 // ------------------------------------------------------------------ world
 
 /// All stubs together, with settings for node-a.
@@ -438,7 +561,10 @@ pub struct World {
     pub systemd: StubSystemd,
     pub programs: StubPrograms,
     pub plans: StubPlans,
+    pub journal: StubJournal,
     pub clock: FakeClock,
+    /// The lock is busy until then (None: free).
+    pub lock_busy_until: Option<Timestamp>,
     pub log: StubLog,
     pub cancel: Cancel,
     pub settings: Settings,
@@ -446,35 +572,66 @@ pub struct World {
 
 impl World {
     pub fn new(provider: StubProvider) -> Self {
-        let settings = Settings::new(
+        let clock = FakeClock::new();
+        let mut settings = Settings::new(
             NodeName::parse(NODE).expect("node"),
             "abc".into(),
             Duration::from_secs(900),
+            clock.now(),
         );
+        settings.pid = 777;
         World {
             provider,
             systemd: StubSystemd::default(),
             programs: StubPrograms::default(),
             plans: StubPlans::default(),
-            clock: FakeClock::new(),
+            journal: StubJournal::default(),
+            clock,
+            lock_busy_until: None,
             log: StubLog::default(),
             cancel: Cancel::new(),
             settings,
         }
     }
 
+    pub fn lock(&self) -> StubLock<'_> {
+        StubLock {
+            clock: &self.clock,
+            busy_until: Cell::new(self.lock_busy_until),
+            taken_at: Cell::new(None),
+            attempts: Cell::new(0),
+        }
+    }
+
     pub fn run(&self) -> Outcome {
+        self.run_with(&self.lock())
+    }
+
+    pub fn run_with(&self, lock: &StubLock<'_>) -> Outcome {
         let ports = Ports {
             provider: &self.provider,
             users: &StubUsers,
             systemd: &self.systemd,
             programs: &self.programs,
             plans: &self.plans,
+            journal: &self.journal,
+            lock,
             clock: &self.clock,
             log: &self.log,
             cancel: &self.cancel,
         };
         engine::run(&self.settings, ports)
+    }
+
+    /// Log lines containing `needle`.
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        self.log
+            .0
+            .borrow()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 }
 

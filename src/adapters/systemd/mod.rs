@@ -230,7 +230,14 @@ impl UserSystemd for UserBus {
         })
     }
 
-    fn stop_unit(&self, account: &Account, unit: &str, cancel: &Cancel) -> anyhow::Result<()> {
+    fn stop_unit(
+        &self,
+        account: &Account,
+        unit: &str,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<()> {
+        let limit = self.stop_timeout.min(timeout);
         let session = self.session(account, Some(cancel))?;
         let who = &session.who;
         let (path, load_state) = session.load(unit)?;
@@ -246,7 +253,7 @@ impl UserSystemd for UserBus {
             .stop_unit(unit, "replace")
             .with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
         let hint = format!("check `systemctl --user status {unit}` as the user");
-        match jobs.wait_for(&job, Instant::now() + self.stop_timeout, Some(cancel)) {
+        match jobs.wait_for(&job, Instant::now() + limit, Some(cancel)) {
             JobEnd::Removed(result) if result == "done" => Ok(()),
             JobEnd::Removed(result) => {
                 bail!("{who}: stopping {unit} ended with job result {result:?}; {hint}")
@@ -256,7 +263,7 @@ impl UserSystemd for UserBus {
             ),
             JobEnd::Deadline => bail!(
                 "{who}: {unit} did not stop within {}s; {hint}",
-                self.stop_timeout.as_secs()
+                limit.as_secs()
             ),
             JobEnd::Lost => {
                 bail!("{who}: lost the connection to the user's systemd while stopping {unit}; {hint}")

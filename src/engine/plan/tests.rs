@@ -14,6 +14,7 @@ fn settings() -> Settings {
         NodeName::parse("node-a").expect("node"),
         "abc".into(),
         Duration::from_secs(900),
+        jiff::Timestamp::UNIX_EPOCH,
     )
 }
 
@@ -28,7 +29,7 @@ fn fetched(actions: serde_json::Value) -> FetchedIntent {
 
 /// The steps of the only action of `action`.
 fn steps_of(action: serde_json::Value) -> Vec<Step> {
-    let plan = plan(&settings(), &fetched(json!([action])));
+    let plan = plan(&settings(), &fetched(json!([action])), &Memory::default());
     match plan.body {
         Body::Perform { mut actions, .. } => actions.remove(0).steps,
         other => panic!("expected actions, got {other:?}"),
@@ -204,6 +205,7 @@ fn deactivate_for_another_node_waits_for_it_after_checking_the_user() {
         &fetched(
             json!([{"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}]),
         ),
+        &Memory::default(),
     );
     let Body::Perform { actions, .. } = plan.body else {
         panic!("actions");
@@ -274,7 +276,7 @@ fn a_failed_switch_refuses_everything_even_an_invalid_intent() {
         fetched(json!([{"op": "activate", "user": "acme"}])),
         fetched(json!([{"op": "nuke", "user": "acme"}])),
     ] {
-        let plan = plan(&s, &intent);
+        let plan = plan(&s, &intent, &Memory::default());
         let Body::Refuse { why, event } = &plan.body else {
             panic!("{plan:?}");
         };
@@ -299,6 +301,7 @@ fn an_invalid_intent_is_refused_with_the_reason() {
     let plan = plan(
         &settings(),
         &fetched(json!([{"op": "activate", "user": "../etc"}])),
+        &Memory::default(),
     );
     let Body::Refuse { why, event } = &plan.body else {
         panic!("{plan:?}");
@@ -315,7 +318,7 @@ fn an_invalid_intent_is_refused_with_the_reason() {
 
 #[test]
 fn no_actions_is_one_closing_event() {
-    let plan = plan(&settings(), &fetched(json!([])));
+    let plan = plan(&settings(), &fetched(json!([])), &Memory::default());
     assert_eq!(
         plan.would_post(),
         vec![PlannedEvent {
@@ -335,6 +338,7 @@ fn would_post_stops_at_an_action_that_fails_before_running() {
             {"op": "restore", "user": "acme", "fromNode": "node-b"},
             {"op": "activate", "user": "other"}
         ])),
+        &Memory::default(),
     );
     let events: Vec<(Phase, Status)> = plan
         .would_post()

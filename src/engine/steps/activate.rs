@@ -62,9 +62,15 @@ pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
             payload(Some(128 + signal)),
         ),
         ProgramOutcome::TimedOut => Terminal::timed_out(
-            format!(
-                "Activation timed out for {user} after {}s",
-                ctx.timeout_secs()
+            ctx.timed_out(
+                format!(
+                    "Activation timed out for {user} after {}s",
+                    ctx.timeout_secs()
+                ),
+                &format!(
+                    "running {} as {user} (its whole process tree was ended)",
+                    program.display()
+                ),
             ),
             payload(None),
         ),

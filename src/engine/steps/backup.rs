@@ -133,9 +133,12 @@ pub fn back_up(
     let user = &ctx.action.user;
     if ctx.remaining().is_zero() {
         return Err(k.timed_out(
-            format!(
-                "No time left of the {}s action timeout to start {unit} for user {user}, migration key {key}; the unit was not started",
-                ctx.timeout_secs()
+            ctx.timed_out(
+                format!(
+                    "No time left of the {}s action timeout to start {unit} for user {user}, migration key {key}; the unit was not started",
+                    ctx.timeout_secs()
+                ),
+                &format!("about to start {unit} for user {user}, migration key {key} (it was not started)"),
             ),
             &UnitStatus::default(),
         ));
@@ -177,10 +180,16 @@ pub fn back_up(
         }
         JobOutcome::TimedOut => {
             return Err(k.timed_out(
-                format!(
-                    "Backup unit {unit} for user {user}, migration key {key} timed out after {}s; the unit was stopped ({})",
-                    ctx.timeout_secs(),
-                    describe()
+                ctx.timed_out(
+                    format!(
+                        "Backup unit {unit} for user {user}, migration key {key} timed out after {}s; the unit was stopped ({})",
+                        ctx.timeout_secs(),
+                        describe()
+                    ),
+                    &format!(
+                        "running {unit} for user {user}, migration key {key}; the unit was stopped ({})",
+                        describe()
+                    ),
                 ),
                 status,
             ))
@@ -204,9 +213,12 @@ pub fn back_up(
         ProgramOutcome::Exited(0) => {}
         ProgramOutcome::TimedOut => {
             return Err(k.timed_out(
-                format!(
-                    "{shown} snapshots for user {user}, migration key {key} timed out (action timeout {}s)",
-                    ctx.timeout_secs()
+                ctx.timed_out(
+                    format!(
+                        "{shown} snapshots for user {user}, migration key {key} timed out (action timeout {}s)",
+                        ctx.timeout_secs()
+                    ),
+                    &format!("listing the snapshots of {user}, migration key {key}"),
                 ),
                 status,
             ))

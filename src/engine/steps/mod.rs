@@ -70,7 +70,10 @@ pub struct Ctx<'a> {
     pub ports: Ports<'a>,
     pub reporter: &'a Reporter<'a>,
     pub action: &'a Action,
+    /// The action's own deadline or the run's, whichever comes first.
     pub deadline: Timestamp,
+    /// The run deadline comes first: a timeout is the run's.
+    run_bound: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -83,13 +86,30 @@ impl<'a> Ctx<'a> {
         let timeout =
             SignedDuration::try_from(settings.action_timeout).unwrap_or(SignedDuration::MAX);
         let now = ports.clock.now();
-        let deadline = now.checked_add(timeout).unwrap_or(Timestamp::MAX);
+        let own = now.checked_add(timeout).unwrap_or(Timestamp::MAX);
+        let run = settings.deadline();
         Ctx {
             settings,
             ports,
             reporter,
             action,
-            deadline,
+            deadline: own.min(run),
+            run_bound: run <= own,
+        }
+    }
+
+    /// The message of a timeout: `own` when the action's timeout ended it,
+    /// else the run deadline's, saying what was going on (`during`).
+    pub fn timed_out(&self, own: String, during: &str) -> String {
+        if self.run_bound {
+            format!(
+                "{} while {during}; {} for {} was ended as on its own timeout",
+                self.settings.deadline_reached(),
+                self.action.op,
+                self.action.user
+            )
+        } else {
+            own
         }
     }
 

@@ -9,7 +9,7 @@ pub fn stop_unit(ctx: &Ctx<'_>, account: &Account, unit: &str) -> Result<(), End
     let user = &ctx.action.user;
     ctx.ports
         .systemd
-        .stop_unit(account, unit, ctx.ports.cancel)
+        .stop_unit(account, unit, ctx.remaining(), ctx.ports.cancel)
         .map_err(|e| {
             ctx.fail(
                 Some(unit),

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use crate::engine::report::Stop;
 use crate::engine::retry;
 use crate::model::{DeployStatus, MigrationKey, NodeName, Phase, Status, Terminal};
@@ -58,8 +60,9 @@ pub fn target_verdict(latest: Option<&DeployStatus>) -> Option<Result<(), String
 }
 
 /// Between two polls: ends the wait on cancel or past the deadline,
-/// otherwise sleeps one poll interval (or what is left of the deadline).
-fn pause<T>(ctx: &Ctx<'_>) -> Option<Waited<T>> {
+/// otherwise sleeps until one poll interval after `polled` (when the last
+/// poll began), so polls start at most one interval apart.
+fn pause<T>(ctx: &Ctx<'_>, polled: Timestamp) -> Option<Waited<T>> {
     if ctx.ports.cancel.is_cancelled() {
         return Some(Waited::Interrupted);
     }
@@ -67,7 +70,9 @@ fn pause<T>(ctx: &Ctx<'_>) -> Option<Waited<T>> {
     if left.is_zero() {
         return Some(Waited::TimedOut);
     }
-    ctx.ports.clock.sleep(ctx.settings.peer_poll.min(left));
+    let spent = retry::elapsed(ctx.ports.clock, polled);
+    let interval = ctx.settings.peer_poll.saturating_sub(spent);
+    ctx.ports.clock.sleep(interval.min(left));
     None
 }
 
@@ -89,9 +94,12 @@ pub fn await_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Resu
             None,
         ))),
         Waited::TimedOut => Err(Ended::With(Terminal::timed_out(
-            format!(
-                "Deactivation of {user} timed out after {}s waiting for {target} to activate",
-                ctx.timeout_secs()
+            ctx.timed_out(
+                format!(
+                    "Deactivation of {user} timed out after {}s waiting for {target} to activate",
+                    ctx.timeout_secs()
+                ),
+                &format!("waiting for {target} to activate {user}"),
             ),
             None,
         ))),
@@ -115,9 +123,12 @@ pub fn await_backup(
             None,
         ))),
         Waited::TimedOut => Err(Ended::With(Terminal::timed_out(
-            format!(
-                "Restore for {user} timed out after {}s waiting for the backup on {source}",
-                ctx.timeout_secs()
+            ctx.timed_out(
+                format!(
+                    "Restore for {user} timed out after {}s waiting for the backup on {source}",
+                    ctx.timeout_secs()
+                ),
+                &format!("waiting for the backup of {user} on {source}"),
             ),
             None,
         ))),
@@ -132,6 +143,7 @@ fn for_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Result<Wai
     let start = ctx.ports.clock.now();
     let mut seen = false;
     loop {
+        let polled = ctx.ports.clock.now();
         let statuses = ctx.provider_call("statuses", || {
             ctx.ports.provider.statuses(ctx.reporter.job())
         })?;
@@ -149,7 +161,7 @@ fn for_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Result<Wai
         if !seen && retry::elapsed(ctx.ports.clock, start) >= observe {
             return Ok(Waited::Ready(Target::NotVisible));
         }
-        if let Some(end) = pause(ctx) {
+        if let Some(end) = pause(ctx, polled) {
             return Ok(end);
         }
     }
@@ -164,6 +176,7 @@ fn for_backup(
 ) -> Result<Waited<BTreeMap<MigrationKey, String>>, Stop> {
     let user = &ctx.action.user;
     loop {
+        let polled = ctx.ports.clock.now();
         let payload = ctx.provider_call("backup-snapshot", || {
             ctx.ports
                 .provider
@@ -200,7 +213,7 @@ fn for_backup(
                 )));
             }
         }
-        if let Some(end) = pause(ctx) {
+        if let Some(end) = pause(ctx, polled) {
             return Ok(end);
         }
     }

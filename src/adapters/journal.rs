@@ -1,0 +1,332 @@
+//! The run journal on disk (`ports::Journal`): one JSON file per (job,
+//! node) in the state directory (0700, root), each change written
+//! atomically (temp file, fsync, rename, fsync of the directory), read back
+//! bounded and defensively: a file that is not a record of this node is
+//! logged and ignored, never fatal. Old files are pruned.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use jiff::Timestamp;
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fchmod, Mode};
+use nix::unistd::mkdir;
+use sha2::{Digest, Sha256};
+
+use crate::adapters::files::{read_bounded, replace_atomically, FileError};
+use crate::model::journal::JobRecord;
+use crate::model::{JobId, NodeName};
+use crate::ports::{Journal, Level, Log, LogFields};
+
+/// Where the journal lives unless configured otherwise.
+pub const DEFAULT_DIR: &str = "/var/lib/hostenv-activate";
+/// A journal file is a few KiB; anything this large is not ours.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Pruning keeps at least this many of the node's newest files...
+pub const KEEP_NEWEST: usize = 50;
+/// ...and every file younger than this.
+pub const KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// [`Journal`] in a directory.
+pub struct FileJournal {
+    dir: PathBuf,
+    node: NodeName,
+    log: Arc<dyn Log + Send + Sync>,
+    /// A dry run, `status` and `doctor` only read.
+    writable: bool,
+}
+
+/// A journal file name part: `[A-Za-z0-9_-]` kept, other bytes `%XX`;
+/// long values are replaced by a hash (file names are at most 255 bytes).
+fn encode(raw: &str) -> String {
+    let encoded: String = raw
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    if encoded.len() <= 80 {
+        encoded
+    } else {
+        let hash = Sha256::digest(raw.as_bytes());
+        let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("h{hex}")
+    }
+}
+
+impl FileJournal {
+    /// The journal of `node` in `dir`, created (0700) on the first write.
+    pub fn new(dir: impl Into<PathBuf>, node: NodeName, log: Arc<dyn Log + Send + Sync>) -> Self {
+        FileJournal {
+            dir: dir.into(),
+            node,
+            log,
+            writable: true,
+        }
+    }
+
+    /// The same journal, for reading only: nothing is created or written.
+    pub fn reader(
+        dir: impl Into<PathBuf>,
+        node: NodeName,
+        log: Arc<dyn Log + Send + Sync>,
+    ) -> Self {
+        FileJournal {
+            writable: false,
+            ..Self::new(dir, node, log)
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `job-<job>.node-<node>.json`.
+    pub fn file_name(&self, job: &JobId) -> String {
+        format!("job-{}{}", encode(job.as_str()), self.suffix())
+    }
+
+    fn suffix(&self) -> String {
+        format!(".node-{}.json", encode(self.node.as_str()))
+    }
+
+    fn warn(&self, job: Option<&JobId>, message: &str) {
+        let fields = LogFields {
+            node: Some(self.node.as_str()),
+            job: job.map(JobId::as_str),
+            ..LogFields::default()
+        };
+        self.log.line(Level::Warn, &fields, message);
+    }
+
+    /// The directory, opened without following a link; created 0700 first
+    /// when missing and `create`.
+    fn open_dir(&self, create: bool) -> anyhow::Result<Option<OwnedFd>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match open(&self.dir, flags, Mode::empty()) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::ENOENT) if create => {}
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => bail!(
+                "the state directory {} is a symlink or not a directory; it must be a directory (HOSTENV_COMIN_STATE_DIR)",
+                self.dir.display()
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot open the state directory {}", self.dir.display())
+                })
+            }
+        }
+        if let Some(parent) = self.dir.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        match mkdir(&self.dir, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot create the state directory {}", self.dir.display())
+                })
+            }
+        }
+        let fd = open(&self.dir, flags, Mode::empty())
+            .with_context(|| format!("cannot open the state directory {}", self.dir.display()))?;
+        fchmod(&fd, Mode::from_bits_truncate(0o700))
+            .with_context(|| format!("cannot set mode 0700 on {}", self.dir.display()))?;
+        Ok(Some(fd))
+    }
+
+    /// Reads one file as this node's record of `job` (when given), or
+    /// says why it cannot be used (`None`: there is no file).
+    fn read(&self, path: &Path, job: Option<&JobId>) -> Result<JobRecord, Option<String>> {
+        let bytes = read_bounded(path, MAX_FILE_BYTES, true).map_err(|e| match e {
+            FileError::Missing => None,
+            other => Some(other.to_string()),
+        })?;
+        self.parse(&bytes, job).map_err(Some)
+    }
+
+    fn parse(&self, bytes: &[u8], job: Option<&JobId>) -> Result<JobRecord, String> {
+        let record = JobRecord::parse(bytes).map_err(|e| e.to_string())?;
+        if record.node != self.node {
+            return Err(format!("it is the record of node {}", record.node));
+        }
+        if job.is_some_and(|job| record.job != *job) {
+            return Err(format!("it is the record of job {}", record.job));
+        }
+        Ok(record)
+    }
+
+    /// Every file of this node in the directory, with its modification time.
+    fn files(&self) -> Vec<(PathBuf, SystemTime)> {
+        let suffix = self.suffix();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("job-") && name.ends_with(&suffix)
+            })
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((e.path(), meta.modified().ok()?))
+            })
+            .collect()
+    }
+
+    /// This node's readable records, newest first; unreadable files are
+    /// reported and skipped.
+    pub fn records(&self) -> Vec<JobRecord> {
+        let mut records: Vec<JobRecord> = self
+            .files()
+            .into_iter()
+            .filter_map(|(path, _)| match self.read(&path, None) {
+                Ok(record) if path.file_name() == Some(self.file_name(&record.job).as_ref()) => {
+                    Some(record)
+                }
+                Ok(record) => {
+                    self.warn(
+                        None,
+                        &format!(
+                            "ignoring journal file {}: it holds the record of job {}",
+                            path.display(),
+                            record.job
+                        ),
+                    );
+                    None
+                }
+                Err(None) => None,
+                Err(Some(why)) => {
+                    self.warn(
+                        None,
+                        &format!("ignoring journal file {}: {why}", path.display()),
+                    );
+                    None
+                }
+            })
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.last_activity()));
+        records
+    }
+
+    /// Problems with the directory an operator should know about.
+    pub fn check_dir(&self) -> Result<String, String> {
+        let meta = match std::fs::symlink_metadata(&self.dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(format!(
+                    "{} does not exist yet; the first run creates it (0700)",
+                    self.dir.display()
+                ))
+            }
+            Err(e) => return Err(format!("cannot look at {}: {e}", self.dir.display())),
+        };
+        if !meta.is_dir() {
+            return Err(format!(
+                "{} is not a directory (a symlink?); remove it or set HOSTENV_COMIN_STATE_DIR",
+                self.dir.display()
+            ));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 || meta.uid() != 0 {
+            return Err(format!(
+                "{} has owner uid {} and mode {mode:04o}; it should be root's, 0700 (chown root: {0}; chmod 0700 {0})",
+                self.dir.display(),
+                meta.uid(),
+            ));
+        }
+        Ok(format!("{} is root's, mode 0700", self.dir.display()))
+    }
+}
+
+impl Journal for FileJournal {
+    fn load(&self, job: &JobId) -> Option<JobRecord> {
+        let path = self.dir.join(self.file_name(job));
+        match self.read(&path, Some(job)) {
+            Ok(record) => Some(record),
+            Err(None) => None,
+            Err(Some(why)) => {
+                self.warn(
+                    Some(job),
+                    &format!(
+                        "ignoring the journal file {} ({why}); this run starts the job's record afresh",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn save(&self, record: &JobRecord) -> anyhow::Result<()> {
+        if !self.writable {
+            bail!("the journal is open for reading only");
+        }
+        if record.node != self.node {
+            bail!(
+                "a record of node {} does not belong in the journal of {}",
+                record.node,
+                self.node
+            );
+        }
+        let dir = self
+            .open_dir(true)?
+            .with_context(|| format!("the state directory {} vanished", self.dir.display()))?;
+        replace_atomically(
+            &dir,
+            &self.dir,
+            &self.file_name(&record.job),
+            &record.to_bytes(),
+            |file: &File| {
+                fchmod(file, Mode::from_bits_truncate(0o600)).context("chmod 0600")?;
+                Ok(())
+            },
+        )
+    }
+
+    fn with_pending(&self) -> Vec<JobRecord> {
+        self.records()
+            .into_iter()
+            .filter(|r| !r.pending().is_empty())
+            .collect()
+    }
+
+    fn prune(&self, now: Timestamp) {
+        if !self.writable {
+            return;
+        }
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(now.as_second()).unwrap_or(0));
+        let mut files = self.files();
+        files.sort_by_key(|(_, modified)| std::cmp::Reverse(*modified));
+        for (path, modified) in files.into_iter().skip(KEEP_NEWEST) {
+            let age = now.duration_since(modified).unwrap_or(Duration::ZERO);
+            if age <= KEEP_FOR {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.warn(
+                    None,
+                    &format!("pruned the journal file {} (older than 30 days, beyond the newest {KEEP_NEWEST})", path.display()),
+                ),
+                Err(e) => self.warn(None, &format!("cannot prune {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

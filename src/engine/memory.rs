@@ -1,0 +1,363 @@
+//! Run memory (behaviour.md, "Run memory"): one run at a time per node (the
+//! lock, waited for within the run deadline), the journal that lets a run
+//! resume after a crash (what earlier runs left, and every change this run
+//! makes), and delivering the terminal events an earlier run could not.
+
+use std::cell::RefCell;
+
+use crate::model::journal::{
+    ActionRecord, ActionState, Delivery, EventOf, JobRecord, Posted, RunEnd,
+};
+use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Phase, Terminal};
+use crate::ports::{Level, LockAttempt, LogFields, ProviderError};
+
+use super::plan::{ActionPlan, Memory};
+use super::report::Stop;
+use super::{retry, Outcome, Ports, Settings};
+
+fn log(settings: &Settings, ports: Ports<'_>, job: Option<&JobId>, level: Level, msg: &str) {
+    let fields = LogFields {
+        node: Some(settings.node.as_str()),
+        job: job.map(JobId::as_str),
+        ..LogFields::default()
+    };
+    ports.log.line(level, &fields, msg);
+}
+
+/// Takes the node's run lock, waiting (within the run deadline) while
+/// another run holds it, and saying once who that is.
+pub fn take_lock(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop> {
+    let mut announced = false;
+    loop {
+        let now = ports.clock.now();
+        let holder = match ports.lock.try_lock(&settings.sha, now) {
+            Ok(LockAttempt::Taken) => return Ok(()),
+            Ok(LockAttempt::Busy(holder)) => holder,
+            Err(e) => {
+                return Err(Stop::Lock {
+                    why: format!("{e:#}"),
+                })
+            }
+        };
+        let who = format!(
+            "pid {}, since {}, commit {}",
+            holder.pid.map_or("unknown".to_owned(), |p| p.to_string()),
+            holder.since.map_or("unknown".to_owned(), |t| t.to_string()),
+            holder.sha.as_deref().unwrap_or("unknown"),
+        );
+        if !announced {
+            announced = true;
+            log(
+                settings,
+                ports,
+                None,
+                Level::Warn,
+                &format!(
+                    "another run holds this node's run lock ({who}); waiting for it to finish"
+                ),
+            );
+        }
+        if ports.cancel.is_cancelled() {
+            return Err(Stop::Interrupted {
+                step: format!("waiting for the run lock ({who})"),
+            });
+        }
+        let left = settings.time_left(now);
+        if left.is_zero() {
+            return Err(Stop::Deadline {
+                reached: settings.deadline_reached(),
+                step: format!("waiting for the run lock held by another run ({who})"),
+            });
+        }
+        ports.clock.sleep(Settings::LOCK_POLL.min(left));
+    }
+}
+
+/// Whether this node's latest event on `job` is `event` already: the POST
+/// went through but the run ended before the journal said so.
+fn already_there(ports: Ports<'_>, job: &JobId, event: &NodeEvent) -> bool {
+    matches!(ports.provider.own_status(job), Ok(Some(latest))
+        if latest.phase == event.phase
+            && latest.status == event.status
+            && latest.message.as_deref() == Some(event.message.as_str()))
+}
+
+/// Delivers the terminal events earlier runs could not, for every job
+/// that has some: 409 drops one (the job is closed), 403 ends the run,
+/// other failures keep them for the next run.
+pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop> {
+    ports.journal.prune(ports.clock.now());
+    for mut record in ports.journal.with_pending() {
+        let job = record.job.clone();
+        for pending in record.pending() {
+            let phase = match &pending.of {
+                EventOf::Action { op, .. } => Phase::from(*op),
+                EventOf::Closing => Phase::Intent,
+            };
+            let event = pending.terminal.event(&settings.node, phase);
+            let shown = format!("({phase}, {}) \"{}\"", event.status, event.message);
+            if already_there(ports, &job, &event) {
+                record.mark(&pending.of, Delivery::Delivered);
+                log(
+                    settings,
+                    ports,
+                    Some(&job),
+                    Level::Info,
+                    &format!(
+                        "the provider already has {shown}, left undelivered by an earlier run"
+                    ),
+                );
+                save(settings, ports, &record);
+                continue;
+            }
+            let step = format!(
+                "delivering {phase}/{} of job {job} left by an earlier run",
+                event.status
+            );
+            match retry::retrying(settings, ports, &step, || {
+                ports.provider.post_event(&job, &event)
+            }) {
+                Ok(()) => {
+                    record.mark(&pending.of, Delivery::Delivered);
+                    log(
+                        settings,
+                        ports,
+                        Some(&job),
+                        Level::Info,
+                        &format!("delivered {shown}, left undelivered by an earlier run"),
+                    );
+                }
+                Err(ProviderError::JobClosed) => {
+                    record.mark(&pending.of, Delivery::Dropped);
+                    log(
+                        settings,
+                        ports,
+                        Some(&job),
+                        Level::Warn,
+                        &format!(
+                            "job {job} is closed (409): dropping its undelivered event {shown}"
+                        ),
+                    );
+                }
+                Err(ProviderError::Refused) => return Err(Stop::Refused { step }),
+                Err(e) => {
+                    log(settings, ports, Some(&job), Level::Warn, &format!("cannot deliver {shown} ({e}); it stays in the journal for the next run"));
+                    return Ok(());
+                }
+            }
+            save(settings, ports, &record);
+        }
+    }
+    Ok(())
+}
+
+/// What earlier runs left for `fetched`: its journal record, when written
+/// for this very intent (another one is reported and ignored), and the
+/// backup payloads the provider already serves for this node's backups.
+/// `published` asks the provider for one user's payload.
+pub fn recall(
+    settings: &Settings,
+    fetched: &FetchedIntent,
+    record: Option<JobRecord>,
+    mut published: impl FnMut(&Action) -> Result<Option<BackupPayload>, ProviderError>,
+) -> Result<(Memory, Option<String>), ProviderError> {
+    let mut note = None;
+    let record = record.filter(|r| {
+        let same = r.intent_digest == fetched.digest;
+        if !same {
+            note = Some(format!(
+                "the journal of job {} was written for another intent ({}, now {}); ignoring it and starting afresh",
+                fetched.job, r.intent_digest, fetched.digest
+            ));
+        }
+        same
+    });
+    let mut memory = Memory {
+        record,
+        ..Memory::default()
+    };
+    if let Ok(intent) = &fetched.intent {
+        for (index, action) in intent.actions.iter().enumerate() {
+            if action.op != Op::Backup || action.migrations.is_empty() {
+                continue;
+            }
+            if let Some(payload) = published(action)? {
+                if payload.source_node == settings.node && payload.user == action.user {
+                    memory.published.insert(index, payload);
+                }
+            }
+        }
+    }
+    Ok((memory, note))
+}
+
+/// [`recall`] for the run: the journal through its port, the provider with
+/// retries.
+pub fn recall_for_run(
+    settings: &Settings,
+    ports: Ports<'_>,
+    fetched: &FetchedIntent,
+) -> Result<Memory, Stop> {
+    let step = "backup-snapshot of this node (resume)".to_owned();
+    let (memory, note) = recall(
+        settings,
+        fetched,
+        ports.journal.load(&fetched.job),
+        |action| {
+            retry::retrying(settings, ports, &step, || {
+                ports
+                    .provider
+                    .backup_snapshot(&fetched.job, &settings.node, &action.user)
+            })
+        },
+    )
+    .map_err(|e| Stop::from_provider(Some(&fetched.job), step.clone(), e))?;
+    if let Some(note) = note {
+        log(settings, ports, Some(&fetched.job), Level::Warn, &note);
+    }
+    Ok(memory)
+}
+
+fn save(settings: &Settings, ports: Ports<'_>, record: &JobRecord) {
+    if let Err(e) = ports.journal.save(record) {
+        log(
+            settings,
+            ports,
+            Some(&record.job),
+            Level::Error,
+            &format!("cannot write the journal ({e:#}); a run after a crash may not know what this one did"),
+        );
+    }
+}
+
+/// This run's changes to the job's record, each saved at once.
+pub struct Memo<'a> {
+    settings: &'a Settings,
+    ports: Ports<'a>,
+    record: RefCell<JobRecord>,
+}
+
+impl<'a> Memo<'a> {
+    /// The record of `fetched` (what `memory` recalled, or a new one) with
+    /// this run added to it.
+    pub fn open(
+        settings: &'a Settings,
+        ports: Ports<'a>,
+        fetched: &FetchedIntent,
+        memory: &Memory,
+    ) -> Self {
+        let mut record = memory.record.clone().unwrap_or_else(|| {
+            JobRecord::new(
+                settings.node.clone(),
+                fetched.job.clone(),
+                settings.sha.clone(),
+                fetched.digest.clone(),
+            )
+        });
+        record.sha = settings.sha.clone();
+        record.begin_run(settings.pid, ports.clock.now());
+        let memo = Memo {
+            settings,
+            ports,
+            record: RefCell::new(record),
+        };
+        memo.save();
+        memo
+    }
+
+    fn save(&self) {
+        save(self.settings, self.ports, &self.record.borrow());
+    }
+
+    fn started_at(&self, planned: &ActionPlan) -> jiff::Timestamp {
+        let record = self.record.borrow();
+        match record
+            .action(planned.index, &planned.action)
+            .map(|a| &a.state)
+        {
+            Some(
+                ActionState::Started { started_at } | ActionState::Finished { started_at, .. },
+            ) => *started_at,
+            None => self.ports.clock.now(),
+        }
+    }
+
+    /// The action starts (again).
+    pub fn started(&self, planned: &ActionPlan) {
+        let now = self.ports.clock.now();
+        self.record.borrow_mut().put(ActionRecord {
+            index: planned.index,
+            op: planned.action.op,
+            user: planned.action.user.clone(),
+            state: ActionState::Started { started_at: now },
+        });
+        self.save();
+    }
+
+    /// The action has its terminal event.
+    pub fn finished(
+        &self,
+        planned: &ActionPlan,
+        terminal: &Terminal,
+        adopted: bool,
+        delivery: Delivery,
+    ) {
+        let started_at = self.started_at(planned);
+        let now = self.ports.clock.now();
+        self.record.borrow_mut().put(ActionRecord {
+            index: planned.index,
+            op: planned.action.op,
+            user: planned.action.user.clone(),
+            state: ActionState::Finished {
+                started_at,
+                finished_at: now,
+                adopted,
+                event: Posted {
+                    terminal: terminal.clone(),
+                    delivery,
+                },
+            },
+        });
+        self.save();
+    }
+
+    /// The node's final (`intent`, ...) event is about to be posted.
+    pub fn closing(&self, terminal: &Terminal) {
+        self.record.borrow_mut().closing = Some(Posted {
+            terminal: terminal.clone(),
+            delivery: Delivery::Pending,
+        });
+        self.save();
+    }
+
+    /// What posting the event `of` came to: delivered, dropped (the job is
+    /// closed) or still pending.
+    pub fn delivery(&self, of: &EventOf, posted: &Result<(), Stop>) {
+        let delivery = match posted {
+            Ok(()) => Delivery::Delivered,
+            Err(Stop::JobClosed { .. }) => Delivery::Dropped,
+            Err(_) => return,
+        };
+        self.record.borrow_mut().mark(of, delivery);
+        self.save();
+    }
+
+    /// The run ends with `outcome`.
+    pub fn end(&self, outcome: &Outcome) {
+        self.record.borrow_mut().end_run(RunEnd {
+            at: self.ports.clock.now(),
+            success: !matches!(outcome, Outcome::Failed(_)),
+            message: outcome.message().to_owned(),
+        });
+        self.save();
+    }
+}
+
+/// Which event of the job an action's terminal event is.
+pub fn of_action(planned: &ActionPlan) -> EventOf {
+    EventOf::Action {
+        index: planned.index,
+        op: planned.action.op,
+        user: planned.action.user.clone(),
+    }
+}
