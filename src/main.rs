@@ -65,13 +65,15 @@ fn run(config: &Config) -> anyhow::Result<Exit> {
     signals::install(&cancel).context("cannot install the SIGTERM/SIGINT handler")?;
     let log = Arc::new(Logger::system());
     let clock = SystemClock::new(cancel.clone());
-    let token = token::read_token(&config.token_file, &clock, TOKEN_WAIT).map_err(|e| {
-        if cancel.is_cancelled() {
-            e.context("interrupted by a stop signal while waiting for the token file")
-        } else {
-            e
-        }
-    })?;
+    // No run deadline exists yet: the wait is bounded by TOKEN_WAIT and cancel.
+    let token = token::read_token(
+        &config.token_file,
+        &clock,
+        log.as_ref(),
+        &cancel,
+        TOKEN_WAIT,
+        None,
+    )?;
     let provider = HttpProvider::new(&config.api_base, config.node.clone(), token)?
         .stopping_with(cancel.clone());
     let users = SystemUsers::new();
