@@ -11,7 +11,9 @@ use hostenv_activate::ports::ProviderError;
 use jiff::tz::{Offset, TimeZone};
 use jiff::Timestamp;
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestCaseError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 /// Cases per property.
@@ -337,6 +339,22 @@ proptest! {
 
 // ------------------------------------------------------------ names
 
+/// `value` written as JSON (as the intent carries it) reads back as itself.
+fn json_round_trip<T>(value: &T) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let json = serde_json::to_string(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let back: T = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&back, value);
+    Ok(())
+}
+
+/// The JSON string `s` does not deserialise as a `T`.
+fn json_refuses<T: DeserializeOwned>(s: &str) -> bool {
+    serde_json::to_string(s).map_or(true, |json| serde_json::from_str::<T>(&json).is_err())
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -350,14 +368,12 @@ proptest! {
                 prop_assert!(!s.contains('/') && !s.contains("..") && !s.chars().any(char::is_whitespace));
                 prop_assert!((1..=32).contains(&s.len()));
                 prop_assert_eq!(UserName::parse(name.as_str()), Ok(name.clone()));
-                let json = serde_json::to_string(&name).expect("serialises");
-                prop_assert_eq!(serde_json::from_str::<UserName>(&json).expect("re-reads"), name);
+                json_round_trip(&name)?;
             }
             Err(e) => {
                 prop_assert_eq!(e.kind, "user name");
                 prop_assert_eq!(&e.value, &s);
-                let json = serde_json::to_string(&s).expect("serialises");
-                prop_assert!(serde_json::from_str::<UserName>(&json).is_err());
+                prop_assert!(json_refuses::<UserName>(&s));
             }
         }
     }
@@ -382,12 +398,12 @@ proptest! {
                 prop_assert!((1..=128).contains(&s.len()));
                 prop_assert_eq!(key.unit_name(), format!("restic-backups-{s}.service"));
                 prop_assert_eq!(MigrationKey::parse(key.as_str()), Ok(key.clone()));
-                let json = serde_json::to_string(&key).expect("serialises");
-                prop_assert_eq!(serde_json::from_str::<MigrationKey>(&json).expect("re-reads"), key);
+                json_round_trip(&key)?;
             }
             Err(e) => {
                 prop_assert_eq!(e.kind, "migration key");
                 prop_assert_eq!(&e.value, &s);
+                prop_assert!(json_refuses::<MigrationKey>(&s));
             }
         }
     }
@@ -407,8 +423,12 @@ proptest! {
                 prop_assert!(!s.is_empty() && s.len() <= 253);
                 prop_assert!(!s.chars().any(|c| c.is_whitespace() || c.is_control()));
                 prop_assert_eq!(NodeName::parse(node.as_str()), Ok(node.clone()));
+                json_round_trip(&node)?;
             }
-            Err(e) => prop_assert_eq!(&e.value, &s),
+            Err(e) => {
+                prop_assert_eq!(&e.value, &s);
+                prop_assert!(json_refuses::<NodeName>(&s));
+            }
         }
     }
 }

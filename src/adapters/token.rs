@@ -646,22 +646,25 @@ mod tests {
         assert!(reaction < Duration::from_secs(1), "took {reaction:?}");
     }
 
+    fn read_until(path: &Path, clock: &FakeClock, deadline: Timestamp) -> anyhow::Result<Token> {
+        let log = Recorder::default();
+        read_token(
+            path,
+            clock,
+            &log,
+            &Cancel::new(),
+            DEFAULT_WAIT,
+            Some(deadline),
+        )
+    }
+
     #[test]
     fn the_run_deadline_cuts_the_wait_short() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("never");
         let clock = FakeClock::new(|_| {});
         let deadline = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(5);
-        let log = Recorder::default();
-        let err = read_token(
-            &path,
-            &clock,
-            &log,
-            &Cancel::new(),
-            DEFAULT_WAIT,
-            Some(deadline),
-        )
-        .expect_err("gave up");
+        let err = read_until(&path, &clock, deadline).expect_err("gave up");
         let msg = format!("{err:#}");
         assert_eq!(clock.elapsed(), SignedDuration::from_secs(5));
         assert!(msg.contains("deadline"), "{msg}");
@@ -669,15 +672,7 @@ mod tests {
         // A later deadline leaves the 30 s as they are.
         let clock = FakeClock::new(|_| {});
         let late = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(3600);
-        let err = read_token(
-            &path,
-            &clock,
-            &log,
-            &Cancel::new(),
-            DEFAULT_WAIT,
-            Some(late),
-        )
-        .expect_err("gave up");
+        let err = read_until(&path, &clock, late).expect_err("gave up");
         assert_eq!(clock.elapsed(), SignedDuration::from_secs(30));
         assert!(!format!("{err:#}").contains("deadline"));
 
@@ -685,25 +680,9 @@ mod tests {
         let clock = FakeClock::new(|_| {});
         let past = Timestamp::UNIX_EPOCH - SignedDuration::from_secs(1);
         let (_dir, present) = token_file(b"here\n");
-        let token = read_token(
-            &present,
-            &clock,
-            &log,
-            &Cancel::new(),
-            DEFAULT_WAIT,
-            Some(past),
-        )
-        .expect("a present file is still read");
+        let token = read_until(&present, &clock, past).expect("a present file is still read");
         assert_eq!(token.expose(), "here");
-        assert!(read_token(
-            &path,
-            &clock,
-            &log,
-            &Cancel::new(),
-            DEFAULT_WAIT,
-            Some(past)
-        )
-        .is_err());
+        assert!(read_until(&path, &clock, past).is_err());
         assert_eq!(clock.sleeps.get(), 0);
     }
 }

@@ -62,15 +62,20 @@ fn engine_per_action() -> Duration {
     median(samples)
 }
 
-fn spawn_costs() -> (Duration, Duration) {
+/// `/bin/true` as this process's own user, through a runner logging to `log`.
+fn true_via_runner(log: Arc<dyn Log + Send + Sync>) -> (ProcessRunner, UserCommand, Account) {
     let account = me();
-    let runner = ProcessRunner::new(Arc::new(Logger::new("/nonexistent/journal")));
     let cmd = UserCommand::for_account(
         &account,
         PathBuf::from("/bin/true"),
         Vec::new(),
         Duration::from_secs(10),
     );
+    (ProcessRunner::new(log), cmd, account)
+}
+
+fn spawn_costs() -> (Duration, Duration) {
+    let (runner, cmd, account) = true_via_runner(Arc::new(Logger::new("/nonexistent/journal")));
     let cancel = Cancel::new();
     let mut ours = Vec::new();
     let mut bare = Vec::new();
@@ -161,14 +166,7 @@ fn processes_on_the_machine() -> usize {
 /// In the measuring child: the median of running `/bin/true` through the
 /// process runner, printed as nanoseconds, then the process count.
 fn measure_runner_in_crowd() {
-    let account = me();
-    let runner = ProcessRunner::new(Arc::new(Quiet));
-    let cmd = UserCommand::for_account(
-        &account,
-        PathBuf::from("/bin/true"),
-        Vec::new(),
-        Duration::from_secs(10),
-    );
+    let (runner, cmd, account) = true_via_runner(Arc::new(Quiet));
     let cancel = Cancel::new();
     runner.run(&cmd, &account, &cancel).expect("runs"); // warm-up
     let samples = (0..CROWD_SAMPLES)
