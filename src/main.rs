@@ -92,7 +92,7 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
             let comin = config.comin.clone().unwrap_or(CominStatus::Done);
             let settings = config.settings(sha, comin, started_at);
             let clock = SystemClock::new(cancel.clone());
-            let provider = provider(config, &settings, &cancel, &clock, deadline)?;
+            let provider = provider(config, &settings, &log, &cancel, &clock, deadline)?;
             let users = SystemUsers::new();
             let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
             let systemd = UserBus::new();
@@ -127,18 +127,19 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
 fn provider(
     config: &Config,
     settings: &engine::Settings,
+    log: &Logger,
     cancel: &Cancel,
     clock: &SystemClock,
     deadline: std::time::Instant,
 ) -> anyhow::Result<HttpProvider> {
-    let wait = token::DEFAULT_WAIT.min(settings.time_left(jiff::Timestamp::now()));
-    let token = token::read_token(&config.token_file, clock, wait).map_err(|e| {
-        if cancel.is_cancelled() {
-            e.context("interrupted by a stop signal while waiting for the token file")
-        } else {
-            e
-        }
-    })?;
+    let token = token::read_token(
+        &config.token_file,
+        clock,
+        log,
+        cancel,
+        token::DEFAULT_WAIT,
+        Some(settings.deadline()),
+    )?;
     Ok(
         HttpProvider::new(&config.api_base, config.node.clone(), token)?
             .stopping_with(cancel.clone())
@@ -175,7 +176,7 @@ fn dry_run(
     deadline: std::time::Instant,
 ) -> anyhow::Result<Exit> {
     let clock = SystemClock::new(cancel.clone());
-    let provider = provider(config, &settings, cancel, &clock, deadline)?;
+    let provider = provider(config, &settings, log, cancel, &clock, deadline)?;
     let users = SystemUsers::new();
     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
     let systemd = ReadOnlySystemd(UserBus::without_starting_managers());

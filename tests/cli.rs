@@ -10,6 +10,7 @@
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
 use assert_cmd::Command;
@@ -65,6 +66,8 @@ impl Run {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+            .expect("token file mode");
         let mut run = Self::bare(dir);
         run.env("COMIN_GIT_SHA", SHA)
             .env("HOSTENV_COMIN_NODE_NAME", NODE)

@@ -2,18 +2,76 @@
 //! A descendant can leave the group (`setsid`, a double fork); killing the
 //! group alone would leave it running behind our report. This process is a
 //! child subreaper, so such orphans become its own children: they are found
-//! in `/proc`, killed and reaped here.
+//! through this process's own `/proc/self/task/*/children` lists (so the
+//! cost does not grow with the node's process count), killed and reaped
+//! here.
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
-use nix::unistd::{getpid, Pid};
+use nix::unistd::{getpid, gettid, Pid};
 
 /// Makes orphaned descendants of our children ours (`PR_SET_CHILD_SUBREAPER`).
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Whether this kernel has `/proc/<pid>/task/<tid>/children`
+/// (`CONFIG_PROC_CHILDREN`), decided once from the calling thread's own file.
+fn has_children_files() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| Path::new(&format!("/proc/self/task/{}/children", gettid())).exists())
+}
+
+/// Set once the fallback warning has been handed out.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+const FALLBACK_WARNING: &str =
+    "this kernel has no /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN): finding what a \
+     program left behind scans every process on the machine after each program";
+
+/// A warning, the first time only, when this kernel has no children lists
+/// and every process on the machine is scanned instead.
+pub fn fallback_warning() -> Option<&'static str> {
+    warning_once(has_children_files(), &WARNED)
+}
+
+fn warning_once(has_lists: bool, warned: &AtomicBool) -> Option<&'static str> {
+    if has_lists || warned.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    Some(FALLBACK_WARNING)
+}
+
+/// The pids in a `children` file: decimal numbers separated by spaces
+/// (with a trailing space). Anything else is skipped.
+fn parse_children(text: &str) -> impl Iterator<Item = i32> + '_ {
+    text.split_ascii_whitespace()
+        .filter_map(|field| field.parse::<i32>().ok())
+        .filter(|&pid| pid > 0)
+}
+
+/// Children of every thread of process `pid`. A child belongs to the thread
+/// that forked it (or, once that thread is gone, to another thread of the
+/// process), so every thread's list is read. A thread that ends meanwhile
+/// has no list any more: skipped, its children have moved to a thread read
+/// next time. Zombies stay listed until they are reaped.
+fn listed_children(pid: i32) -> BTreeSet<i32> {
+    let tasks = Path::new("/proc").join(pid.to_string()).join("task");
+    let Ok(dir) = std::fs::read_dir(&tasks) else {
+        return BTreeSet::new();
+    };
+    dir.filter_map(|task| {
+        let tid = task.ok()?.file_name();
+        std::fs::read_to_string(tasks.join(tid).join("children")).ok()
+    })
+    .flat_map(|text| parse_children(&text).collect::<Vec<_>>())
+    .collect()
 }
 
 /// `ppid` from `/proc/<pid>/stat` (the field after the state, after the
@@ -24,14 +82,27 @@ fn parent_of(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// This process's children, except `keep`.
-pub fn children(keep: Pid) -> Vec<Pid> {
-    let me = getpid().as_raw();
+/// Children of process `pid` found by reading every process's parent: the
+/// fallback for kernels without children lists, one read per process.
+fn scanned_children(pid: i32) -> BTreeSet<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return BTreeSet::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != keep.as_raw() && parent_of(pid) == Some(me))
+        .filter(|&child| parent_of(child) == Some(pid))
+        .collect()
+}
+
+/// This process's children (zombies included), except `keep`.
+pub fn children(keep: Pid) -> Vec<Pid> {
+    let me = getpid().as_raw();
+    let all = if has_children_files() {
+        listed_children(me)
+    } else {
+        scanned_children(me)
+    };
+    all.into_iter()
+        .filter(|&pid| pid != keep.as_raw())
         .map(Pid::from_raw)
         .collect()
 }
@@ -71,5 +142,42 @@ mod tests {
             Some(nix::unistd::getppid().as_raw())
         );
         assert_eq!(parent_of(-1), None);
+    }
+
+    #[test]
+    fn parses_a_children_list() {
+        let pids = |text| parse_children(text).collect::<Vec<_>>();
+        assert_eq!(pids(""), Vec::<i32>::new());
+        assert_eq!(pids("4242 "), vec![4242]);
+        assert_eq!(pids("1 22 333 \n"), vec![1, 22, 333]);
+        // Nothing the kernel writes, but never a panic or a wrong pid.
+        assert_eq!(pids("  7\t8\nx9 -3 0 99999999999 10"), vec![7, 8, 10]);
+    }
+
+    #[test]
+    fn the_fallback_is_announced_once_and_only_when_needed() {
+        let warned = AtomicBool::new(false);
+        assert_eq!(warning_once(true, &warned), None);
+        assert_eq!(warning_once(false, &warned), Some(FALLBACK_WARNING));
+        assert_eq!(warning_once(false, &warned), None, "once");
+    }
+
+    /// Tests cannot start children of their own here: a process runner
+    /// test running meanwhile ends every child of this process. Our parent
+    /// (cargo, or whatever runs the tests) has us as a child for as long as
+    /// we run, possibly forked from one of its other threads.
+    #[test]
+    fn both_ways_find_this_process_among_its_parents_children() {
+        let parent = nix::unistd::getppid().as_raw();
+        let me = getpid().as_raw();
+        let scanned = scanned_children(parent);
+        assert!(scanned.contains(&me), "{me} in the scan {scanned:?}");
+        if has_children_files() {
+            let listed = listed_children(parent);
+            assert!(listed.contains(&me), "{me} in the lists {listed:?}");
+        } else {
+            eprintln!("no children lists on this kernel: only the fallback scan is tested");
+        }
+        assert!(listed_children(-1).is_empty());
     }
 }

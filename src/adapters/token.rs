@@ -1,15 +1,23 @@
-//! Reading the node's bearer token. sops-nix renders the file at boot, maybe
-//! a little after comin starts, so a missing or empty file is waited for
-//! (bounded) before giving up. The contents never reach an error or a log.
+//! Reading the node's bearer token, defensively. sops-nix renders the file at
+//! boot, maybe a little after comin starts, so a missing or empty file is
+//! waited for (bounded by 30 s, the run's deadline and a stop signal) before
+//! giving up. Only a small regular file is read: a FIFO, a device or a huge
+//! file must not hang or exhaust the run. The contents never reach an error,
+//! a log line or a panic.
 
-use std::io::ErrorKind;
+use std::fs::{File, FileType, Metadata};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::bail;
-use jiff::SignedDuration;
+use anyhow::{bail, Context};
+use jiff::{SignedDuration, Timestamp};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
-use crate::ports::Clock;
+use crate::ports::{Cancel, Clock, Level, Log, LogFields};
 use crate::secret::Token;
 
 /// How often the file is looked at while waiting.
@@ -18,58 +26,250 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// How long production waits for the file.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-/// Reads the token from `path`, waiting up to `wait` for the file to exist
-/// and hold something other than whitespace.
-pub fn read_token(path: &Path, clock: &dyn Clock, wait: Duration) -> anyhow::Result<Token> {
+/// The most a token file may hold. Node tokens are well under 100 bytes;
+/// anything near this is the wrong file.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Reads the token from `path`, waiting for the file to exist and hold
+/// something other than whitespace, until `wait` has passed, `deadline` (the
+/// run's, when there is one) is reached or `cancel` is set, whichever comes
+/// first. Only a regular file of at most [`MAX_TOKEN_BYTES`] is accepted,
+/// after following symlinks. A file that others may read or write, or that
+/// root does not own, is used, with a warning through `log`.
+pub fn read_token(
+    path: &Path,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    cancel: &Cancel,
+    wait: Duration,
+    deadline: Option<Timestamp>,
+) -> anyhow::Result<Token> {
     let start = clock.now();
-    let limit = SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
-    // Also bounded by attempts, in case the clock's sleep returns early (cancel).
-    let max_attempts = wait.as_millis() / POLL.as_millis() + 2;
+    let waited_end = SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|w| start.checked_add(w).ok())
+        .unwrap_or(Timestamp::MAX);
+    let (end, cut_by_deadline) = match deadline {
+        Some(deadline) if deadline < waited_end => (deadline, true),
+        _ => (waited_end, false),
+    };
+    // Also bounded by attempts, in case the clock does not move on.
+    let window = Duration::try_from(end.duration_since(start)).unwrap_or(Duration::ZERO);
+    let max_attempts = window.as_millis() / POLL.as_millis() + 2;
     let mut attempts = 0u128;
     let last_state = loop {
         attempts += 1;
-        let state = match std::fs::read(path) {
-            Ok(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => match Token::new(text) {
-                    Some(token) => return Ok(token),
-                    None => "exists but is empty",
-                },
-                Err(_) => bail!(
-                    "the token file {} is not valid UTF-8 text: check the sops secret behind HOSTENV_COMIN_TOKEN_FILE",
-                    path.display()
-                ),
-            },
-            Err(e) if e.kind() == ErrorKind::NotFound => "does not exist",
-            Err(e) => bail!(
-                "cannot read the token file {}: {} (check its owner and mode, and HOSTENV_COMIN_TOKEN_FILE)",
-                path.display(),
-                e.kind()
-            ),
+        let state = match look(path)? {
+            Look::Token(token, meta) => {
+                warn_about_access(path, &meta, log);
+                return Ok(token);
+            }
+            Look::NotYet(state) => state,
         };
-        let elapsed = clock.now().duration_since(start);
-        if elapsed >= limit || attempts >= max_attempts {
+        let now = clock.now();
+        if now >= end || attempts >= max_attempts {
             break state;
         }
-        let left = (limit - elapsed).unsigned_abs();
-        clock.sleep(left.min(POLL));
+        clock.sleep((end.duration_since(now)).unsigned_abs().min(POLL));
+        if cancel.is_cancelled() {
+            bail!(
+                "interrupted by a stop signal while waiting for the token file {} (it {state})",
+                path.display()
+            );
+        }
+    };
+    let waited = clock.now().duration_since(start).unsigned_abs().as_secs();
+    let why = if cut_by_deadline {
+        format!("when the run's deadline was reached after waiting {waited}s")
+    } else {
+        format!("after waiting {waited}s")
     };
     bail!(
-        "the token file {} {} after waiting {}s: check that the sops-nix secret was rendered \
+        "the token file {} {last_state} {why}: check that the sops-nix secret was rendered \
          (systemctl status sops-nix / the secret's path) and that HOSTENV_COMIN_TOKEN_FILE \
          (--token-file) points at it",
         path.display(),
-        last_state,
-        wait.as_secs()
     )
+}
+
+/// What one look at the file found.
+enum Look {
+    Token(Token, Metadata),
+    /// Worth waiting for; says what is there now.
+    NotYet(&'static str),
+}
+
+/// Looks at the file once: a token, something to wait for, or an error that
+/// waiting will not heal.
+fn look(path: &Path) -> anyhow::Result<Look> {
+    // Symlinks are followed on purpose: sops-nix renders /run/secrets/<name>
+    // as a symlink into /run/secrets.d/<generation>/, so O_NOFOLLOW (or
+    // refusing symlinks) would refuse every real node's token. What the
+    // link points at is checked instead, like a file named directly.
+    //
+    // Look before opening: opening a device as root can act on it (a
+    // watchdog arms on open, a tape rewinds), so only a regular file is
+    // opened at all.
+    match std::fs::metadata(path) {
+        Ok(meta) => refuse_unless_regular(path, meta.file_type())?,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Look::NotYet(missing(path))),
+        Err(e) => bail!(
+            "cannot look at the token file {}: {} (check the directories' modes and \
+             HOSTENV_COMIN_TOKEN_FILE)",
+            path.display(),
+            e.kind()
+        ),
+    }
+    // O_NONBLOCK: should the path have become a FIFO since the look above,
+    // open() returns at once instead of waiting for a writer. O_NOCTTY: a
+    // terminal never becomes ours. The type is checked again on what was
+    // actually opened.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    let file = match nix::fcntl::open(path, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT) => return Ok(Look::NotYet(missing(path))),
+        Err(e) => bail!(
+            "cannot open the token file {}: {} (check its owner and mode, and \
+             HOSTENV_COMIN_TOKEN_FILE)",
+            path.display(),
+            e.desc()
+        ),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat the opened token file {}", path.display()))?;
+    refuse_unless_regular(path, meta.file_type())?;
+    if meta.len() > MAX_TOKEN_BYTES as u64 {
+        bail!(too_large(path, &format!("{} bytes", meta.len())));
+    }
+    let bytes = match read_at_most(&file, MAX_TOKEN_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        // It grew after the stat.
+        Ok(None) => bail!(too_large(path, "more")),
+        Err(e) => bail!(
+            "cannot read the token file {}: {}",
+            path.display(),
+            e.kind()
+        ),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!(
+            "the token file {} is not valid UTF-8 text: check the sops secret behind \
+             HOSTENV_COMIN_TOKEN_FILE",
+            path.display()
+        );
+    };
+    Ok(match Token::new(text) {
+        Some(token) => Look::Token(token, meta),
+        None => Look::NotYet("exists but is empty"),
+    })
+}
+
+/// Why a path that does not resolve is waited for: nothing there yet, or a
+/// symlink whose target sops-nix has not rendered yet.
+fn missing(path: &Path) -> &'static str {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => "is a symlink to a file that does not exist",
+        _ => "does not exist",
+    }
+}
+
+fn too_large(path: &Path, size: &str) -> String {
+    format!(
+        "the token file {} holds {size}, more than the {MAX_TOKEN_BYTES}-byte limit for a \
+         token: HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file holding only the \
+         node's token",
+        path.display()
+    )
+}
+
+/// Reads everything from `reader` if that is at most `limit` bytes; `None`
+/// if there is more. Never reads more than `limit + 1` bytes.
+fn read_at_most(reader: impl Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::with_capacity(limit.saturating_add(1).min(64 * 1024));
+    reader.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
+}
+
+/// Anything but a regular file (after following symlinks) is an error that
+/// says what it is.
+fn refuse_unless_regular(path: &Path, file_type: FileType) -> anyhow::Result<()> {
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let what = describe(file_type);
+    let via = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) => format!(" (a symlink to {})", target.display()),
+            Err(_) => " (a symlink)".to_owned(),
+        },
+        _ => String::new(),
+    };
+    bail!(
+        "the token file {}{via} is {what}, not a regular file: HOSTENV_COMIN_TOKEN_FILE \
+         (--token-file) must name the file sops-nix renders",
+        path.display()
+    )
+}
+
+fn describe(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_symlink() {
+        "a symlink"
+    } else {
+        "of an unknown type"
+    }
+}
+
+/// The token is used either way, but an operator should know that others
+/// can read (or replace) it.
+fn warn_about_access(path: &Path, meta: &Metadata, log: &dyn Log) {
+    let fields = LogFields::default();
+    let path = path.display();
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        log.line(
+            Level::Warn,
+            &fields,
+            &format!(
+                "the token file {path} is readable or writable by group or others (mode \
+                 {mode:04o}): run `chmod 0400 {path}` (or set the sops secret's mode to 0400)"
+            ),
+        );
+    }
+    if meta.uid() != 0 {
+        log.line(
+            Level::Warn,
+            &fields,
+            &format!(
+                "the token file {path} is owned by uid {}, not root: run `chown root {path}` \
+                 (or set the sops secret's owner to root)",
+                meta.uid()
+            ),
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::cell::{Cell, RefCell};
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+    use std::time::Instant;
 
     use jiff::Timestamp;
 
     use super::*;
+    use crate::adapters::clock::SystemClock;
 
     /// A clock whose sleep advances time instantly and runs a hook after
     /// each sleep (to make the file appear "later").
@@ -104,15 +304,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_present_token_is_read_and_trimmed_without_waiting() {
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(Level, String)>>);
+
+    impl Log for Recorder {
+        fn line(&self, level: Level, _fields: &LogFields<'_>, message: &str) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((level, message.to_owned()));
+        }
+    }
+
+    impl Recorder {
+        fn warnings(&self) -> Vec<String> {
+            let lines = self.0.lock().expect("lock");
+            lines
+                .iter()
+                .filter(|(level, _)| *level == Level::Warn)
+                .map(|(_, m)| m.clone())
+                .collect()
+        }
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// A root-owned (when we are root) 0400 token file in a fresh directory.
+    fn token_file(contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");
-        std::fs::write(&path, "s3cr3t\n").expect("write");
+        std::fs::write(&path, contents).expect("write");
+        chmod(&path, 0o400);
+        (dir, path)
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// `read_token` with the fake clock, a recorder, no cancel, no deadline.
+    fn read(path: &Path, clock: &FakeClock, wait: Duration) -> (anyhow::Result<Token>, Recorder) {
+        let log = Recorder::default();
+        let got = read_token(path, clock, &log, &Cancel::new(), wait, None);
+        (got, log)
+    }
+
+    fn message(result: anyhow::Result<Token>) -> String {
+        let err = result.expect_err("refused");
+        format!("{err:#}")
+    }
+
+    #[test]
+    fn a_present_token_is_read_and_trimmed_without_waiting() {
+        let (_dir, path) = token_file(b"s3cr3t\n");
         let clock = FakeClock::new(|_| {});
-        let token = read_token(&path, &clock, DEFAULT_WAIT).expect("token");
-        assert_eq!(token.expose(), "s3cr3t");
+        let (token, log) = read(&path, &clock, DEFAULT_WAIT);
+        assert_eq!(token.expect("token").expose(), "s3cr3t");
         assert_eq!(clock.sleeps.get(), 0);
+        if is_root() {
+            assert_eq!(
+                log.warnings(),
+                Vec::<String>::new(),
+                "0400 root: no warning"
+            );
+        }
     }
 
     #[test]
@@ -125,8 +382,8 @@ mod tests {
             4 => std::fs::write(&hook_path, "later\n").expect("fill"),
             _ => {}
         });
-        let token = read_token(&path, &clock, DEFAULT_WAIT).expect("token");
-        assert_eq!(token.expose(), "later");
+        let (token, _) = read(&path, &clock, DEFAULT_WAIT);
+        assert_eq!(token.expect("token").expose(), "later");
         assert_eq!(clock.sleeps.get(), 4);
         assert_eq!(
             clock.elapsed(),
@@ -140,10 +397,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("never");
         let clock = FakeClock::new(|_| {});
-        let err = read_token(&path, &clock, DEFAULT_WAIT).expect_err("no file");
-        let msg = format!("{err:#}");
+        let msg = message(read(&path, &clock, DEFAULT_WAIT).0);
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains("does not exist"), "{msg}");
+        assert!(msg.contains("after waiting 30s"), "{msg}");
         assert!(
             msg.contains("sops-nix") && msg.contains("HOSTENV_COMIN_TOKEN_FILE"),
             "{msg}"
@@ -153,23 +410,279 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_reported_as_empty() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("token");
-        std::fs::write(&path, " \n").expect("write");
+        let (_dir, path) = token_file(b" \n");
         let clock = FakeClock::new(|_| {});
-        let err = read_token(&path, &clock, Duration::from_secs(2)).expect_err("empty");
-        assert!(format!("{err:#}").contains("is empty"));
+        let msg = message(read(&path, &clock, Duration::from_secs(2)).0);
+        assert!(msg.contains("is empty"), "{msg}");
     }
 
     #[test]
     fn contents_never_reach_the_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("token");
-        std::fs::write(&path, b"topsecret\xff\xfe").expect("write");
+        let (_dir, path) = token_file(b"topsecret\xff\xfe");
         let clock = FakeClock::new(|_| {});
-        let err = read_token(&path, &clock, DEFAULT_WAIT).expect_err("not utf-8");
+        let err = read(&path, &clock, DEFAULT_WAIT).0.expect_err("not utf-8");
         let msg = format!("{err:#} {err:?}");
         assert!(!msg.contains("topsecret"), "{msg}");
         assert!(msg.contains("not valid UTF-8"), "{msg}");
+    }
+
+    /// Refused at once (no wait), naming the path and what is there.
+    #[track_caller]
+    fn assert_refused(path: &Path, what: &str) -> String {
+        let clock = FakeClock::new(|_| {});
+        let start = Instant::now();
+        let msg = message(read(path, &clock, DEFAULT_WAIT).0);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(clock.sleeps.get(), 0, "not waited for");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(what) && msg.contains("not a regular file"),
+            "{msg}"
+        );
+        msg
+    }
+
+    #[test]
+    fn a_fifo_without_a_writer_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        assert_refused(&path, "a FIFO");
+    }
+
+    #[test]
+    fn a_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_refused(dir.path(), "a directory");
+    }
+
+    #[test]
+    fn a_device_is_refused_without_reading_it() {
+        assert_refused(Path::new("/dev/zero"), "a character device");
+    }
+
+    #[test]
+    fn a_socket_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        assert_refused(&path, "a socket");
+    }
+
+    #[test]
+    fn a_large_file_is_refused_naming_the_limit() {
+        let (_dir, path) = token_file(&vec![b'x'; 10 * 1024 * 1024]);
+        let msg = assert_refused_as_too_large(&path);
+        assert!(msg.contains("10485760 bytes"), "{msg}");
+        // One byte over is over; exactly the limit is fine.
+        let (_dir, path) = token_file(&vec![b'y'; MAX_TOKEN_BYTES + 1]);
+        assert_refused_as_too_large(&path);
+        let (_dir, path) = token_file(&vec![b'z'; MAX_TOKEN_BYTES]);
+        let clock = FakeClock::new(|_| {});
+        let token = read(&path, &clock, DEFAULT_WAIT).0.expect("at the limit");
+        assert_eq!(token.expose().len(), MAX_TOKEN_BYTES);
+    }
+
+    #[track_caller]
+    fn assert_refused_as_too_large(path: &Path) -> String {
+        let clock = FakeClock::new(|_| {});
+        let msg = message(read(path, &clock, DEFAULT_WAIT).0);
+        assert!(msg.contains("4096-byte limit"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(!msg.contains("xxxx") && !msg.contains("yyyy"), "{msg}");
+        msg
+    }
+
+    #[test]
+    fn at_most_one_byte_past_the_limit_is_ever_read() {
+        /// An endless source that counts what was taken from it.
+        struct Endless(u64);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                buf.fill(b'x');
+                self.0 += buf.len() as u64;
+                Ok(buf.len())
+            }
+        }
+        let mut source = Endless(0);
+        assert_eq!(read_at_most(&mut source, 4096).expect("reads"), None);
+        assert_eq!(source.0, 4097);
+        let small = read_at_most(&b"abc"[..], 4096).expect("reads");
+        assert_eq!(small.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_symlink_to_a_regular_file_is_followed() {
+        // How sops-nix renders secrets: /run/secrets/x -> /run/secrets.d/N/x.
+        let (dir, target) = token_file(b"linked\n");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let clock = FakeClock::new(|_| {});
+        let token = read(&link, &clock, DEFAULT_WAIT).0.expect("followed");
+        assert_eq!(token.expose(), "linked");
+    }
+
+    #[test]
+    fn a_symlink_to_a_fifo_or_a_device_is_refused_like_its_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let link = dir.path().join("to-fifo");
+        std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
+        let msg = assert_refused(&link, "a FIFO");
+        assert!(msg.contains("a symlink to"), "{msg}");
+        let link = dir.path().join("to-zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+        assert_refused(&link, "a character device");
+    }
+
+    #[test]
+    fn a_dangling_symlink_is_waited_for_until_its_target_appears() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("secrets.d-1-token");
+        let link = dir.path().join("token");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let clock = FakeClock::new(|_| {});
+        let msg = message(read(&link, &clock, Duration::from_secs(2)).0);
+        assert!(
+            msg.contains("a symlink to a file that does not exist"),
+            "{msg}"
+        );
+
+        let hook_target = target.clone();
+        let clock = FakeClock::new(move |n| {
+            if n == 3 {
+                std::fs::write(&hook_target, "rendered\n").expect("render");
+            }
+        });
+        let token = read(&link, &clock, DEFAULT_WAIT).0.expect("rendered late");
+        assert_eq!(token.expose(), "rendered");
+        assert_eq!(clock.sleeps.get(), 3);
+    }
+
+    #[test]
+    fn a_file_others_can_read_is_used_with_a_warning() {
+        let (_dir, path) = token_file(b"s3cr3t\n");
+        chmod(&path, 0o644);
+        let clock = FakeClock::new(|_| {});
+        let (token, log) = read(&path, &clock, DEFAULT_WAIT);
+        assert_eq!(token.expect("still used").expose(), "s3cr3t");
+        let warnings = log.warnings();
+        let warning = warnings
+            .iter()
+            .find(|w| w.contains("mode 0644"))
+            .unwrap_or_else(|| panic!("a mode warning: {warnings:?}"));
+        assert!(warning.contains(&path.display().to_string()), "{warning}");
+        assert!(warning.contains("chmod 0400"), "{warning}");
+        assert!(
+            !warnings.iter().any(|w| w.contains("s3cr3t")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_root_does_not_own_is_used_with_a_warning() {
+        let (_dir, path) = token_file(b"s3cr3t\n");
+        if is_root() {
+            let nobody = nix::unistd::Uid::from_raw(65534);
+            nix::unistd::chown(&path, Some(nobody), None).expect("chown");
+        }
+        let clock = FakeClock::new(|_| {});
+        let (token, log) = read(&path, &clock, DEFAULT_WAIT);
+        assert_eq!(token.expect("still used").expose(), "s3cr3t");
+        let warnings = log.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("not root"), "{warnings:?}");
+        assert!(warnings[0].contains("chown root"), "{warnings:?}");
+        assert!(
+            warnings[0].contains(&path.display().to_string()),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn cancel_during_the_wait_ends_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("never");
+        let cancel = Cancel::new();
+        let setter = cancel.clone();
+        let clock = FakeClock::new(move |n| {
+            if n == 2 {
+                setter.cancel();
+            }
+        });
+        let log = Recorder::default();
+        let err =
+            read_token(&path, &clock, &log, &cancel, DEFAULT_WAIT, None).expect_err("interrupted");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("interrupted by a stop signal"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(clock.sleeps.get(), 2, "no look after the cancel");
+    }
+
+    #[test]
+    fn a_stop_signal_ends_a_real_wait_within_a_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("never");
+        let cancel = Cancel::new();
+        let clock = SystemClock::new(cancel.clone());
+        let setter = cancel.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            setter.cancel();
+            Instant::now()
+        });
+        let log = Recorder::default();
+        let result = read_token(&path, &clock, &log, &cancel, DEFAULT_WAIT, None);
+        let returned = Instant::now();
+        let cancelled_at = canceller.join().expect("canceller");
+        let msg = message(result);
+        assert!(msg.contains("interrupted"), "{msg}");
+        let reaction = returned.saturating_duration_since(cancelled_at);
+        assert!(reaction < Duration::from_secs(1), "took {reaction:?}");
+    }
+
+    fn read_until(path: &Path, clock: &FakeClock, deadline: Timestamp) -> anyhow::Result<Token> {
+        let log = Recorder::default();
+        read_token(
+            path,
+            clock,
+            &log,
+            &Cancel::new(),
+            DEFAULT_WAIT,
+            Some(deadline),
+        )
+    }
+
+    #[test]
+    fn the_run_deadline_cuts_the_wait_short() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("never");
+        let clock = FakeClock::new(|_| {});
+        let deadline = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(5);
+        let err = read_until(&path, &clock, deadline).expect_err("gave up");
+        let msg = format!("{err:#}");
+        assert_eq!(clock.elapsed(), SignedDuration::from_secs(5));
+        assert!(msg.contains("deadline"), "{msg}");
+
+        // A later deadline leaves the 30 s as they are.
+        let clock = FakeClock::new(|_| {});
+        let late = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(3600);
+        let err = read_until(&path, &clock, late).expect_err("gave up");
+        assert_eq!(clock.elapsed(), SignedDuration::from_secs(30));
+        assert!(!format!("{err:#}").contains("deadline"));
+
+        // A deadline already past: one look, no wait.
+        let clock = FakeClock::new(|_| {});
+        let past = Timestamp::UNIX_EPOCH - SignedDuration::from_secs(1);
+        let (_dir, present) = token_file(b"here\n");
+        let token = read_until(&present, &clock, past).expect("a present file is still read");
+        assert_eq!(token.expose(), "here");
+        assert!(read_until(&path, &clock, past).is_err());
+        assert_eq!(clock.sleeps.get(), 0);
     }
 }

@@ -13,8 +13,9 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,49 @@ use crate::fake_provider::{Event, FakeHandle};
 use crate::harness::units::HOSTENV_TARGET;
 use crate::harness::{TestUser, UserSpec, World};
 
-/// The shipped binary.
-pub const BIN: &str = env!("CARGO_BIN_EXE_hostenv-activate");
+/// Names the binary under test instead of cargo's build (CI sets it to the
+/// static musl binary, which is what nodes run).
+pub const BIN_VARIABLE: &str = "HOSTENV_ACTIVATE_BIN";
+
+/// The shipped binary: `$HOSTENV_ACTIVATE_BIN` when set (it must be an
+/// executable file, or every test using it fails saying so), else the one
+/// cargo built for this test run. Which one is printed once, past the test
+/// harness's output capture.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let chosen = BIN.get_or_init(|| {
+        let (path, from) = match std::env::var_os(BIN_VARIABLE) {
+            Some(path) => (PathBuf::from(path), BIN_VARIABLE),
+            None => (
+                PathBuf::from(env!("CARGO_BIN_EXE_hostenv-activate")),
+                "cargo's build",
+            ),
+        };
+        let executable = fs::metadata(&path)
+            .map(|meta| meta.is_file() && meta.mode() & 0o111 != 0)
+            .unwrap_or(false);
+        // Absolute: the binary runs with its working directory at `/`.
+        let path = match fs::canonicalize(&path) {
+            Ok(path) if executable => path,
+            _ => {
+                return Err(format!(
+                    "the binary under test {} (from {from}) is not an executable file",
+                    path.display()
+                ))
+            }
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "binary under test: {} (from {from})",
+            path.display()
+        );
+        Ok(path)
+    });
+    match chosen {
+        Ok(path) => path,
+        Err(why) => panic!("{why}"),
+    }
+}
 /// The only variable besides the configuration that comin's wrapper passes.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -204,7 +246,7 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
 
     let own_state = cfg.state.is_none().then(NodeState::new);
     let state = cfg.state.or(own_state.as_ref()).expect("a state");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.env_clear()
         .env("PATH", PATH)
         .env("COMIN_GIT_SHA", cfg.sha)

@@ -97,6 +97,9 @@ impl ProcessRunner {
                 &format!("cannot become a child subreaper ({e}): processes that leave the program's process group cannot be ended"),
             );
         }
+        if let Some(warning) = reaper::fallback_warning() {
+            self.log.line(Level::Warn, &fields, warning);
+        }
         let (handle, output) = spawn(cmd, account)?;
         let Some(&pid) = handle.pids().first() else {
             anyhow::bail!(

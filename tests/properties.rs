@@ -1,0 +1,515 @@
+//! Property tests of the parsers that take input from outside (restic's
+//! output, names from the intent, the provider's HTTP answers): for random
+//! input they never panic and give a typed error; for valid input they give
+//! back what was put in. Each property runs [`CASES`] generated cases with no
+//! failure files written (a failure prints its shrunk input).
+
+use hostenv_activate::adapters::http::{classify, excerpt, Endpoint, BODY_EXCERPT_CHARS};
+use hostenv_activate::model::names::{MigrationKey, NodeName, UserName};
+use hostenv_activate::model::snapshot::{extract_snapshot_json, pick_snapshot, SnapshotError};
+use hostenv_activate::ports::ProviderError;
+use jiff::tz::{Offset, TimeZone};
+use jiff::Timestamp;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Cases per property.
+const CASES: u32 = 2000;
+
+fn config() -> Config {
+    Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+// ------------------------------------------------------------ generators
+
+/// Instants restic could have written: 1970 to 2100, any nanosecond.
+fn instant() -> impl Strategy<Value = Timestamp> {
+    (0i64..4_102_444_800, 0i32..1_000_000_000)
+        .prop_map(|(s, ns)| Timestamp::new(s, ns).expect("in jiff's range"))
+}
+
+/// UTC offsets in whole minutes, -12:00 to +14:00 (real zones have
+/// quarter-hour ones too; any minute is allowed by RFC 3339).
+fn offset() -> impl Strategy<Value = Offset> {
+    (-720i32..=840).prop_map(|m| Offset::from_seconds(m * 60).expect("valid offset"))
+}
+
+/// How restic (Go's RFC3339Nano) writes an instant at `offset`: fraction
+/// without trailing zeros, `Z` for UTC unless `plus_zero`.
+fn rfc3339(ts: Timestamp, offset: Offset, plus_zero: bool) -> String {
+    let dt = ts.to_zoned(TimeZone::fixed(offset)).datetime();
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    let nanos = dt.subsec_nanosecond();
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    let secs = offset.seconds();
+    if secs == 0 && !plus_zero {
+        out.push('Z');
+    } else {
+        let sign = if secs < 0 { '-' } else { '+' };
+        let abs = secs.unsigned_abs();
+        out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60));
+    }
+    out
+}
+
+/// One snapshot as restic lists it: instant, how it was written, id.
+#[derive(Debug, Clone)]
+struct Snap {
+    at: Timestamp,
+    time: String,
+    id: Option<String>,
+}
+
+fn snap() -> impl Strategy<Value = Snap> {
+    (
+        instant(),
+        offset(),
+        any::<bool>(),
+        proptest::option::weighted(0.9, "[0-9a-f]{64}"),
+    )
+        .prop_map(|(at, offset, plus_zero, id)| Snap {
+            at,
+            time: rfc3339(at, offset, plus_zero),
+            id,
+        })
+}
+
+/// Up to 12 snapshots at distinct instants (so "the newest" is one).
+fn snaps() -> impl Strategy<Value = Vec<Snap>> {
+    proptest::collection::vec(snap(), 0..12).prop_map(|mut v| {
+        let mut seen = std::collections::BTreeSet::new();
+        v.retain(|s| seen.insert(s.at));
+        v
+    })
+}
+
+/// restic's `snapshots --json` line for `snaps`, with the other fields
+/// restic writes.
+fn restic_json(snaps: &[Snap]) -> String {
+    let items: Vec<Value> = snaps
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "time": s.time,
+                "tree": "f00d",
+                "paths": ["/var/lib/site"],
+                "hostname": "node-a",
+                "username": "acme",
+                "tags": ["drupal-migrate"],
+                "program_version": "restic 0.17.3",
+            });
+            if let Some(id) = &s.id {
+                v["id"] = Value::from(id.clone());
+                v["short_id"] = Value::from(id[..8].to_owned());
+            }
+            v
+        })
+        .collect();
+    Value::Array(items).to_string()
+}
+
+/// Any JSON value, with object keys often `time`/`id` so the parser gets
+/// past the first checks.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,24}".prop_map(Value::from),
+        instant().prop_map(|t| Value::from(t.to_string())),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![Just("time".to_owned()), Just("id".to_owned()), "[a-z]{1,6}"],
+                inner,
+                0..4
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Arrays that are nearly restic's: objects whose `time` is usually a valid
+/// timestamp and whose `id` is present, blank, of the wrong type or absent.
+fn snapshot_like_json() -> impl Strategy<Value = Value> {
+    let time = prop_oneof![
+        4 => instant().prop_map(|t| Value::from(t.to_string())),
+        1 => json_value(),
+    ];
+    let id = prop_oneof![
+        3 => "[0-9a-f]{8,64}".prop_map(|id| Some(Value::from(id))),
+        1 => Just(Some(Value::from("  "))),
+        1 => json_value().prop_map(Some),
+        1 => Just(None),
+    ];
+    proptest::collection::vec((time, id), 0..6).prop_map(|items| {
+        Value::Array(
+            items
+                .into_iter()
+                .map(|(time, id)| {
+                    let mut item = serde_json::json!({ "time": time, "tree": "f00d" });
+                    if let Some(id) = id {
+                        item["id"] = id;
+                    }
+                    item
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Whether `s` is one of the strings in `value`.
+fn has_string(value: &Value, s: &str) -> bool {
+    match value {
+        Value::String(v) => v == s,
+        Value::Array(items) => items.iter().any(|v| has_string(v, s)),
+        Value::Object(map) => map.values().any(|v| has_string(v, s)),
+        _ => false,
+    }
+}
+
+/// Strings that are mostly near the name rules: their characters, the
+/// dangerous ones, and some of anything.
+fn name_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z0-9_.\\-]{0,40}",
+        "[A-Za-z0-9_./ \\t\\n\\-]{0,40}",
+        "(\\.\\.|/|[a-z]){0,12}",
+        ".{0,40}",
+        any::<String>(),
+    ]
+}
+
+// ------------------------------------------------------------ snapshots
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Random bytes from restic: never a panic, a typed error or a real id.
+    #[test]
+    fn random_output_never_panics_the_snapshot_parser(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        not_before in instant(),
+    ) {
+        let text = String::from_utf8_lossy(&bytes);
+        match pick_snapshot(extract_snapshot_json(&text), not_before) {
+            Ok(snap) => prop_assert!(!snap.id.trim().is_empty() && snap.time >= not_before),
+            Err(SnapshotError::Malformed(_) | SnapshotError::Empty) => {}
+            Err(e @ (SnapshotError::NoneFromThisRun { .. } | SnapshotError::MissingId { .. })) => {
+                prop_assert!(e.newest_seen().is_some());
+            }
+        }
+    }
+
+    /// Random JSON shapes: only an array of objects with a parseable `time`
+    /// gets past `Malformed`; a pick names a non-empty id of the input.
+    #[test]
+    fn random_json_gives_a_typed_answer(
+        value in prop_oneof![json_value(), snapshot_like_json()],
+        not_before in prop_oneof![instant(), Just(Timestamp::UNIX_EPOCH)],
+    ) {
+        let json = value.to_string();
+        match pick_snapshot(&json, not_before) {
+            Ok(snap) => {
+                prop_assert!(!snap.id.trim().is_empty());
+                prop_assert!(snap.time >= not_before);
+                // Where in the input is up to serde: a snapshot may also be
+                // read from an array `[time, id]` (the sequence form of a struct).
+                prop_assert!(has_string(&value, &snap.id), "{:?} not in the input", snap.id);
+            }
+            Err(SnapshotError::Malformed(why)) => prop_assert!(!why.is_empty()),
+            Err(SnapshotError::Empty) => prop_assert_eq!(&value, &Value::Array(vec![])),
+            Err(SnapshotError::NoneFromThisRun { newest }) => prop_assert!(newest < not_before),
+            Err(SnapshotError::MissingId { time }) => prop_assert!(time >= not_before),
+        }
+    }
+
+    /// Valid restic arrays at random UTC offsets: the newest instant at or
+    /// after `not_before` is chosen, compared as instants, never as strings.
+    #[test]
+    fn the_newest_snapshot_of_this_run_is_chosen(
+        snaps in snaps(),
+        not_before in prop_oneof![instant(), Just(Timestamp::UNIX_EPOCH)],
+        pick_existing in any::<prop::sample::Index>(),
+        at_existing in any::<bool>(),
+    ) {
+        // Often exactly at one snapshot's instant (the boundary is "not older").
+        let not_before = match (at_existing, snaps.is_empty()) {
+            (true, false) => snaps[pick_existing.index(snaps.len())].at,
+            _ => not_before,
+        };
+        let got = pick_snapshot(&restic_json(&snaps), not_before);
+        let newest = snaps.iter().map(|s| s.at).max();
+        let chosen = snaps.iter().filter(|s| s.at >= not_before).max_by_key(|s| s.at);
+        match (newest, chosen) {
+            (None, _) => prop_assert_eq!(got, Err(SnapshotError::Empty)),
+            (Some(newest), None) => {
+                prop_assert_eq!(got, Err(SnapshotError::NoneFromThisRun { newest }))
+            }
+            (Some(_), Some(want)) => match &want.id {
+                Some(id) => {
+                    let snap = got.expect("a snapshot of this run");
+                    prop_assert_eq!(&snap.id, id);
+                    prop_assert_eq!(snap.time, want.at);
+                }
+                None => prop_assert_eq!(got, Err(SnapshotError::MissingId { time: want.at })),
+            },
+        }
+    }
+
+    /// restic's JSON line is found among warning lines before and after it.
+    /// (Lines after it are bracket-free: when the output starts with the
+    /// JSON and a later line ends with `]`, `extract_snapshot_json` takes
+    /// the whole output, which then does not parse.)
+    #[test]
+    fn the_json_line_is_found_among_warnings(
+        snaps in snaps(),
+        before in proptest::collection::vec("[^\\[\\n\\r]{0,30}", 0..4),
+        after in proptest::collection::vec("[^\\[\\]\\n\\r]{0,30}", 0..3),
+    ) {
+        let json = restic_json(&snaps);
+        let mut lines = before.clone();
+        lines.push(json.clone());
+        lines.extend(after.iter().cloned());
+        let output = lines.join("\n") + "\n";
+        prop_assert_eq!(extract_snapshot_json(&output), json.as_str());
+    }
+
+    /// Whatever the output, the extract is a trimmed piece of it.
+    #[test]
+    fn the_extract_is_always_part_of_the_output(output in ".{0,200}|[\\[\\]a-z \\n]{0,60}") {
+        let extract = extract_snapshot_json(&output);
+        prop_assert!(output.contains(extract));
+        prop_assert_eq!(extract, extract.trim());
+    }
+}
+
+// ------------------------------------------------------------ RFC 3339
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any string: `parse::<Timestamp>()` returns, never panics.
+    #[test]
+    fn any_string_parses_or_errs(s in ".{0,40}|[0-9T:.Z+\\-]{0,40}") {
+        let _ = s.parse::<Timestamp>();
+    }
+
+    /// A time written at any offset parses back to the same instant, and
+    /// the UTC form round-trips.
+    #[test]
+    fn rfc3339_at_any_offset_is_the_same_instant(
+        at in instant(),
+        a in offset(),
+        b in offset(),
+        plus_zero in any::<bool>(),
+    ) {
+        let (sa, sb) = (rfc3339(at, a, plus_zero), rfc3339(at, b, plus_zero));
+        let pa: Timestamp = sa.parse().expect("valid RFC 3339");
+        let pb: Timestamp = sb.parse().expect("valid RFC 3339");
+        prop_assert_eq!(pa, at);
+        prop_assert_eq!(pb, at);
+        prop_assert_eq!(at.to_string().parse::<Timestamp>().expect("UTC form"), at);
+    }
+
+    /// Order of instants, not of strings: two instants written at random
+    /// offsets compare as the instants do.
+    #[test]
+    fn parsed_times_order_as_instants(x in instant(), y in instant(), a in offset(), b in offset()) {
+        let px: Timestamp = rfc3339(x, a, false).parse().expect("valid");
+        let py: Timestamp = rfc3339(y, b, false).parse().expect("valid");
+        prop_assert_eq!(px.cmp(&py), x.cmp(&y));
+    }
+}
+
+// ------------------------------------------------------------ names
+
+/// `value` written as JSON (as the intent carries it) reads back as itself.
+fn json_round_trip<T>(value: &T) -> Result<(), TestCaseError>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let json = serde_json::to_string(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let back: T = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&back, value);
+    Ok(())
+}
+
+/// The JSON string `s` does not deserialise as a `T`.
+fn json_refuses<T: DeserializeOwned>(s: &str) -> bool {
+    serde_json::to_string(s).map_or(true, |json| serde_json::from_str::<T>(&json).is_err())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// User names: never a panic; accepted ones are plain account names
+    /// that re-parse to themselves, also through JSON.
+    #[test]
+    fn user_names_are_plain_or_refused(s in name_like()) {
+        match UserName::parse(&s) {
+            Ok(name) => {
+                prop_assert_eq!(name.as_str(), s.as_str());
+                prop_assert!(!s.contains('/') && !s.contains("..") && !s.chars().any(char::is_whitespace));
+                prop_assert!((1..=32).contains(&s.len()));
+                prop_assert_eq!(UserName::parse(name.as_str()), Ok(name.clone()));
+                json_round_trip(&name)?;
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind, "user name");
+                prop_assert_eq!(&e.value, &s);
+                prop_assert!(json_refuses::<UserName>(&s));
+            }
+        }
+    }
+
+    /// Every name of the documented form is accepted.
+    #[test]
+    fn valid_user_names_are_accepted(s in "[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,31}") {
+        prop_assume!(!s.contains(".."));
+        prop_assert!(UserName::parse(&s).is_ok(), "{:?} refused", s);
+    }
+
+    /// Migration keys: never a panic; accepted ones cannot leave a unit or
+    /// program name (no '/', no whitespace, no leading '.') and re-parse to
+    /// themselves, also through JSON.
+    #[test]
+    fn migration_keys_are_names_or_refused(s in name_like()) {
+        match MigrationKey::parse(&s) {
+            Ok(key) => {
+                prop_assert_eq!(key.as_str(), s.as_str());
+                prop_assert!(!s.contains('/') && !s.chars().any(char::is_whitespace));
+                prop_assert!(!s.starts_with('.') && s != "..");
+                prop_assert!((1..=128).contains(&s.len()));
+                prop_assert_eq!(key.unit_name(), format!("restic-backups-{s}.service"));
+                prop_assert_eq!(MigrationKey::parse(key.as_str()), Ok(key.clone()));
+                json_round_trip(&key)?;
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind, "migration key");
+                prop_assert_eq!(&e.value, &s);
+                prop_assert!(json_refuses::<MigrationKey>(&s));
+            }
+        }
+    }
+
+    /// Every key of the documented form is accepted.
+    #[test]
+    fn valid_migration_keys_are_accepted(s in "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,127}") {
+        prop_assert!(MigrationKey::parse(&s).is_ok(), "{:?} refused", s);
+    }
+
+    /// Node names: never a panic; accepted ones have no whitespace or
+    /// control character and re-parse to themselves.
+    #[test]
+    fn node_names_are_printable_or_refused(s in name_like()) {
+        match NodeName::parse(&s) {
+            Ok(node) => {
+                prop_assert!(!s.is_empty() && s.len() <= 253);
+                prop_assert!(!s.chars().any(|c| c.is_whitespace() || c.is_control()));
+                prop_assert_eq!(NodeName::parse(node.as_str()), Ok(node.clone()));
+                json_round_trip(&node)?;
+            }
+            Err(e) => {
+                prop_assert_eq!(&e.value, &s);
+                prop_assert!(json_refuses::<NodeName>(&s));
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ HTTP answers
+
+fn endpoint() -> impl Strategy<Value = Endpoint> {
+    prop_oneof![
+        Just(Endpoint::IntentBySha),
+        Just(Endpoint::Events),
+        Just(Endpoint::Statuses),
+        Just(Endpoint::BackupSnapshot),
+    ]
+}
+
+/// Bodies a provider (or a proxy in front of it) could send: long, multi-line,
+/// multi-byte, every kind of whitespace.
+fn body() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-z \\n\\r\\t\u{85}\u{a0}\u{2028}é€]{0,700}",
+        ".{280,320}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// An excerpt is one line of at most BODY_EXCERPT_CHARS characters plus
+    /// the ellipsis, with whitespace runs folded to single spaces.
+    #[test]
+    fn an_excerpt_is_one_short_line(body in body()) {
+        let ex = excerpt(&body);
+        prop_assert!(ex.chars().count() <= BODY_EXCERPT_CHARS + 1);
+        prop_assert!(ex.lines().count() <= 1, "{:?}", ex);
+        prop_assert!(!ex.chars().any(|c| c.is_whitespace() && c != ' '), "{:?}", ex);
+        prop_assert!(!ex.contains("  ") && ex == ex.trim());
+        let cut = ex.ends_with('…') && ex.chars().count() == BODY_EXCERPT_CHARS + 1;
+        let folded = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !cut {
+            prop_assert_eq!(ex, folded);
+        }
+    }
+
+    /// Any status and body: no panic, the contract's error for the status,
+    /// and a one-line message.
+    #[test]
+    fn any_answer_is_classified(endpoint in endpoint(), status in any::<u16>(), body in body()) {
+        match classify(endpoint, status, &body) {
+            Ok(()) => prop_assert!((200..300).contains(&status)),
+            Err(err) => {
+                prop_assert!(!(200..300).contains(&status));
+                let message = err.to_string();
+                prop_assert!(!message.contains('\n') && !message.contains('\r'), "{:?}", message);
+                match err {
+                    ProviderError::Refused => prop_assert_eq!(status, 403),
+                    ProviderError::JobClosed => {
+                        prop_assert_eq!((status, endpoint), (409, Endpoint::Events))
+                    }
+                    ProviderError::NotFound(_) => prop_assert_eq!(status, 404),
+                    ProviderError::BadRequest(_) => prop_assert_eq!(status, 400),
+                    ProviderError::Server { status: s, body: b } => {
+                        prop_assert!((500..600).contains(&status) && s == status);
+                        prop_assert_eq!(b, excerpt(&body));
+                    }
+                    ProviderError::Client { status: s, body: b } => {
+                        prop_assert_eq!(s, status);
+                        prop_assert!(![400, 403, 404].contains(&status) && !(500..600).contains(&status));
+                        prop_assert_eq!(b, excerpt(&body));
+                    }
+                    other => prop_assert!(false, "classify never gives {:?}", other),
+                }
+            }
+        }
+    }
+}
