@@ -1,12 +1,27 @@
 //! Property tests of the parsers that take input from outside (restic's
-//! output, names from the intent, the provider's HTTP answers): for random
+//! output, the intent and its names, the provider's HTTP answers,
+//! configuration values, the journal's files, comin's store): for random
 //! input they never panic and give a typed error; for valid input they give
 //! back what was put in. Each property runs [`CASES`] generated cases with no
 //! failure files written (a failure prints its shrunk input).
 
-use hostenv_activate::adapters::http::{classify, excerpt, Endpoint, BODY_EXCERPT_CHARS};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use hostenv_activate::adapters::http::{
+    classify, decode_backup_snapshot, decode_intent, decode_own_status, decode_statuses, excerpt,
+    ApiBase, Endpoint, BODY_EXCERPT_CHARS,
+};
+use hostenv_activate::config::SECONDS;
+use hostenv_activate::model::comin::newest_deployment;
+use hostenv_activate::model::journal::{
+    ActionRecord, ActionState, Delivery, JobRecord, Posted, RunEnd,
+};
 use hostenv_activate::model::names::{MigrationKey, NodeName, UserName};
 use hostenv_activate::model::snapshot::{extract_snapshot_json, pick_snapshot, SnapshotError};
+use hostenv_activate::model::{
+    BackupPayload, CominStatus, EventPayload, Intent, IntentDigest, JobId, Op, Terminal,
+};
 use hostenv_activate::ports::ProviderError;
 use jiff::tz::{Offset, TimeZone};
 use jiff::Timestamp;
@@ -511,5 +526,333 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+// ------------------------------------------------------------ the intent
+
+/// Node names as providers use them.
+fn node() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,12}"
+}
+
+/// A valid action as JSON: any op, a valid user, optional nodes (absent or
+/// null), distinct keys.
+fn action_json() -> impl Strategy<Value = Value> {
+    (
+        0usize..5,
+        "[a-z_][a-z0-9_\\-]{0,20}",
+        proptest::option::of(node()),
+        proptest::option::of(node()),
+        proptest::collection::btree_set("[a-z0-9][a-z0-9._\\-]{0,20}", 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(op, user, from, to, keys, nulls)| {
+            let op = ["activate", "reload", "backup", "restore", "deactivate"][op];
+            let mut a = serde_json::json!({"op": op, "user": user, "migrations": keys});
+            for (field, value) in [("fromNode", from), ("toNode", to)] {
+                match value {
+                    Some(n) => a[field] = Value::from(n),
+                    None if nulls => a[field] = Value::Null,
+                    None => {}
+                }
+            }
+            a
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any JSON as an intent, and as the lookup's whole answer: a typed
+    /// intent or a typed error, never a panic.
+    #[test]
+    fn any_json_is_an_intent_or_a_typed_error(v in json_value(), actions in proptest::collection::vec(json_value(), 0..4)) {
+        let _ = Intent::parse(&v);
+        let nearly = serde_json::json!({"schemaVersion": 1, "actions": actions});
+        if let Err(e) = Intent::parse(&nearly) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        let body = serde_json::json!({"jobId": v.clone(), "intent": nearly}).to_string();
+        let _ = decode_intent(&body);
+        let _ = decode_intent(&v.to_string());
+    }
+
+    /// Random bytes as the lookup's answer: a decode error, never a panic.
+    #[test]
+    fn random_bytes_are_no_intent(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let text = String::from_utf8_lossy(&bytes);
+        if let Err(e) = decode_intent(&text) {
+            prop_assert!(matches!(e, ProviderError::Decode(_)), "{:?}", e);
+        }
+    }
+
+    /// A valid intent parses, and what it parsed to reads back the same.
+    #[test]
+    fn valid_intents_round_trip(actions in proptest::collection::vec(action_json(), 0..6)) {
+        let raw = serde_json::json!({"schemaVersion": 1, "actions": actions});
+        let intent = Intent::parse(&raw).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(intent.actions.len(), actions.len());
+        let mut again = serde_json::to_value(&intent).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        again["schemaVersion"] = Value::from(1);
+        prop_assert_eq!(Intent::parse(&again), Ok(intent));
+        let body = serde_json::json!({"jobId": "job-1", "intent": raw}).to_string();
+        let fetched = decode_intent(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(fetched.digest, IntentDigest::of(&raw));
+    }
+}
+
+// ------------------------------------------------------------ provider replies
+
+fn status_json() -> impl Strategy<Value = Value> {
+    (node(), 0usize..7, 0usize..6, ".{0,30}", instant()).prop_map(|(n, st, ph, msg, at)| {
+        let status = [
+            "queued",
+            "waiting",
+            "running",
+            "success",
+            "failed",
+            "timed_out",
+            "odd",
+        ][st];
+        let phase = [
+            "intent",
+            "activate",
+            "reload",
+            "backup",
+            "restore",
+            "deactivate",
+        ][ph];
+        serde_json::json!({"eventId": 7, "node": n, "status": status, "phase": phase,
+                           "message": msg, "createdAt": at.to_string()})
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any JSON as any reply: a value or a typed decode error.
+    #[test]
+    fn any_reply_is_decoded_or_refused(v in json_value()) {
+        let body = v.to_string();
+        for result in [
+            decode_statuses(&body).map(|_| ()),
+            decode_own_status(&body).map(|_| ()),
+            decode_backup_snapshot(&body).map(|_| ()),
+        ] {
+            if let Err(e) = result {
+                prop_assert!(matches!(e, ProviderError::Decode(_)), "{:?}", e);
+            }
+        }
+        let wrapped = serde_json::json!({"statuses": [v.clone()], "status": v.clone(), "payload": v}).to_string();
+        let _ = decode_statuses(&wrapped);
+        let _ = decode_own_status(&wrapped);
+        let _ = decode_backup_snapshot(&wrapped);
+    }
+
+    /// Valid replies give back what they hold.
+    #[test]
+    fn valid_replies_decode(statuses in proptest::collection::vec(status_json(), 0..5),
+                            user in "[a-z][a-z0-9-]{0,10}", source in node(),
+                            snaps in proptest::collection::btree_map("[a-z][a-z0-9-]{0,10}", "[0-9a-f]{64}", 0..4)) {
+        let body = serde_json::json!({"jobId": "j", "node": "me", "statuses": statuses}).to_string();
+        let decoded = decode_statuses(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(decoded.len(), statuses.len());
+        for (d, s) in decoded.iter().zip(&statuses) {
+            prop_assert_eq!(Value::from(d.node.clone()), s["node"].clone());
+            prop_assert_eq!(d.message.clone().map(Value::from), Some(s["message"].clone()));
+        }
+        let payload = serde_json::json!({"user": user, "sourceNode": source, "snapshots": snaps});
+        let body = serde_json::json!({"jobId": "j", "node": "me", "sourceNode": source, "user": user, "payload": payload}).to_string();
+        let decoded = decode_backup_snapshot(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let decoded = decoded.ok_or_else(|| TestCaseError::fail("no payload"))?;
+        prop_assert_eq!(serde_json::to_value(&decoded).map_err(|e| TestCaseError::fail(e.to_string()))?, payload);
+        prop_assert_eq!(decode_backup_snapshot(r#"{"payload": null}"#), Ok(None));
+    }
+}
+
+// ------------------------------------------------------------ configuration values
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any bytes as a number of seconds: accepted exactly when a whole
+    /// number within the bounds, otherwise one short line naming the setting.
+    #[test]
+    fn seconds_settings_accept_exactly_their_range(raw in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..24).prop_map(OsString::from_vec),
+        "-?[0-9]{0,25}".prop_map(OsString::from),
+        (0u64..2_000_000).prop_map(|n| OsString::from(n.to_string())),
+    ]) {
+        for setting in SECONDS {
+            let expected = raw
+                .to_str()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|n| (setting.min..=setting.max).contains(n));
+            match setting.parse(&raw) {
+                Ok(d) => prop_assert_eq!(Some(d.as_secs()), expected),
+                Err(e) => {
+                    prop_assert!(expected.is_none());
+                    let line = e.to_string();
+                    prop_assert!(line.starts_with(&format!("{} (--{})", setting.variable, setting.flag)), "{}", line);
+                    prop_assert!(!line.contains('\n') && line.len() < 300, "{}", line);
+                }
+            }
+        }
+    }
+
+    /// Base URLs and comin's values: parsed or refused, never a panic, and
+    /// a refusal is one line.
+    #[test]
+    fn urls_and_comin_values_never_panic(raw in prop_oneof![".{0,80}", "(https?|unix|ftp):[ -~]{0,60}"],
+                                         status in proptest::option::of(".{0,12}"),
+                                         message in proptest::option::of(".{0,40}")) {
+        if let Err(problem) = ApiBase::parse(&raw) {
+            prop_assert!(!problem.contains('\n') || raw.contains('\n'), "{}", problem);
+        }
+        let _ = CominStatus::from_comin(status.as_deref(), message.as_deref());
+    }
+}
+
+// ------------------------------------------------------------ the journal and comin's store
+
+fn terminal() -> impl Strategy<Value = Terminal> {
+    (
+        0usize..3,
+        ".{0,40}",
+        proptest::option::of(("[a-z][a-z0-9-]{0,10}", node(), "[0-9a-f]{8,64}")),
+    )
+        .prop_map(|(status, message, payload)| {
+            let payload = payload.map(|(user, source, id)| {
+                EventPayload::Backup(BackupPayload {
+                    user: UserName::parse(&user).expect("valid user"),
+                    source_node: NodeName::parse(&source).expect("valid node"),
+                    snapshots: [(MigrationKey::parse("db-migrate").expect("key"), id)]
+                        .into_iter()
+                        .collect(),
+                })
+            });
+            match status {
+                0 => Terminal::success(message, payload),
+                1 => Terminal::failed(message, payload),
+                _ => Terminal::timed_out(message, payload),
+            }
+        })
+}
+
+fn job_record() -> impl Strategy<Value = JobRecord> {
+    (
+        node(),
+        // Job ids as the provider sends them: never blank.
+        ".{0,20}[a-z0-9]",
+        proptest::collection::vec(
+            (
+                any::<u32>(),
+                instant(),
+                proptest::option::of((instant(), any::<bool>(), ".{0,30}")),
+            ),
+            0..4,
+        ),
+        proptest::collection::btree_map(
+            0usize..20,
+            (
+                0usize..5,
+                "[a-z][a-z0-9-]{0,10}",
+                instant(),
+                proptest::option::of((instant(), terminal(), 0usize..3, any::<bool>())),
+            ),
+            0..6,
+        ),
+        proptest::option::of((terminal(), 0usize..3)),
+    )
+        .prop_map(|(n, job, runs, actions, closing)| {
+            let mut r = JobRecord::new(
+                NodeName::parse(&n).expect("node"),
+                JobId::new(job),
+                "abc".into(),
+                IntentDigest::of(&Value::Null),
+            );
+            for (pid, at, end) in runs {
+                r.begin_run(pid, at);
+                if let Some((at, success, message)) = end {
+                    r.end_run(RunEnd {
+                        at,
+                        success,
+                        message,
+                    });
+                }
+            }
+            let delivery =
+                |d: usize| [Delivery::Pending, Delivery::Delivered, Delivery::Dropped][d];
+            for (index, (op, user, started_at, finished)) in actions {
+                let state = match finished {
+                    None => ActionState::Started { started_at },
+                    Some((finished_at, terminal, d, adopted)) => ActionState::Finished {
+                        started_at,
+                        finished_at,
+                        adopted,
+                        event: Posted {
+                            terminal,
+                            delivery: delivery(d),
+                        },
+                    },
+                };
+                r.put(ActionRecord {
+                    index,
+                    op: Op::ALL[op],
+                    user: UserName::parse(&user).expect("user"),
+                    state,
+                });
+            }
+            r.closing = closing.map(|(terminal, d)| Posted {
+                terminal,
+                delivery: delivery(d),
+            });
+            r
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A record reads back as it was written.
+    #[test]
+    fn journal_records_round_trip(record in job_record()) {
+        prop_assert_eq!(JobRecord::parse(&record.to_bytes()), Ok(record));
+    }
+
+    /// Any bytes, any JSON, any record cut short: a typed error or a
+    /// record, never a panic; a torn record is never taken for a whole one.
+    #[test]
+    fn broken_journal_files_are_typed_errors(record in job_record(), v in json_value(),
+                                             bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                                             cut in 0.0f64..1.0) {
+        let _ = JobRecord::parse(&bytes);
+        let _ = JobRecord::parse(v.to_string().as_bytes());
+        let whole = record.to_bytes();
+        let at = ((whole.len() as f64) * cut) as usize;
+        // A prefix that still parses must be the record (only trailing
+        // whitespace was cut).
+        if let Ok(parsed) = JobRecord::parse(&whole[..at]) {
+            prop_assert_eq!(parsed, record);
+        }
+    }
+
+    /// comin's store: any JSON is a deployment or a typed error; among
+    /// valid deployments the newest by time is chosen.
+    #[test]
+    fn comin_stores_name_their_newest_deployment(v in json_value(),
+                                                 deployments in proptest::collection::vec(("[0-9a-f]{40}", proptest::option::of(instant()), proptest::option::of(instant())), 1..6)) {
+        let _ = newest_deployment(v.to_string().as_bytes());
+        let _ = newest_deployment(serde_json::json!({"deployments": [v]}).to_string().as_bytes());
+        let store = serde_json::json!({"deployments": deployments.iter().map(|(commit, started, ended)| {
+            let mut d = serde_json::json!({"generation": {"selected_commit_id": commit}, "status": "done"});
+            if let Some(t) = started { d["started_at"] = Value::from(t.to_string()); }
+            if let Some(t) = ended { d["ended_at"] = Value::from(t.to_string()); }
+            d
+        }).collect::<Vec<_>>()});
+        let newest = newest_deployment(store.to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let latest = deployments.iter().map(|(_, s, e)| e.or(*s)).max().flatten();
+        prop_assert_eq!(newest.when(), latest);
     }
 }

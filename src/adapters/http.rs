@@ -445,15 +445,16 @@ impl HttpProvider {
     }
 
     /// Sends a GET and decodes a 200 answer as `T`.
-    fn get_json<T: DeserializeOwned>(
+    /// Sends a GET; the body of a 2xx answer.
+    fn get(
         &self,
         endpoint: Endpoint,
         url: Url,
         query: &[(&str, &str)],
-    ) -> Result<T, ProviderError> {
+    ) -> Result<String, ProviderError> {
         let (status, body) = self.send(endpoint, self.client.get(url).query(query))?;
         classify(endpoint, status, &body)?;
-        decode(endpoint, &body)
+        Ok(body)
     }
 }
 
@@ -478,6 +479,26 @@ fn decode<T: DeserializeOwned>(endpoint: Endpoint, body: &str) -> Result<T, Prov
     })
 }
 
+/// The intent lookup's 200 body, its intent parsed.
+pub fn decode_intent(body: &str) -> Result<FetchedIntent, ProviderError> {
+    decode::<IntentEnvelope>(Endpoint::IntentBySha, body).map(FetchedIntent::from)
+}
+
+/// The `statuses` 200 body: the latest event of each node.
+pub fn decode_statuses(body: &str) -> Result<Vec<DeployStatus>, ProviderError> {
+    decode::<StatusesBody>(Endpoint::Statuses, body).map(|b| b.statuses)
+}
+
+/// The `status` 200 body: this node's latest event, if any.
+pub fn decode_own_status(body: &str) -> Result<Option<DeployStatus>, ProviderError> {
+    decode::<StatusBody>(Endpoint::OwnStatus, body).map(|b| b.status)
+}
+
+/// The `backup-snapshot` 200 body: the source node's backup payload, if any.
+pub fn decode_backup_snapshot(body: &str) -> Result<Option<BackupPayload>, ProviderError> {
+    decode::<BackupSnapshotBody>(Endpoint::BackupSnapshot, body).map(|b| b.payload)
+}
+
 #[derive(Deserialize)]
 struct StatusesBody {
     statuses: Vec<DeployStatus>,
@@ -499,8 +520,8 @@ impl Provider for HttpProvider {
     fn intent_by_sha(&self, sha: &str) -> Result<Option<FetchedIntent>, ProviderError> {
         let (url, query) = self.intent_request(sha);
         let query = query.each_ref().map(|(k, v)| (*k, v.as_str()));
-        match self.get_json::<IntentEnvelope>(Endpoint::IntentBySha, url, &query) {
-            Ok(envelope) => Ok(Some(envelope.into())),
+        match self.get(Endpoint::IntentBySha, url, &query) {
+            Ok(body) => decode_intent(&body).map(Some),
             Err(ProviderError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -521,16 +542,12 @@ impl Provider for HttpProvider {
 
     fn statuses(&self, job: &JobId) -> Result<Vec<DeployStatus>, ProviderError> {
         let url = self.job_url(job, "statuses");
-        let body: StatusesBody =
-            self.get_json(Endpoint::Statuses, url, &[("node", self.node.as_str())])?;
-        Ok(body.statuses)
+        decode_statuses(&self.get(Endpoint::Statuses, url, &[("node", self.node.as_str())])?)
     }
 
     fn own_status(&self, job: &JobId) -> Result<Option<DeployStatus>, ProviderError> {
         let url = self.job_url(job, "status");
-        let body: StatusBody =
-            self.get_json(Endpoint::OwnStatus, url, &[("node", self.node.as_str())])?;
-        Ok(body.status)
+        decode_own_status(&self.get(Endpoint::OwnStatus, url, &[("node", self.node.as_str())])?)
     }
 
     fn backup_snapshot(
@@ -545,8 +562,7 @@ impl Provider for HttpProvider {
             ("source", source.as_str()),
             ("user", user.as_str()),
         ];
-        let body: BackupSnapshotBody = self.get_json(Endpoint::BackupSnapshot, url, &query)?;
-        Ok(body.payload)
+        decode_backup_snapshot(&self.get(Endpoint::BackupSnapshot, url, &query)?)
     }
 }
 
