@@ -1,7 +1,8 @@
 //! The Prometheus metrics file each run ends by writing, so an operator's
 //! node_exporter (textfile collector) can alert on a node whose deployments
 //! fail, hang or stop happening: what the last run did, in the text
-//! exposition format 0.0.4.
+//! exposition format 0.0.4, replaced atomically so a scrape never reads
+//! half a file.
 //!
 //! Rendered by hand, not with a metrics crate. `prometheus-client` writes
 //! OpenMetrics (`# EOF`, counters renamed `_total`), not the 0.0.4 format
@@ -16,7 +17,16 @@
 //! rendering back with an independent, strict parser of the format.
 
 use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fchmod, Mode};
+
+use crate::adapters::files::replace_atomically;
 
 /// What one run did, for the metrics file.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +122,49 @@ pub fn render(metrics: &RunMetrics) -> String {
     out
 }
 
+/// Writes `render(metrics)` to `path` atomically: a temp file in the same
+/// directory, fsync, mode 0644, rename over `path`, fsync of the directory.
+/// The directory must exist (it is the node exporter's textfile
+/// directory); it is never created. The collector reads only `*.prom`
+/// files.
+pub fn write(path: &Path, metrics: &RunMetrics) -> anyhow::Result<()> {
+    let (dir, name) = split(path)?;
+    let dir_fd = open_textfile_dir(dir)?;
+    // The temp file is `.<name>.<pid>.<nanos>.tmp`: the textfile collector
+    // only reads `*.prom`, so it never collects a half-written file.
+    replace_atomically(&dir_fd, dir, name, render(metrics).as_bytes(), |file| {
+        fchmod(file, Mode::from_bits_truncate(0o644)).context("chmod 0644")
+    })
+}
+
+/// `path` as its directory and its file name.
+fn split(path: &Path) -> anyhow::Result<(&Path, &str)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("metrics file {} has no file name", path.display()))?;
+    let name = name
+        .to_str()
+        .ok_or_else(|| anyhow!("metrics file name {} is not UTF-8", path.display()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+fn open_textfile_dir(dir: &Path) -> anyhow::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    open(dir, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ENOENT => anyhow!(
+            "metrics directory {} does not exist: it must be node_exporter's textfile \
+             directory (--collector.textfile.directory), which this program does not create",
+            dir.display()
+        ),
+        Errno::ENOTDIR => anyhow!("metrics directory {} is not a directory", dir.display()),
+        e => anyhow!("cannot open metrics directory {}: {e}", dir.display()),
+    })
+}
+
 /// One sample of a family: its labels (name, value) and its value.
 type Sample<'a> = (Vec<(&'static str, &'a str)>, f64);
 
@@ -184,11 +237,15 @@ fn escape_label_value(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use openmetrics_parser::prometheus::parse_prometheus;
     use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 
     use super::*;
+
+    const FILE: &str = "hostenv_activate.prom";
 
     type Labels = BTreeMap<String, String>;
     /// Each family's samples as (labels, value), families by name.
@@ -284,7 +341,10 @@ mod tests {
     }
 
     fn written(run: &RunMetrics) -> Families {
-        parse(&render(run))
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        write(&path, run).expect("write");
+        parse(&std::fs::read_to_string(&path).expect("read back"))
     }
 
     /// What a file written by version 1.2.3 must read back as: the last
@@ -392,5 +452,149 @@ mod tests {
             families[BUILD_INFO],
             vec![(labels(&[("version", odd_version)]), 1.0)]
         );
+    }
+
+    struct SetOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    #[test]
+    fn readers_see_one_whole_file_or_the_other_while_it_is_rewritten() {
+        // The writer goes on until both counts are reached.
+        const REWRITES: usize = 300;
+        const READS: usize = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        let runs = [successful_run(), failed_run()];
+        let renderings = runs.each_ref().map(render);
+        let parsed = renderings.each_ref().map(|r| parse(r));
+        assert_ne!(renderings[0], renderings[1]);
+        write(&path, &runs[0]).expect("first write");
+        let done = AtomicBool::new(false);
+        let reads = AtomicUsize::new(0);
+        let reader_gone = AtomicBool::new(false);
+        let mut seen = [0; 2];
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let mut rewrites = 0;
+                let written = loop {
+                    let enough = rewrites >= REWRITES && reads.load(Ordering::Acquire) >= READS;
+                    if enough || reader_gone.load(Ordering::Acquire) {
+                        break Ok(());
+                    }
+                    if let Err(e) = write(&path, &runs[(rewrites + 1) % 2]) {
+                        break Err(e);
+                    }
+                    rewrites += 1;
+                };
+                done.store(true, Ordering::Release);
+                written
+            });
+            // A failing read panics: the writer must not wait for more reads.
+            let _stop_writer = SetOnDrop(&reader_gone);
+            while !done.load(Ordering::Acquire) {
+                let text = std::fs::read_to_string(&path).expect("read while rewritten");
+                let families = parse(&text);
+                let which = renderings
+                    .iter()
+                    .position(|r| *r == text)
+                    .unwrap_or_else(|| panic!("neither rendering, a mix or a cut:\n{text}"));
+                assert_eq!(families, parsed[which]);
+                seen[which] += 1;
+                reads.fetch_add(1, Ordering::Release);
+            }
+            writer
+                .join()
+                .expect("writer thread")
+                .expect("every rewrite succeeds");
+        });
+        assert!(
+            seen.iter().all(|&n| n > 0),
+            "the reads did not overlap the rewrites: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_and_not_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("textfile_collector");
+        let err = write(&missing.join(FILE), &successful_run()).expect_err("no directory");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(&format!(
+                "metrics directory {} does not exist",
+                missing.display()
+            )),
+            "{message}"
+        );
+        assert!(!missing.exists());
+
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"").expect("write");
+        let err = write(&file.join(FILE), &successful_run()).expect_err("not a directory");
+        assert_eq!(
+            format!("{err:#}"),
+            format!("metrics directory {} is not a directory", file.display())
+        );
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_file_is_0644_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // The new file's mode is set, not inherited from the old one or
+        // left at the temp file's 0600.
+        write(&path, &successful_run()).expect("write");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o644);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            render(&successful_run())
+        );
+        assert_eq!(names_in(dir.path()), [FILE]);
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: the rename cannot replace it.
+        let path = dir.path().join(FILE);
+        std::fs::create_dir(&path).expect("mkdir");
+        let err = write(&path, &successful_run()).expect_err("a directory is in the way");
+        assert!(
+            format!("{err:#}").contains(&path.display().to_string()),
+            "{err:#}"
+        );
+        assert_eq!(names_in(dir.path()), [FILE]);
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn the_path_splits_into_directory_and_file_name_a_bare_name_in_the_current_directory() {
+        let (dir, name) = split(Path::new(FILE)).expect("split");
+        assert_eq!((dir, name), (Path::new("."), FILE));
+        let (dir, name) =
+            split(Path::new("/var/lib/prometheus-node-exporter/x.prom")).expect("split");
+        assert_eq!(
+            (dir, name),
+            (Path::new("/var/lib/prometheus-node-exporter"), "x.prom")
+        );
+        assert!(split(Path::new("/")).is_err());
+        assert!(split(Path::new("textfiles/..")).is_err());
     }
 }
