@@ -9,6 +9,7 @@ pub mod http;
 pub mod journal;
 pub mod lock;
 pub mod log;
+pub mod metrics;
 pub mod plan_store;
 pub mod process;
 pub mod programs;

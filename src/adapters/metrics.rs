@@ -1,0 +1,600 @@
+//! The Prometheus metrics file each run ends by writing, so an operator's
+//! node_exporter (textfile collector) can alert on a node whose deployments
+//! fail, hang or stop happening: what the last run did, in the text
+//! exposition format 0.0.4, replaced atomically so a scrape never reads
+//! half a file.
+//!
+//! Rendered by hand, not with a metrics crate. `prometheus-client` writes
+//! OpenMetrics (`# EOF`, counters renamed `_total`), not the 0.0.4 format
+//! the textfile collector's parser expects, keeps one sample per label set
+//! (two actions with the same op and user would merge) and brings a derive
+//! macro and `parking_lot`; the `prometheus` crate writes 0.0.4 but is built
+//! around long-lived registries of atomic metrics, pulls `protobuf` by
+//! default, `parking_lot`, `lazy_static` and `fnv`. This file is seven
+//! gauge families written once per run: their HELP and TYPE lines, samples
+//! without timestamps (the textfile collector rejects those) and the three
+//! label-value escapes fit in a few lines, and the tests read every
+//! rendering back with an independent, strict parser of the format.
+
+use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fchmod, Mode};
+
+use crate::adapters::files::replace_atomically;
+
+/// What one run did, for the metrics file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMetrics {
+    pub finished_at: jiff::Timestamp,
+    pub success: bool,
+    pub duration: Duration,
+    /// The actions of the run, in the order they ran.
+    pub actions: Vec<ActionMetric>,
+    pub undelivered_events: usize,
+    /// `env!("CARGO_PKG_VERSION")` in production.
+    pub version: &'static str,
+}
+
+/// One action of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionMetric {
+    pub op: String,
+    pub user: String,
+    pub duration: Duration,
+    pub success: bool,
+}
+
+pub const LAST_RUN_TIMESTAMP: &str = "hostenv_activate_last_run_timestamp_seconds";
+pub const LAST_RUN_SUCCESS: &str = "hostenv_activate_last_run_success";
+pub const LAST_RUN_DURATION: &str = "hostenv_activate_last_run_duration_seconds";
+pub const ACTION_DURATION: &str = "hostenv_activate_action_duration_seconds";
+pub const ACTION_SUCCESS: &str = "hostenv_activate_action_success";
+pub const UNDELIVERED_EVENTS: &str = "hostenv_activate_undelivered_events";
+pub const BUILD_INFO: &str = "hostenv_activate_build_info";
+
+/// The Prometheus text exposition format (version 0.0.4, what
+/// node_exporter's textfile collector reads).
+///
+/// Every family is a gauge and is always described, also when it has no
+/// sample (a run without actions): parsers drop a family without samples.
+/// The per-action families carry `op`, `user` and `index`, the action's
+/// position in [`RunMetrics::actions`] counting from 1 (as in the log's
+/// "action N of M"): an intent may hold the same op for the same user
+/// twice, and two samples with one label set would make the whole file
+/// invalid. Aggregate `without (index)` for one series per op and user.
+pub fn render(metrics: &RunMetrics) -> String {
+    let indexes: Vec<String> = (1..=metrics.actions.len()).map(|i| i.to_string()).collect();
+    let actions = |value: fn(&ActionMetric) -> f64| per_action(&metrics.actions, &indexes, value);
+    let families = [
+        (
+            LAST_RUN_TIMESTAMP,
+            "Unix time at which the last run of hostenv-activate finished.",
+            alone(metrics.finished_at.as_duration().as_secs_f64()),
+        ),
+        (
+            LAST_RUN_SUCCESS,
+            "1 if the last run succeeded (or had nothing to do), 0 if it failed.",
+            alone(flag(metrics.success)),
+        ),
+        (
+            LAST_RUN_DURATION,
+            "How long the last run took, in seconds.",
+            alone(metrics.duration.as_secs_f64()),
+        ),
+        (
+            ACTION_DURATION,
+            "How long each action of the last run took, in seconds; index is its position in the run, from 1.",
+            actions(|a| a.duration.as_secs_f64()),
+        ),
+        (
+            ACTION_SUCCESS,
+            "1 if the action of the last run succeeded, 0 if it failed or timed out; index is its position in the run, from 1.",
+            actions(|a| flag(a.success)),
+        ),
+        (
+            UNDELIVERED_EVENTS,
+            "Events the provider has not received yet, kept for a later run to deliver.",
+            // A count far below 2^53: exact as f64.
+            alone(metrics.undelivered_events as f64),
+        ),
+        (
+            BUILD_INFO,
+            "Always 1; version is the hostenv-activate that wrote this file.",
+            vec![(vec![("version", metrics.version)], 1.0)],
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, samples) in families {
+        // Writing into a String cannot fail. `help` is one of the constant
+        // texts above: no backslash, no newline to escape.
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (labels, value) in samples {
+            sample(&mut out, name, &labels, value);
+        }
+    }
+    out
+}
+
+/// Writes `render(metrics)` to `path` atomically: a temp file in the same
+/// directory, fsync, mode 0644, rename over `path`, fsync of the directory.
+/// The directory must exist (it is the node exporter's textfile
+/// directory); it is never created. The collector reads only `*.prom`
+/// files.
+pub fn write(path: &Path, metrics: &RunMetrics) -> anyhow::Result<()> {
+    let (dir, name) = split(path)?;
+    let dir_fd = open_textfile_dir(dir)?;
+    // The temp file is `.<name>.<pid>.<nanos>.tmp`: the textfile collector
+    // only reads `*.prom`, so it never collects a half-written file.
+    replace_atomically(&dir_fd, dir, name, render(metrics).as_bytes(), |file| {
+        fchmod(file, Mode::from_bits_truncate(0o644)).context("chmod 0644")
+    })
+}
+
+/// `path` as its directory and its file name.
+fn split(path: &Path) -> anyhow::Result<(&Path, &str)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("metrics file {} has no file name", path.display()))?;
+    let name = name
+        .to_str()
+        .ok_or_else(|| anyhow!("metrics file name {} is not UTF-8", path.display()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+fn open_textfile_dir(dir: &Path) -> anyhow::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    open(dir, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ENOENT => anyhow!(
+            "metrics directory {} does not exist: it must be node_exporter's textfile \
+             directory (--collector.textfile.directory), which this program does not create",
+            dir.display()
+        ),
+        Errno::ENOTDIR => anyhow!("metrics directory {} is not a directory", dir.display()),
+        e => anyhow!("cannot open metrics directory {}: {e}", dir.display()),
+    })
+}
+
+/// One sample of a family: its labels (name, value) and its value.
+type Sample<'a> = (Vec<(&'static str, &'a str)>, f64);
+
+/// The one sample of a family without labels.
+fn alone(value: f64) -> Vec<Sample<'static>> {
+    vec![(Vec::new(), value)]
+}
+
+/// One sample per action, labelled with its op, user and `indexes` entry.
+fn per_action<'a>(
+    actions: &'a [ActionMetric],
+    indexes: &'a [String],
+    value: fn(&ActionMetric) -> f64,
+) -> Vec<Sample<'a>> {
+    actions
+        .iter()
+        .zip(indexes)
+        .map(|(action, index)| {
+            let labels = vec![
+                ("op", action.op.as_str()),
+                ("user", action.user.as_str()),
+                ("index", index.as_str()),
+            ];
+            (labels, value(action))
+        })
+        .collect()
+}
+
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// One sample line, without a timestamp. Every value here is finite (a
+/// duration, a Unix time, a count, 0 or 1), which Rust prints as a plain
+/// decimal that reads back as the same f64.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (label, text)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{label}=\"{}\"", escape_label_value(text));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// A label value as the text format spells it between double quotes.
+fn escape_label_value(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use openmetrics_parser::prometheus::parse_prometheus;
+    use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
+
+    use super::*;
+
+    const FILE: &str = "hostenv_activate.prom";
+
+    type Labels = BTreeMap<String, String>;
+    /// Each family's samples as (labels, value), families by name.
+    type Families = BTreeMap<String, Vec<(Labels, f64)>>;
+
+    /// `text` read by a strict parser of the text format: it must parse
+    /// whole, and every family must be a described gauge.
+    fn parse(text: &str) -> Families {
+        let parsed: MetricsExposition<PrometheusType, PrometheusValue> = parse_prometheus(text)
+            .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"));
+        parsed
+            .families
+            .iter()
+            .map(|(name, family)| {
+                assert_eq!(family.family_type, PrometheusType::Gauge, "{name}");
+                assert!(!family.help.is_empty(), "{name} has no HELP");
+                let samples = family
+                    .iter_samples()
+                    .map(|s| {
+                        let labels = s
+                            .get_labelset()
+                            .expect("labels")
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        let value = match &s.value {
+                            PrometheusValue::Gauge(n) => n.as_f64(),
+                            other => panic!("{name}: not a gauge sample: {other:?}"),
+                        };
+                        (labels, value)
+                    })
+                    .collect();
+                (name.clone(), samples)
+            })
+            .collect()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn action(op: &str, user: &str, millis: u64, success: bool) -> ActionMetric {
+        ActionMetric {
+            op: op.into(),
+            user: user.into(),
+            duration: Duration::from_millis(millis),
+            success,
+        }
+    }
+
+    fn successful_run() -> RunMetrics {
+        RunMetrics {
+            finished_at: "2024-05-01T12:00:00.25Z".parse().expect("timestamp"),
+            success: true,
+            duration: Duration::from_millis(2500),
+            actions: vec![
+                action("activate", "alice", 1500, true),
+                action("backup", "bob", 250, true),
+            ],
+            undelivered_events: 0,
+            version: "1.2.3",
+        }
+    }
+
+    /// The same op for the same user twice, the second failing, and two
+    /// events the provider never received.
+    fn failed_run() -> RunMetrics {
+        RunMetrics {
+            finished_at: "2024-05-02T00:00:00Z".parse().expect("timestamp"),
+            success: false,
+            duration: Duration::from_secs(905),
+            actions: vec![
+                action("activate", "alice", 3000, true),
+                action("activate", "alice", 900_500, false),
+            ],
+            undelivered_events: 2,
+            version: "1.2.3",
+        }
+    }
+
+    fn unlabelled(value: f64) -> Vec<(Labels, f64)> {
+        vec![(Labels::new(), value)]
+    }
+
+    fn action_sample(op: &str, user: &str, index: &str, value: f64) -> (Labels, f64) {
+        (
+            labels(&[("op", op), ("user", user), ("index", index)]),
+            value,
+        )
+    }
+
+    fn written(run: &RunMetrics) -> Families {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        write(&path, run).expect("write");
+        parse(&std::fs::read_to_string(&path).expect("read back"))
+    }
+
+    /// What a file written by version 1.2.3 must read back as: the last
+    /// run's finish time, success and duration, each action as (index, op,
+    /// user, seconds, success), and the undelivered events.
+    fn every_family(
+        last_run: [f64; 3],
+        actions: &[(&str, &str, &str, f64, f64)],
+        undelivered: f64,
+    ) -> Families {
+        let [finished_at, success, duration] = last_run;
+        let per_action = |seconds: bool| {
+            actions
+                .iter()
+                .map(|&(index, op, user, secs, ok)| {
+                    action_sample(op, user, index, if seconds { secs } else { ok })
+                })
+                .collect()
+        };
+        [
+            (LAST_RUN_TIMESTAMP, unlabelled(finished_at)),
+            (LAST_RUN_SUCCESS, unlabelled(success)),
+            (LAST_RUN_DURATION, unlabelled(duration)),
+            (ACTION_DURATION, per_action(true)),
+            (ACTION_SUCCESS, per_action(false)),
+            (UNDELIVERED_EVENTS, unlabelled(undelivered)),
+            (BUILD_INFO, vec![(labels(&[("version", "1.2.3")]), 1.0)]),
+        ]
+        .into_iter()
+        .map(|(name, samples)| (name.to_string(), samples))
+        .collect()
+    }
+
+    #[test]
+    fn a_successful_run_reads_back_with_every_family() {
+        let expected = every_family(
+            [1_714_564_800.25, 1.0, 2.5],
+            &[
+                ("1", "activate", "alice", 1.5, 1.0),
+                ("2", "backup", "bob", 0.25, 1.0),
+            ],
+            0.0,
+        );
+        assert_eq!(written(&successful_run()), expected);
+    }
+
+    #[test]
+    fn a_failed_run_reads_back_with_every_family_and_both_repeated_actions() {
+        let expected = every_family(
+            [1_714_608_000.0, 0.0, 905.0],
+            &[
+                ("1", "activate", "alice", 3.0, 1.0),
+                ("2", "activate", "alice", 900.5, 0.0),
+            ],
+            2.0,
+        );
+        assert_eq!(written(&failed_run()), expected);
+    }
+
+    #[test]
+    fn a_run_without_actions_still_describes_every_family() {
+        let run = RunMetrics {
+            actions: Vec::new(),
+            ..successful_run()
+        };
+        let families = written(&run);
+        let names: Vec<&str> = families.keys().map(String::as_str).collect();
+        let mut all = [
+            LAST_RUN_TIMESTAMP,
+            LAST_RUN_SUCCESS,
+            LAST_RUN_DURATION,
+            ACTION_DURATION,
+            ACTION_SUCCESS,
+            UNDELIVERED_EVENTS,
+            BUILD_INFO,
+        ];
+        all.sort_unstable();
+        assert_eq!(names, all);
+        assert_eq!(families[ACTION_DURATION], Vec::new());
+        assert_eq!(families[ACTION_SUCCESS], Vec::new());
+        assert_eq!(families[LAST_RUN_SUCCESS], unlabelled(1.0));
+    }
+
+    #[test]
+    fn label_values_with_quotes_backslashes_and_newlines_survive_the_parser() {
+        let odd_op = "re\"load\\";
+        let odd_user = "a\\\"b\nc\\n";
+        let odd_version = "1.0\n\"dirty\"\\";
+        let run = RunMetrics {
+            actions: vec![action(odd_op, odd_user, 1000, false)],
+            version: odd_version,
+            ..successful_run()
+        };
+        let text = render(&run);
+        let families = parse(&text);
+        assert_eq!(
+            families[ACTION_SUCCESS],
+            vec![action_sample(odd_op, odd_user, "1", 0.0)]
+        );
+        assert_eq!(
+            families[ACTION_DURATION],
+            vec![action_sample(odd_op, odd_user, "1", 1.0)]
+        );
+        assert_eq!(
+            families[BUILD_INFO],
+            vec![(labels(&[("version", odd_version)]), 1.0)]
+        );
+    }
+
+    struct SetOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    #[test]
+    fn readers_see_one_whole_file_or_the_other_while_it_is_rewritten() {
+        // The writer goes on until both counts are reached.
+        const REWRITES: usize = 300;
+        const READS: usize = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        let runs = [successful_run(), failed_run()];
+        let renderings = runs.each_ref().map(render);
+        let parsed = renderings.each_ref().map(|r| parse(r));
+        assert_ne!(renderings[0], renderings[1]);
+        write(&path, &runs[0]).expect("first write");
+        let done = AtomicBool::new(false);
+        let reads = AtomicUsize::new(0);
+        let reader_gone = AtomicBool::new(false);
+        let mut seen = [0; 2];
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let mut rewrites = 0;
+                let written = loop {
+                    let enough = rewrites >= REWRITES && reads.load(Ordering::Acquire) >= READS;
+                    if enough || reader_gone.load(Ordering::Acquire) {
+                        break Ok(());
+                    }
+                    if let Err(e) = write(&path, &runs[(rewrites + 1) % 2]) {
+                        break Err(e);
+                    }
+                    rewrites += 1;
+                };
+                done.store(true, Ordering::Release);
+                written
+            });
+            // A failing read panics: the writer must not wait for more reads.
+            let _stop_writer = SetOnDrop(&reader_gone);
+            while !done.load(Ordering::Acquire) {
+                let text = std::fs::read_to_string(&path).expect("read while rewritten");
+                let families = parse(&text);
+                let which = renderings
+                    .iter()
+                    .position(|r| *r == text)
+                    .unwrap_or_else(|| panic!("neither rendering, a mix or a cut:\n{text}"));
+                assert_eq!(families, parsed[which]);
+                seen[which] += 1;
+                reads.fetch_add(1, Ordering::Release);
+            }
+            writer
+                .join()
+                .expect("writer thread")
+                .expect("every rewrite succeeds");
+        });
+        assert!(
+            seen.iter().all(|&n| n > 0),
+            "the reads did not overlap the rewrites: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_and_not_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("textfile_collector");
+        let err = write(&missing.join(FILE), &successful_run()).expect_err("no directory");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(&format!(
+                "metrics directory {} does not exist",
+                missing.display()
+            )),
+            "{message}"
+        );
+        assert!(!missing.exists());
+
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"").expect("write");
+        let err = write(&file.join(FILE), &successful_run()).expect_err("not a directory");
+        assert_eq!(
+            format!("{err:#}"),
+            format!("metrics directory {} is not a directory", file.display())
+        );
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_file_is_0644_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, b"old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // The new file's mode is set, not inherited from the old one or
+        // left at the temp file's 0600.
+        write(&path, &successful_run()).expect("write");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o644);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            render(&successful_run())
+        );
+        assert_eq!(names_in(dir.path()), [FILE]);
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: the rename cannot replace it.
+        let path = dir.path().join(FILE);
+        std::fs::create_dir(&path).expect("mkdir");
+        let err = write(&path, &successful_run()).expect_err("a directory is in the way");
+        assert!(
+            format!("{err:#}").contains(&path.display().to_string()),
+            "{err:#}"
+        );
+        assert_eq!(names_in(dir.path()), [FILE]);
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn the_path_splits_into_directory_and_file_name_a_bare_name_in_the_current_directory() {
+        let (dir, name) = split(Path::new(FILE)).expect("split");
+        assert_eq!((dir, name), (Path::new("."), FILE));
+        let (dir, name) =
+            split(Path::new("/var/lib/prometheus-node-exporter/x.prom")).expect("split");
+        assert_eq!(
+            (dir, name),
+            (Path::new("/var/lib/prometheus-node-exporter"), "x.prom")
+        );
+        assert!(split(Path::new("/")).is_err());
+        assert!(split(Path::new("textfiles/..")).is_err());
+    }
+}
