@@ -60,6 +60,17 @@
       tokenFile = "/run/secrets/hostenv-token";
     };
   };
+  withMetrics = evalNode {
+    services.comin.enable = true;
+    services.prometheus.exporters.node.extraFlags = ["--collector.textfile.directory=/var/lib/textfiles"];
+    services.hostenv-activate = {
+      enable = true;
+      nodeName = "node-a";
+      apiBaseUrl = "https://provider.example";
+      tokenFile = "/run/secrets/hostenv-token";
+      metrics.enable = true;
+    };
+  };
   bad = evalNode {
     services.hostenv-activate = {
       enable = true;
@@ -107,6 +118,7 @@ in {
   # comin at a hook exporting the configuration; an incomplete one raises
   # one message per problem.
   module = assert failedAssertions good == [];
+  assert failedAssertions withMetrics == [];
   assert lib.length (failedAssertions bad) == 5;
   assert !outOfRange.success;
     pkgs.runCommand "hostenv-activate-module" {} ''
@@ -116,6 +128,11 @@ in {
       grep -qE "^export HOSTENV_COMIN_RUN_TIMEOUT='?3600'?$" $hook
       grep -qE "^export HOSTENV_COMIN_STATE_DIR='?/var/lib/hostenv-activate'?$" $hook
       grep -q "exec ${lib.getExe package}" $hook
+      ! grep -q HOSTENV_COMIN_METRICS_FILE $hook
+      # With metrics on, the file goes where node_exporter's textfile
+      # collector reads.
+      grep -qE "^export HOSTENV_COMIN_METRICS_FILE='?/var/lib/textfiles/hostenv-activate.prom'?$" \
+        ${withMetrics.config.services.comin.postDeploymentCommand}
       touch $out
     '';
 

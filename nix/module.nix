@@ -13,18 +13,33 @@
 
   hasComin = options ? services.comin.postDeploymentCommand;
 
+  # Where node_exporter's textfile collector reads `*.prom` files, when its
+  # flags say; NixOS has no option of its own for it.
+  textfileFlag = "--collector.textfile.directory=";
+  nodeExporterFlags = lib.attrByPath ["services" "prometheus" "exporters" "node" "extraFlags"] [] config;
+  textfileDirectory = let
+    flag = lib.findFirst (lib.hasPrefix textfileFlag) null nodeExporterFlags;
+  in
+    if flag != null
+    then lib.removePrefix textfileFlag flag
+    else "/var/lib/prometheus-node-exporter-text-files";
+
   # The configuration as the program's environment variables. comin adds
   # its own COMIN_* variables; a command-line flag wins over any of these.
-  variables = {
-    HOSTENV_COMIN_NODE_NAME = cfg.nodeName;
-    HOSTENV_COMIN_API_BASE_URL = cfg.apiBaseUrl;
-    HOSTENV_COMIN_TOKEN_FILE = cfg.tokenFile;
-    HOSTENV_COMIN_ACTION_TIMEOUT = cfg.actionTimeoutSeconds;
-    HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT = cfg.targetObserveTimeoutSeconds;
-    HOSTENV_COMIN_INTENT_WAIT = cfg.intentWaitSeconds;
-    HOSTENV_COMIN_RUN_TIMEOUT = cfg.runTimeoutSeconds;
-    HOSTENV_COMIN_STATE_DIR = cfg.stateDir;
-  };
+  variables =
+    {
+      HOSTENV_COMIN_NODE_NAME = cfg.nodeName;
+      HOSTENV_COMIN_API_BASE_URL = cfg.apiBaseUrl;
+      HOSTENV_COMIN_TOKEN_FILE = cfg.tokenFile;
+      HOSTENV_COMIN_ACTION_TIMEOUT = cfg.actionTimeoutSeconds;
+      HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT = cfg.targetObserveTimeoutSeconds;
+      HOSTENV_COMIN_INTENT_WAIT = cfg.intentWaitSeconds;
+      HOSTENV_COMIN_RUN_TIMEOUT = cfg.runTimeoutSeconds;
+      HOSTENV_COMIN_STATE_DIR = cfg.stateDir;
+    }
+    // lib.optionalAttrs cfg.metrics.enable {
+      HOSTENV_COMIN_METRICS_FILE = "${cfg.metrics.directory}/hostenv-activate.prom";
+    };
 
   # Both comin's hook and the operators' command.
   wrapper = pkgs.writeShellScriptBin "hostenv-activate" ''
@@ -133,6 +148,23 @@ in {
       description = "Seconds the whole run may take, from start to exit: every wait ends at it, and an action still running is ended as on its own timeout";
     };
 
+    metrics = {
+      enable = lib.mkEnableOption ''
+        a Prometheus metrics file, written at the end of every run for
+        node_exporter's textfile collector (HOSTENV_COMIN_METRICS_FILE)
+      '';
+      directory = mkOption {
+        type = types.str;
+        default = textfileDirectory;
+        defaultText = lib.literalMD ''
+          the directory of node_exporter's `--collector.textfile.directory`
+          flag when `services.prometheus.exporters.node.extraFlags` sets it,
+          else `/var/lib/prometheus-node-exporter-text-files`
+        '';
+        description = "Directory of the metrics file `hostenv-activate.prom`.";
+      };
+    };
+
     stateDir = mkOption {
       type = types.str;
       default = "/var/lib/hostenv-activate";
@@ -170,15 +202,21 @@ in {
           assertion = lib.hasPrefix "/" cfg.stateDir;
           message = "services.hostenv-activate.stateDir (${cfg.stateDir}) must be an absolute path.";
         }
+        {
+          assertion = !cfg.metrics.enable || lib.hasPrefix "/" cfg.metrics.directory;
+          message = "services.hostenv-activate.metrics.directory (${cfg.metrics.directory}) must be an absolute path.";
+        }
       ];
 
       environment.systemPackages = [configured];
 
       # The journal's directory and the run lock's, root's alone.
-      systemd.tmpfiles.rules = [
-        "d ${cfg.stateDir} 0700 root root - -"
-        "d /run/hostenv-activate 0700 root root - -"
-      ];
+      systemd.tmpfiles.rules =
+        [
+          "d ${cfg.stateDir} 0700 root root - -"
+          "d /run/hostenv-activate 0700 root root - -"
+        ]
+        ++ lib.optional cfg.metrics.enable "d ${cfg.metrics.directory} 0755 root root - -";
     }
     # Only defined when comin's module is there; otherwise the assertion
     # above says what to import, rather than "option does not exist".

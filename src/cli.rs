@@ -6,14 +6,16 @@
 
 use std::ffi::OsString;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::adapters::{journal, lock};
 use crate::engine::Settings;
 
 pub const AFTER_HELP: &str = "\
-Configuration comes from the environment (comin's postDeploymentCommand wrapper
-exports it); each variable also has a flag, and a flag wins over its variable.
+Without a command: perform the deployment of COMIN_GIT_SHA (what comin runs),
+or with --dry-run show what it would do. Configuration comes from the
+environment (comin's postDeploymentCommand wrapper exports it); each variable
+also has a flag, and a flag wins over its variable.
 COMIN_GIT_SHA unset or empty (and no --sha): nothing to do, exit 0; with
 --dry-run, the commit of comin's newest deployment (from --comin-store).
 
@@ -37,9 +39,13 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "hostenv-activate", version, after_help = AFTER_HELP)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Commit whose deploy intent to perform (set by comin).
     #[arg(
         long,
+        global = true,
         env = "COMIN_GIT_SHA",
         value_name = "SHA",
         hide_env_values = true
@@ -49,6 +55,7 @@ pub struct Cli {
     /// This node's logical name, as the provider knows it. [required]
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_NODE_NAME",
         value_name = "NAME",
         hide_env_values = true
@@ -59,6 +66,7 @@ pub struct Cli {
     /// the API's /api/... paths are joined below it. [required]
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_API_BASE_URL",
         value_name = "URL",
         hide_env_values = true
@@ -68,6 +76,7 @@ pub struct Cli {
     /// File holding this node's bearer token (waited for up to 30 s). [required]
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_TOKEN_FILE",
         value_name = "PATH",
         hide_env_values = true
@@ -77,6 +86,7 @@ pub struct Cli {
     /// Seconds one action may take. [required; the NixOS module sets 900]
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_ACTION_TIMEOUT",
         value_name = "SECONDS",
         hide_env_values = true,
@@ -87,6 +97,7 @@ pub struct Cli {
     /// Seconds a deactivate waits to see the target node at all.
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
         value_name = "SECONDS",
         default_value_os_t = Settings::DEFAULT_TARGET_OBSERVE_TIMEOUT.as_secs().to_string().into(),
@@ -98,6 +109,7 @@ pub struct Cli {
     /// Seconds to keep retrying when the provider has no intent yet (404).
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_INTENT_WAIT",
         value_name = "SECONDS",
         default_value_os_t = Settings::DEFAULT_INTENT_WAIT.as_secs().to_string().into(),
@@ -110,6 +122,7 @@ pub struct Cli {
     /// at it, and an action still running is ended as on its own timeout.
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_RUN_TIMEOUT",
         value_name = "SECONDS",
         default_value_os_t = Settings::DEFAULT_RUN_TIMEOUT.as_secs().to_string().into(),
@@ -122,6 +135,7 @@ pub struct Cli {
     /// resume after a crash without redoing finished work.
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_STATE_DIR",
         value_name = "DIR",
         default_value = journal::DEFAULT_DIR,
@@ -132,6 +146,7 @@ pub struct Cli {
     /// The node's run lock: one run at a time; a second run waits for it.
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_LOCK_FILE",
         value_name = "PATH",
         default_value = lock::DEFAULT_PATH,
@@ -139,9 +154,21 @@ pub struct Cli {
     )]
     pub lock_file: OsString,
 
+    /// Prometheus text file every run ends by writing (atomically), for
+    /// node_exporter's textfile collector; unset: no metrics.
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTENV_COMIN_METRICS_FILE",
+        value_name = "PATH",
+        hide_env_values = true
+    )]
+    pub metrics_file: Option<OsString>,
+
     /// Result of comin's system switch: `done` or `failed` (set by comin).
     #[arg(
         long,
+        global = true,
         env = "COMIN_STATUS",
         value_name = "STATUS",
         hide_env_values = true
@@ -152,6 +179,7 @@ pub struct Cli {
     /// COMIN_STATUS says (set by comin).
     #[arg(
         long,
+        global = true,
         env = "COMIN_ERROR_MSG",
         value_name = "TEXT",
         hide_env_values = true,
@@ -163,6 +191,7 @@ pub struct Cli {
     /// newest deployment.
     #[arg(
         long,
+        global = true,
         env = "HOSTENV_COMIN_STORE",
         value_name = "PATH",
         default_value = "/var/lib/comin/store.json",
@@ -175,14 +204,27 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Output format of --dry-run [default: text].
-    #[arg(long, value_enum, value_name = "FORMAT", requires = "dry_run")]
+    /// Output format of --dry-run, status and doctor [default: text].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
 
     /// Print the man page or a shell completion script and exit (used by the
     /// package build).
     #[arg(long, value_enum, hide = true, value_name = "WHAT")]
     pub generate: Option<Generate>,
+}
+
+/// What to do instead of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// What the last deployments did on this node and whether a run holds
+    /// the lock now, from the journal alone (works with the provider down).
+    /// Exit 0.
+    Status,
+    /// Checks, read-only, everything this node needs to deploy: each check
+    /// ok, warn or fail with a one-line fix. Starts, writes and posts
+    /// nothing. Exit 0 when nothing fails, 1 otherwise.
+    Doctor,
 }
 
 /// What `--generate` prints.

@@ -120,6 +120,8 @@ pub struct Config {
     /// The run journal's directory.
     pub state_dir: PathBuf,
     pub lock_file: PathBuf,
+    /// Where each run writes its metrics, if anywhere.
+    pub metrics_file: Option<PathBuf>,
     /// comin's switch result from `COMIN_STATUS`/`COMIN_ERROR_MSG`; `None`
     /// when neither is set.
     pub comin: Option<CominStatus>,
@@ -190,6 +192,52 @@ fn absolute(
     }
 }
 
+/// Flags that only make sense together: a usage error says which.
+pub fn check_combination(cli: &Cli) -> Result<(), String> {
+    if cli.dry_run && cli.command.is_some() {
+        return Err(
+            "--dry-run is for a deployment; status and doctor never change anything anyway".into(),
+        );
+    }
+    if cli.output.is_some() && !cli.dry_run && cli.command.is_none() {
+        return Err(
+            "--output is for --dry-run, status and doctor; a deployment has no report to format"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// What `status` needs: the journal and the lock, and which node's records
+/// to show (all when the node name is not set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub node: Option<NodeName>,
+    pub state_dir: PathBuf,
+    pub lock_file: PathBuf,
+    pub output: OutputFormat,
+}
+
+impl StatusConfig {
+    pub fn from_cli(cli: &Cli) -> Result<StatusConfig, ConfigError> {
+        let (var, flag) = ("HOSTENV_COMIN_NODE_NAME", "node-name");
+        let node = match optional(&cli.node_name, var, flag)?.map(str::trim) {
+            None | Some("") => None,
+            Some(name) => Some(NodeName::parse(name).map_err(|e| ConfigError {
+                variable: var,
+                flag,
+                problem: format!("is not valid ({}): {}", shown(&e.value), e.rule),
+            })?),
+        };
+        Ok(StatusConfig {
+            node,
+            state_dir: absolute(&cli.state_dir, "HOSTENV_COMIN_STATE_DIR", "state-dir")?,
+            lock_file: absolute(&cli.lock_file, "HOSTENV_COMIN_LOCK_FILE", "lock-file")?,
+            output: cli.output.unwrap_or_default(),
+        })
+    }
+}
+
 /// The commit to look at, if any: `--sha` or `COMIN_GIT_SHA`, blank = none.
 pub fn requested_sha(cli: &Cli) -> Result<Option<String>, ConfigError> {
     let sha = optional(&cli.sha, "COMIN_GIT_SHA", "sha")?;
@@ -242,6 +290,12 @@ impl Config {
         let run_timeout = RUN_TIMEOUT.parse(&cli.run_timeout)?;
         let state_dir = absolute(&cli.state_dir, "HOSTENV_COMIN_STATE_DIR", "state-dir")?;
         let lock_file = absolute(&cli.lock_file, "HOSTENV_COMIN_LOCK_FILE", "lock-file")?;
+        let metrics_file = match &cli.metrics_file {
+            Some(raw) if !raw.is_empty() => {
+                Some(absolute(raw, "HOSTENV_COMIN_METRICS_FILE", "metrics-file")?)
+            }
+            _ => None,
+        };
         let status = optional(&cli.comin_status, "COMIN_STATUS", "comin-status")?;
         let error_msg = optional(&cli.comin_error_msg, "COMIN_ERROR_MSG", "comin-error-msg")?;
         let comin = CominStatus::from_comin(status, error_msg).map_err(|e| ConfigError {
@@ -273,6 +327,7 @@ impl Config {
             run_timeout,
             state_dir,
             lock_file,
+            metrics_file,
             comin: comin_given.then_some(comin),
             comin_store,
             mode,

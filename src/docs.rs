@@ -38,6 +38,7 @@ fn completion_command() -> Command {
     Command::new("hostenv-activate")
         .version(env!("CARGO_PKG_VERSION"))
         .args(visible.collect::<Vec<_>>())
+        .subcommands(full.get_subcommands().cloned().collect::<Vec<_>>())
 }
 
 /// The man page: clap_mangen's, except that the after-help text

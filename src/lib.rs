@@ -7,6 +7,7 @@
 //! run, a pure function, and its execution through the ports), `adapters`
 //! (the real HTTP, D-Bus, process, restic, file, clock and log effects),
 //! `dry_run` (the plan rendered, with read-only preflight checks),
+//! `status` and `doctor` (the operator's view of the node),
 //! `cli`/`config`/`errors` (the command line, its checked configuration,
 //! exit codes).
 
@@ -14,9 +15,11 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod docs;
+pub mod doctor;
 pub mod dry_run;
 pub mod engine;
 pub mod errors;
 pub mod model;
 pub mod ports;
 pub mod secret;
+pub mod status;

@@ -9,19 +9,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
+use hostenv_activate::adapters::metrics::{self, ActionMetric, RunMetrics};
 use hostenv_activate::adapters::{
     clock::SystemClock, comin_store, http::HttpProvider, journal::FileJournal, lock::FileLock,
     log::Logger, plan_store::RunPlanStore, process::ProcessRunner, programs::UserProgramsAdapter,
     read_only::ReadOnlySystemd, signals, systemd::UserBus, token, users::SystemUsers,
 };
-use hostenv_activate::cli::{Cli, OutputFormat};
-use hostenv_activate::config::{self, Config, Mode};
+use hostenv_activate::cli::{Cli, Command, OutputFormat};
+use hostenv_activate::config::{self, Config, Mode, StatusConfig};
 use hostenv_activate::docs;
+use hostenv_activate::doctor::{self, Facts, TokenFacts};
 use hostenv_activate::dry_run::{self, CommitSource};
-use hostenv_activate::engine::{self, Outcome, Ports};
+use hostenv_activate::engine::{self, Ports};
+use hostenv_activate::errors::ConfigError;
 use hostenv_activate::errors::Exit;
 use hostenv_activate::model::CominStatus;
-use hostenv_activate::ports::{Cancel, Level, Log, LogFields};
+use hostenv_activate::ports::{Cancel, Level, Log, LogFields, RunLock};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,6 +37,14 @@ fn main() -> ExitCode {
                 Exit::Failed.into()
             }
         };
+    }
+    if let Err(e) = config::check_combination(&cli) {
+        return usage(&e);
+    }
+    match cli.command {
+        Some(Command::Status) => return finish(status(&cli)),
+        Some(Command::Doctor) => return finish(doctor(&cli)),
+        None => {}
     }
     let sha = match config::requested_sha(&cli) {
         Ok(sha) => sha,
@@ -49,13 +60,49 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return usage(&e),
     };
-    match run(&config, sha) {
+    finish(run(&config, sha))
+}
+
+/// Exits as `result` says; an error is printed with its chain.
+fn finish(result: anyhow::Result<Exit>) -> ExitCode {
+    match result {
         Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!("hostenv-activate: {e:#}");
+            match e.downcast_ref::<ConfigError>() {
+                Some(usage_error) => return usage(usage_error),
+                None => eprintln!("hostenv-activate: {e:#}"),
+            }
             Exit::Failed.into()
         }
     }
+}
+
+/// `hostenv-activate status`: the journal and the lock, no network.
+fn status(cli: &Cli) -> anyhow::Result<Exit> {
+    let config = StatusConfig::from_cli(cli)?;
+    let log: Arc<Logger> = Arc::new(Logger::system());
+    let journal = match &config.node {
+        Some(node) => FileJournal::reader(&config.state_dir, node.clone(), log),
+        None => FileJournal::all_nodes(&config.state_dir, log),
+    };
+    let holder = FileLock::new(&config.lock_file)
+        .holder()
+        .context("cannot tell whether a run holds the lock")?;
+    let report = hostenv_activate::status::gather(
+        config.node.as_ref().map(|n| n.as_str()),
+        &config.state_dir.display().to_string(),
+        &journal.records(),
+        holder,
+    );
+    let rendered = match config.output {
+        OutputFormat::Text => hostenv_activate::status::render_text(&report),
+        OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(rendered.as_bytes())
+        .context("cannot write the status report")?;
+    Ok(Exit::Ok)
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {
@@ -112,11 +159,18 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                 cancel: &cancel,
             };
             let outcome = engine::run(&settings, ports);
-            let level = match outcome {
-                Outcome::Failed(_) => Level::Error,
-                _ => Level::Info,
-            };
-            log.line(level, &fields, outcome.message());
+            if let Some(path) = &config.metrics_file {
+                let finished = jiff::Timestamp::now();
+                let metrics = run_metrics(&journal, &outcome, started_at, finished);
+                if let Err(e) = metrics::write(path, &metrics) {
+                    // The deployment's outcome stands; only the metrics are lost.
+                    log.line(
+                        Level::Warn,
+                        &fields,
+                        &format!("cannot write the metrics file: {e:#}"),
+                    );
+                }
+            }
             Ok(Exit::of(&outcome))
         }
     }
@@ -200,4 +254,196 @@ fn dry_run(
         .write_all(rendered.as_bytes())
         .context("cannot write the dry-run report")?;
     Ok(Exit::passed(report.ok))
+}
+
+/// `hostenv-activate doctor`: gathers the file facts with the real
+/// adapters, read-only, and lets `doctor` judge them.
+fn doctor(cli: &Cli) -> anyhow::Result<Exit> {
+    let log: Arc<Logger> = Arc::new(Logger::system());
+    let paths = StatusConfig::from_cli(cli)?;
+    let config = Config::from_cli(cli);
+    let node = paths.node.as_ref().map(|n| n.to_string());
+    let (summary, token) = match &config {
+        Ok(c) => (
+            Ok(format!(
+                "valid: node {}, provider {}, action timeout {}s, run timeout {}s",
+                c.node,
+                c.api_base,
+                c.action_timeout.as_secs(),
+                c.run_timeout.as_secs()
+            )),
+            token_facts(&c.token_file),
+        ),
+        Err(e) => (Err(e.to_string()), (TokenFacts::NotConfigured, None)),
+    };
+    let (token_shown, token) = token;
+    let provider = match (&config, token) {
+        (Ok(c), Some(t)) => HttpProvider::new(&c.api_base, c.node.clone(), t).ok(),
+        _ => None,
+    };
+    let store_path = match &config {
+        Ok(c) => c.comin_store.clone(),
+        Err(_) => std::path::PathBuf::from(cli.comin_store.to_string_lossy().into_owned()),
+    };
+    let store = comin_store::newest(&store_path).map_err(|e| format!("{e:#}"));
+    let journal = match &paths.node {
+        Some(node) => FileJournal::reader(&paths.state_dir, node.clone(), log.clone()),
+        None => FileJournal::all_nodes(&paths.state_dir, log.clone()),
+    };
+    let (records, unreadable) = journal.records_and_problems();
+    let facts = Facts {
+        node,
+        config: summary,
+        token: token_shown,
+        comin_store: (store_path.display().to_string(), store),
+        state_dir: journal.check_dir(),
+        records,
+        unreadable,
+        lock: FileLock::new(&paths.lock_file)
+            .holder()
+            .map_err(|e| format!("{e:#}")),
+        metrics: config
+            .as_ref()
+            .ok()
+            .and_then(|c| c.metrics_file.as_deref())
+            .map(metrics_destination),
+        lingering: Box::new(|user| {
+            std::path::Path::new("/var/lib/systemd/linger")
+                .join(user.as_str())
+                .exists()
+        }),
+    };
+    let users = SystemUsers::new();
+    let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
+    let systemd = ReadOnlySystemd(UserBus::without_starting_managers());
+    let diagnosis = doctor::examine(
+        facts,
+        doctor::Ports {
+            provider: provider
+                .as_ref()
+                .map(|p| p as &dyn hostenv_activate::ports::Provider),
+            users: &users,
+            systemd: &systemd,
+            programs: &programs,
+        },
+    );
+    let rendered = match paths.output {
+        OutputFormat::Text => doctor::render_text(&diagnosis),
+        OutputFormat::Json => serde_json::to_string_pretty(&diagnosis)? + "\n",
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(rendered.as_bytes())
+        .context("cannot write the doctor's report")?;
+    Ok(Exit::passed(diagnosis.ok))
+}
+
+/// What reading the token file now, without waiting, finds, and the token
+/// when it is usable.
+fn token_facts(path: &std::path::Path) -> (TokenFacts, Option<hostenv_activate::secret::Token>) {
+    /// Keeps the warnings a run would log about the file.
+    #[derive(Default)]
+    struct Warnings(std::cell::RefCell<Vec<String>>);
+    impl Log for Warnings {
+        fn line(&self, _: Level, _: &LogFields<'_>, message: &str) {
+            self.0.borrow_mut().push(message.to_owned());
+        }
+    }
+    let clock = SystemClock::new(Cancel::new());
+    let warnings = Warnings::default();
+    let shown = path.display().to_string();
+    let read = token::read_token(
+        path,
+        &clock,
+        &warnings,
+        &Cancel::new(),
+        std::time::Duration::ZERO,
+        None,
+    );
+    match read {
+        Ok(t) => (
+            TokenFacts::Read {
+                path: shown,
+                bytes: t.expose().len(),
+                warnings: warnings.0.into_inner(),
+            },
+            Some(t),
+        ),
+        Err(e) => (
+            TokenFacts::Unusable {
+                path: shown,
+                why: format!("{e:#}"),
+            },
+            None,
+        ),
+    }
+}
+
+/// What this run did, for the metrics file: its outcome and the actions of
+/// the job it worked on (its journal record: the one whose newest run is
+/// this process), in the intent's order.
+fn run_metrics(
+    journal: &FileJournal,
+    outcome: &engine::Outcome,
+    started: jiff::Timestamp,
+    finished: jiff::Timestamp,
+) -> RunMetrics {
+    use hostenv_activate::model::journal::ActionState;
+    let records = journal.records();
+    let pid = std::process::id();
+    let actions = records
+        .iter()
+        .find(|r| r.runs.last().is_some_and(|run| run.pid == pid))
+        .map(|record| {
+            record
+                .actions
+                .iter()
+                .map(|a| {
+                    let (from, to, success) = match &a.state {
+                        ActionState::Started { started_at } => (*started_at, finished, false),
+                        ActionState::Finished {
+                            started_at,
+                            finished_at,
+                            event,
+                            ..
+                        } => (*started_at, *finished_at, event.terminal.is_success()),
+                    };
+                    ActionMetric {
+                        op: a.op.to_string(),
+                        user: a.user.to_string(),
+                        duration: duration_between(from, to),
+                        success,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RunMetrics {
+        finished_at: finished,
+        success: !matches!(outcome, engine::Outcome::Failed(_)),
+        duration: duration_between(started, finished),
+        actions,
+        undelivered_events: records.iter().map(|r| r.pending().len()).sum(),
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn duration_between(from: jiff::Timestamp, to: jiff::Timestamp) -> std::time::Duration {
+    std::time::Duration::try_from(to.duration_since(from)).unwrap_or_default()
+}
+
+/// Whether node_exporter's textfile collector will find the metrics file.
+fn metrics_destination(path: &std::path::Path) -> Result<String, String> {
+    let shown = path.display();
+    if path.extension().is_none_or(|e| e != "prom") {
+        return Err(format!(
+            "{shown} does not end in .prom: the textfile collector reads only *.prom files"
+        ));
+    }
+    match path.parent().map(std::fs::metadata) {
+        Some(Ok(meta)) if meta.is_dir() => Ok(format!("{shown} (its directory exists)")),
+        _ => Err(format!(
+            "the directory of {shown} does not exist; runs will log that they cannot write it"
+        )),
+    }
 }

@@ -341,13 +341,41 @@ pub trait Log {
     fn line(&self, level: Level, fields: &LogFields<'_>, message: &str);
 }
 
-/// Context of a log line: which node, job, op, user, unit or key.
+/// A stable journal `MESSAGE_ID` (128 bits, as systemd's catalog uses):
+/// `journalctl MESSAGE_ID=<id>` finds every line of that kind on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageId(pub &'static str);
+
+impl MessageId {
+    /// A run starts (`HOSTENV_SHA` says for which commit).
+    pub const RUN_STARTED: MessageId = MessageId("a2c87e5e79624c00a5ad24f0e451d4f8");
+    /// A run ends; `PRIORITY` 3 when it failed, 6 otherwise.
+    pub const RUN_FINISHED: MessageId = MessageId("cf85c54d5f08479cbf1f778bd5ce9e94");
+    /// An action's terminal event was posted (`HOSTENV_STATUS` says how it ended).
+    pub const ACTION_FINISHED: MessageId = MessageId("d51dba628d354d67b3fe6a3a1f26ca3b");
+    /// A terminal event could not be delivered; it stays in the journal.
+    pub const EVENT_UNDELIVERED: MessageId = MessageId("e2d0a1adfc9244328abdc0bc21e918f9");
+
+    pub const ALL: [(&'static str, MessageId); 4] = [
+        ("run started", Self::RUN_STARTED),
+        ("run finished", Self::RUN_FINISHED),
+        ("action finished", Self::ACTION_FINISHED),
+        ("event undelivered", Self::EVENT_UNDELIVERED),
+    ];
+}
+
+/// Context of a log line: which node, job, commit, op, user, unit or key,
+/// and for the lines an operator searches for, their message id.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogFields<'a> {
     pub node: Option<&'a str>,
     pub job: Option<&'a str>,
+    pub sha: Option<&'a str>,
     pub op: Option<&'a str>,
     pub user: Option<&'a str>,
     pub unit: Option<&'a str>,
     pub key: Option<&'a str>,
+    /// The event status the line reports (`success`, `failed`, ...).
+    pub status: Option<&'a str>,
+    pub message_id: Option<MessageId>,
 }

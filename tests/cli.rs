@@ -811,3 +811,118 @@ fn an_error_message_with_status_done_is_a_failed_switch() {
         "switch-to-configuration exited with status 4",
     );
 }
+
+// ------------------------------------------------------------ metrics
+
+/// Each metric family's samples as (labels, value), by family name.
+type Families = std::collections::BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>;
+
+/// The metrics file, read by a strict parser of the text format.
+fn metrics_of(path: &std::path::Path) -> Families {
+    use openmetrics_parser::prometheus::parse_prometheus;
+    use openmetrics_parser::PrometheusValue;
+    let text = std::fs::read_to_string(path).expect("the metrics file");
+    let parsed = parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"));
+    parsed
+        .families
+        .iter()
+        .map(|(name, family)| {
+            let samples = family
+                .iter_samples()
+                .map(|s| {
+                    let labels = s
+                        .get_labelset()
+                        .expect("labels")
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let value = match &s.value {
+                        PrometheusValue::Gauge(n) => n.as_f64(),
+                        other => panic!("{name}: not a gauge: {other:?}"),
+                    };
+                    (labels, value)
+                })
+                .collect();
+            (name.clone(), samples)
+        })
+        .collect()
+}
+
+#[test]
+fn every_run_ends_by_writing_its_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("hostenv-activate.prom");
+    let metrics_file = file.to_str().expect("utf-8 path");
+    let value = |m: &Families, name: &str| {
+        m.get(name)
+            .and_then(|s| s.first())
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+    };
+
+    // A run that succeeds (an empty intent).
+    let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
+    Run::against(&fake)
+        .env("HOSTENV_COMIN_METRICS_FILE", metrics_file)
+        .finish()
+        .expect_code(0);
+    let m = metrics_of(&file);
+    assert_eq!(value(&m, "hostenv_activate_last_run_success"), 1.0);
+    assert_eq!(value(&m, "hostenv_activate_undelivered_events"), 0.0);
+    assert!(value(&m, "hostenv_activate_last_run_duration_seconds") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("now")
+        .as_secs_f64();
+    assert!((now - value(&m, "hostenv_activate_last_run_timestamp_seconds")).abs() < 120.0);
+    let build = &m["hostenv_activate_build_info"][0];
+    assert!(
+        build
+            .0
+            .contains(&("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())),
+        "{build:?}"
+    );
+    assert!(m
+        .get("hostenv_activate_action_success")
+        .is_none_or(Vec::is_empty));
+
+    // A run whose action fails (a user that does not exist).
+    let fake = provider_with(json!({"schemaVersion": 1, "actions": [
+        {"op": "activate", "user": "hostenv-absent-c"}
+    ]}))
+    .start();
+    Run::against(&fake)
+        .env("HOSTENV_COMIN_METRICS_FILE", metrics_file)
+        .finish()
+        .expect_code(1);
+    let m = metrics_of(&file);
+    assert_eq!(value(&m, "hostenv_activate_last_run_success"), 0.0);
+    let actions = &m["hostenv_activate_action_success"];
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let (labels, success) = &actions[0];
+    assert_eq!(*success, 0.0);
+    for pair in [
+        ("op", "activate"),
+        ("user", "hostenv-absent-c"),
+        ("index", "1"),
+    ] {
+        assert!(
+            labels.contains(&(pair.0.to_owned(), pair.1.to_owned())),
+            "{labels:?}"
+        );
+    }
+    assert_eq!(m["hostenv_activate_action_duration_seconds"].len(), 1);
+
+    // A directory that is not there: the run's outcome stands (the job
+    // failed, so there is nothing more to do: exit 0), and it says why.
+    let finished = Run::against(&fake)
+        .env(
+            "HOSTENV_COMIN_METRICS_FILE",
+            "/nonexistent/dir/hostenv-activate.prom",
+        )
+        .finish();
+    finished
+        .expect_code(0)
+        .expect_mentions(&["cannot write the metrics file", "/nonexistent/dir"]);
+}

@@ -702,3 +702,39 @@ fn an_error_message_with_status_done_means_the_switch_failed() {
     assert!(w.provider.messages()[0].contains("switch-to-configuration exited with status 4"));
     assert!(w.programs.ran.borrow().is_empty());
 }
+
+// ------------------------------------------------------------ message ids
+
+#[test]
+fn the_lines_an_operator_searches_for_carry_their_message_ids() {
+    use hostenv_activate::ports::MessageId;
+    let mut w = migration_world(StubProvider::with_intent(migration_away()));
+    w.settings.retry.budget = Duration::ZERO;
+    // The deactivate's terminal event is not delivered.
+    w.provider
+        .post_answers
+        .borrow_mut()
+        .insert(4, ProviderError::Transport("connection reset".into()));
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    let with = |id: MessageId| w.logged(&format!("id={}", id.0));
+    assert_eq!(with(MessageId::RUN_STARTED).len(), 1);
+    let finished = with(MessageId::RUN_FINISHED);
+    assert_eq!(finished.len(), 1);
+    assert!(
+        finished[0].starts_with("Error") && finished[0].contains("status=Some(\"failed\")"),
+        "{finished:?}"
+    );
+    let actions = with(MessageId::ACTION_FINISHED);
+    assert_eq!(
+        actions.len(),
+        1,
+        "the backup's; the deactivate's was not delivered: {actions:?}"
+    );
+    assert!(actions[0].contains("op=Some(\"backup\")"), "{actions:?}");
+    let undelivered = with(MessageId::EVENT_UNDELIVERED);
+    assert_eq!(undelivered.len(), 1, "{undelivered:?}");
+    assert!(
+        undelivered[0].contains("op=Some(\"deactivate\")"),
+        "{undelivered:?}"
+    );
+}

@@ -181,7 +181,7 @@ fn migration_provider(user: &str, tx: mpsc::Sender<EventSeen>, refuse: usize) ->
                 ),
             ],
         )
-        .fail_event(NODE_A, "backup", "success", refuse, 503)
+        .fail_event(JOB, NODE_A, ("backup", "success"), refuse, 503)
         .watch_events(tx)
         .start()
 }

@@ -36,7 +36,8 @@ pub const KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 /// [`Journal`] in a directory.
 pub struct FileJournal {
     dir: PathBuf,
-    node: NodeName,
+    /// `None`: every node's records (`status` without a node name; read only).
+    node: Option<NodeName>,
     log: Arc<dyn Log + Send + Sync>,
     /// A dry run, `status` and `doctor` only read.
     writable: bool,
@@ -69,7 +70,7 @@ impl FileJournal {
     pub fn new(dir: impl Into<PathBuf>, node: NodeName, log: Arc<dyn Log + Send + Sync>) -> Self {
         FileJournal {
             dir: dir.into(),
-            node,
+            node: Some(node),
             log,
             writable: true,
         }
@@ -87,6 +88,16 @@ impl FileJournal {
         }
     }
 
+    /// Every node's records in `dir`, for reading only.
+    pub fn all_nodes(dir: impl Into<PathBuf>, log: Arc<dyn Log + Send + Sync>) -> Self {
+        FileJournal {
+            dir: dir.into(),
+            node: None,
+            log,
+            writable: false,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -96,13 +107,25 @@ impl FileJournal {
         format!("job-{}{}", encode(job.as_str()), self.suffix())
     }
 
+    /// The file name of `record`, whichever node it is of.
+    fn name_of(record: &JobRecord) -> String {
+        format!(
+            "job-{}.node-{}.json",
+            encode(record.job.as_str()),
+            encode(record.node.as_str())
+        )
+    }
+
     fn suffix(&self) -> String {
-        format!(".node-{}.json", encode(self.node.as_str()))
+        match &self.node {
+            Some(node) => format!(".node-{}.json", encode(node.as_str())),
+            None => ".json".to_owned(),
+        }
     }
 
     fn warn(&self, job: Option<&JobId>, message: &str) {
         let fields = LogFields {
-            node: Some(self.node.as_str()),
+            node: self.node.as_ref().map(NodeName::as_str),
             job: job.map(JobId::as_str),
             ..LogFields::default()
         };
@@ -158,7 +181,7 @@ impl FileJournal {
 
     fn parse(&self, bytes: &[u8], job: Option<&JobId>) -> Result<JobRecord, String> {
         let record = JobRecord::parse(bytes).map_err(|e| e.to_string())?;
-        if record.node != self.node {
+        if self.node.as_ref().is_some_and(|node| record.node != *node) {
             return Err(format!("it is the record of node {}", record.node));
         }
         if job.is_some_and(|job| record.job != *job) {
@@ -190,36 +213,34 @@ impl FileJournal {
     /// This node's readable records, newest first; unreadable files are
     /// reported and skipped.
     pub fn records(&self) -> Vec<JobRecord> {
-        let mut records: Vec<JobRecord> = self
-            .files()
-            .into_iter()
-            .filter_map(|(path, _)| match self.read(&path, None) {
-                Ok(record) if path.file_name() == Some(self.file_name(&record.job).as_ref()) => {
-                    Some(record)
-                }
-                Ok(record) => {
-                    self.warn(
-                        None,
-                        &format!(
-                            "ignoring journal file {}: it holds the record of job {}",
-                            path.display(),
-                            record.job
-                        ),
-                    );
-                    None
-                }
-                Err(None) => None,
-                Err(Some(why)) => {
-                    self.warn(
-                        None,
-                        &format!("ignoring journal file {}: {why}", path.display()),
-                    );
-                    None
-                }
-            })
-            .collect();
-        records.sort_by_key(|r| std::cmp::Reverse(r.last_activity()));
+        let (records, problems) = self.records_and_problems();
+        for problem in problems {
+            self.warn(None, &format!("ignoring journal file {problem}"));
+        }
         records
+    }
+
+    /// This node's readable records, newest first, and the files that
+    /// could not be used (path: why).
+    pub fn records_and_problems(&self) -> (Vec<JobRecord>, Vec<String>) {
+        let mut records = Vec::new();
+        let mut problems = Vec::new();
+        for (path, _) in self.files() {
+            match self.read(&path, None) {
+                Ok(record) if path.file_name() == Some(Self::name_of(&record).as_ref()) => {
+                    records.push(record);
+                }
+                Ok(record) => problems.push(format!(
+                    "{}: it holds the record of job {}",
+                    path.display(),
+                    record.job
+                )),
+                Err(None) => {}
+                Err(Some(why)) => problems.push(format!("{}: {why}", path.display())),
+            }
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.last_activity()));
+        (records, problems)
     }
 
     /// Problems with the directory an operator should know about.
@@ -275,11 +296,11 @@ impl Journal for FileJournal {
         if !self.writable {
             bail!("the journal is open for reading only");
         }
-        if record.node != self.node {
+        if self.node.as_ref() != Some(&record.node) {
             bail!(
-                "a record of node {} does not belong in the journal of {}",
+                "a record of node {} does not belong in this journal ({})",
                 record.node,
-                self.node
+                self.dir.display()
             );
         }
         let dir = self

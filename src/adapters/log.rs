@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
-use crate::ports::{Level, Log, LogFields};
+use crate::ports::{Level, Log, LogFields, MessageId};
 
 /// Where journald listens for native-protocol datagrams.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -81,10 +81,12 @@ fn set_fields<'a>(fields: &LogFields<'a>) -> Vec<(&'static str, &'static str, &'
     [
         ("node", "HOSTENV_NODE", fields.node),
         ("job", "HOSTENV_JOB", fields.job),
+        ("sha", "HOSTENV_SHA", fields.sha),
         ("op", "HOSTENV_OP", fields.op),
         ("user", "HOSTENV_USER", fields.user),
         ("unit", "HOSTENV_UNIT", fields.unit),
         ("key", "HOSTENV_KEY", fields.key),
+        ("status", "HOSTENV_STATUS", fields.status),
     ]
     .into_iter()
     .filter_map(|(short, journal, value)| value.map(|v| (short, journal, v)))
@@ -110,6 +112,9 @@ pub fn journal_datagram(level: Level, fields: &LogFields<'_>, message: &str) -> 
     push_field(&mut out, "MESSAGE", message);
     push_field(&mut out, "PRIORITY", priority(level));
     push_field(&mut out, "SYSLOG_IDENTIFIER", IDENTIFIER);
+    if let Some(MessageId(id)) = fields.message_id {
+        push_field(&mut out, "MESSAGE_ID", id);
+    }
     for (_, name, value) in set_fields(fields) {
         push_field(&mut out, name, value);
     }
@@ -237,5 +242,43 @@ mod tests {
         drop(server);
         std::fs::remove_file(&path).expect("remove socket");
         logger.line(Level::Warn, &fields(), "journal vanished");
+    }
+
+    #[test]
+    fn message_ids_reach_the_journal_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.sock");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let logger = Logger::new(&path);
+        for (_, id) in MessageId::ALL {
+            let fields = LogFields {
+                sha: Some("abc"),
+                status: Some("failed"),
+                message_id: Some(id),
+                ..fields()
+            };
+            logger.line(Level::Error, &fields, "something ended");
+            let mut buf = vec![0u8; 65536];
+            let n = server.recv(&mut buf).expect("a datagram");
+            let got = parse(&buf[..n]);
+            assert!(got.contains(&("MESSAGE_ID".into(), id.0.into())), "{got:?}");
+            assert!(
+                got.contains(&("HOSTENV_SHA".into(), "abc".into())),
+                "{got:?}"
+            );
+            assert!(
+                got.contains(&("HOSTENV_STATUS".into(), "failed".into())),
+                "{got:?}"
+            );
+        }
+        let ids: std::collections::BTreeSet<&str> =
+            MessageId::ALL.iter().map(|(_, id)| id.0).collect();
+        assert_eq!(ids.len(), 4, "distinct");
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
     }
 }

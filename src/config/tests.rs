@@ -241,8 +241,22 @@ fn blank_sha_means_nothing_to_do() {
 
 #[test]
 fn output_needs_dry_run() {
-    let err = Cli::try_parse_from(["hostenv-activate", "--output=json"]).expect_err("usage");
-    assert_eq!(err.exit_code(), 2);
+    let alone = Cli::try_parse_from(["hostenv-activate", "--output=json"]).expect("parses");
+    let err = check_combination(&alone).expect_err("usage");
+    assert!(
+        err.contains("--output is for --dry-run, status and doctor"),
+        "{err}"
+    );
+    for ok in [
+        &["hostenv-activate", "--dry-run", "--output=json"][..],
+        &["hostenv-activate", "status", "--output=json"],
+        &["hostenv-activate", "--output=json", "doctor"],
+    ] {
+        let cli = Cli::try_parse_from(ok).expect("parses");
+        assert_eq!(check_combination(&cli), Ok(()), "{ok:?}");
+    }
+    let both = Cli::try_parse_from(["hostenv-activate", "--dry-run", "status"]).expect("parses");
+    assert!(check_combination(&both).is_err());
     let c = Config::from_cli(&full(&["--dry-run", "--output=json"])).expect("valid");
     assert_eq!(
         c.mode,

@@ -9,7 +9,7 @@ use crate::model::journal::{
     ActionRecord, ActionState, Delivery, EventOf, JobRecord, Posted, RunEnd,
 };
 use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Phase, Terminal};
-use crate::ports::{Level, LockAttempt, LogFields, ProviderError};
+use crate::ports::{Level, LockAttempt, LogFields, MessageId, ProviderError};
 
 use super::plan::{ActionPlan, Memory};
 use super::report::Stop;
@@ -114,9 +114,9 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                 "delivering {phase}/{} of job {job} left by an earlier run",
                 event.status
             );
-            match retry::retrying(settings, ports, &step, || {
-                ports.provider.post_event(&job, &event)
-            }) {
+            // One attempt each: a provider that fails it now is asked again
+            // by the next run, and this run's own work must not wait.
+            match ports.provider.post_event(&job, &event) {
                 Ok(()) => {
                     record.mark(&pending.of, Delivery::Delivered);
                     log(
@@ -139,9 +139,32 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                         ),
                     );
                 }
+                Err(e @ (ProviderError::NotFound(_) | ProviderError::BadRequest(_))) => {
+                    record.mark(&pending.of, Delivery::Dropped);
+                    log(
+                        settings,
+                        ports,
+                        Some(&job),
+                        Level::Warn,
+                        &format!(
+                            "the provider will never take the undelivered event {shown} of job {job} ({e}): dropping it"
+                        ),
+                    );
+                }
                 Err(ProviderError::Refused) => return Err(Stop::Refused { step }),
                 Err(e) => {
-                    log(settings, ports, Some(&job), Level::Warn, &format!("cannot deliver {shown} ({e}); it stays in the journal for the next run"));
+                    let fields = LogFields {
+                        node: Some(settings.node.as_str()),
+                        job: Some(job.as_str()),
+                        status: Some(event.status.as_str()),
+                        message_id: Some(MessageId::EVENT_UNDELIVERED),
+                        ..LogFields::default()
+                    };
+                    ports.log.line(
+                        Level::Warn,
+                        &fields,
+                        &format!("cannot deliver {shown} ({e}); it stays in the journal for the next run"),
+                    );
                     return Ok(());
                 }
             }
@@ -338,7 +361,12 @@ impl<'a> Memo<'a> {
             Err(Stop::JobClosed { .. }) => Delivery::Dropped,
             Err(_) => return,
         };
-        self.record.borrow_mut().mark(of, delivery);
+        let mut record = self.record.borrow_mut();
+        record.mark(of, delivery);
+        if let EventOf::Action { index, .. } = of {
+            record.touch(*index);
+        }
+        drop(record);
         self.save();
     }
 

@@ -14,8 +14,8 @@ mod text;
 use crate::model::journal::{Delivery, EventOf};
 use crate::model::{FetchedIntent, Terminal};
 use crate::ports::{
-    Cancel, Clock, Journal, Level, Log, LogFields, PlanStore, Provider, RunLock, UserPrograms,
-    UserSystemd, Users,
+    Cancel, Clock, Journal, Level, Log, LogFields, MessageId, PlanStore, Provider, RunLock,
+    UserPrograms, UserSystemd, Users,
 };
 
 pub use memory::recall;
@@ -68,6 +68,42 @@ impl Outcome {
 /// node's run lock, delivers what earlier runs could not, fetches the
 /// intent, plans it with what earlier runs left, and performs the plan.
 pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
+    let fields = LogFields {
+        node: Some(settings.node.as_str()),
+        sha: Some(settings.sha.as_str()),
+        ..LogFields::default()
+    };
+    ports.log.line(
+        Level::Info,
+        &LogFields {
+            message_id: Some(MessageId::RUN_STARTED),
+            ..fields
+        },
+        &format!(
+            "run started for commit {} (pid {}, run deadline {}s)",
+            settings.sha,
+            settings.pid,
+            settings.run_timeout.as_secs()
+        ),
+    );
+    let outcome = run_to_the_end(settings, ports);
+    let (level, status) = match outcome {
+        Outcome::Failed(_) => (Level::Error, "failed"),
+        _ => (Level::Info, "success"),
+    };
+    ports.log.line(
+        level,
+        &LogFields {
+            status: Some(status),
+            message_id: Some(MessageId::RUN_FINISHED),
+            ..fields
+        },
+        outcome.message(),
+    );
+    outcome
+}
+
+fn run_to_the_end(settings: &Settings, ports: Ports<'_>) -> Outcome {
     let prepared = memory::take_lock(settings, ports)
         .and_then(|()| memory::deliver_pending(settings, ports))
         .and_then(|()| retry::fetch_intent(settings, ports));

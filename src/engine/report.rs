@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::model::{Action, EventPayload, JobId, NodeEvent, Phase, Status, Terminal};
-use crate::ports::{Level, LogFields, ProviderError};
+use crate::ports::{Level, LogFields, MessageId, ProviderError};
 
 use crate::engine::{retry, Ports, Settings};
 
@@ -179,10 +179,13 @@ impl<'a> Reporter<'a> {
         } else {
             Level::Info
         };
+        let terminal = matches!(status, Status::Success | Status::Failed | Status::TimedOut);
         let fields = LogFields {
             node: Some(self.settings.node.as_str()),
             job: Some(self.job.as_str()),
+            sha: Some(self.settings.sha.as_str()),
             op: Some(phase.as_str()),
+            status: Some(status.as_str()),
             ..fields
         };
         let step = format!("{phase}/{status}");
@@ -194,14 +197,29 @@ impl<'a> Reporter<'a> {
         };
         match delivered {
             Ok(()) => {
+                let fields = LogFields {
+                    message_id: (terminal && phase != Phase::Intent)
+                        .then_some(MessageId::ACTION_FINISHED),
+                    ..fields
+                };
                 let line = format!("{status}: {message}");
                 self.ports.log.line(level, &fields, &line);
                 Ok(())
             }
             Err(e) => {
                 // The operator still learns what happened, even though the
-                // provider did not take the event.
-                let line = format!("{status}: {message} (not delivered to the provider: {e})");
+                // provider did not take the event; a terminal event stays in
+                // the journal for a later run (unless the job is closed).
+                let kept = terminal && retry && !matches!(e, ProviderError::JobClosed);
+                let fields = LogFields {
+                    message_id: kept.then_some(MessageId::EVENT_UNDELIVERED),
+                    ..fields
+                };
+                let line = if kept {
+                    format!("{status}: {message} (not delivered to the provider: {e}; kept in the journal, a later run delivers it)")
+                } else {
+                    format!("{status}: {message} (not delivered to the provider: {e})")
+                };
                 self.ports.log.line(Level::Error, &fields, &line);
                 Err(Stop::from_provider(Some(&self.job), step, e))
             }

@@ -97,6 +97,9 @@ pub struct RunRecord {
     pub started_at: Timestamp,
     #[serde(default)]
     pub ended: Option<RunEnd>,
+    /// The actions this run started, finished, adopted or delivered.
+    #[serde(default)]
+    pub touched: Vec<usize>,
 }
 
 /// Everything the journal knows about one job on one node.
@@ -197,8 +200,10 @@ impl JobRecord {
         self.actions.iter().find(|a| a.is(index, action))
     }
 
-    /// Sets what is known of one action, keeping the list ordered by index.
+    /// Sets what is known of one action, keeping the list ordered by index;
+    /// the newest run is said to have touched it.
     pub fn put(&mut self, record: ActionRecord) {
+        self.touch(record.index);
         match self
             .actions
             .binary_search_by_key(&record.index, |a| a.index)
@@ -214,6 +219,7 @@ impl JobRecord {
             pid,
             started_at: at,
             ended: None,
+            touched: Vec::new(),
         });
         let excess = self.runs.len().saturating_sub(MAX_RUNS);
         self.runs.drain(..excess);
@@ -253,6 +259,15 @@ impl JobRecord {
             }
         }
         out
+    }
+
+    /// The newest run worked on action `index`.
+    pub fn touch(&mut self, index: usize) {
+        if let Some(run) = self.runs.last_mut() {
+            if !run.touched.contains(&index) {
+                run.touched.push(index);
+            }
+        }
     }
 
     /// Marks the pending event `of` as `delivery`.

@@ -351,8 +351,19 @@ struct State {
     prefix: Vec<String>,
     /// Told of every event POST before it is answered.
     watchers: Vec<std::sync::mpsc::Sender<EventSeen>>,
-    /// Event POSTs to refuse: (node, phase, status, how many more, code).
-    event_faults: Vec<(String, String, String, usize, u16)>,
+    /// Event POSTs to refuse.
+    event_faults: Vec<EventFault>,
+}
+
+/// POSTs of one event to refuse.
+#[derive(Debug, Clone)]
+struct EventFault {
+    job: String,
+    node: String,
+    phase: String,
+    status: String,
+    remaining: usize,
+    code: u16,
 }
 
 /// An event POST as the server saw it, before answering it.
@@ -513,19 +524,24 @@ impl Builder {
         self
     }
 
-    /// The next `count` POSTs of (`node`, `phase`, `status`) are answered
-    /// `code` and not recorded.
+    /// The next `count` POSTs of (`node`, `phase`, `status`) on `job` are
+    /// answered `code` and not recorded.
     pub fn fail_event(
         mut self,
+        job: &str,
         node: &str,
-        phase: &str,
-        status: &str,
+        (phase, status): (&str, &str),
         count: usize,
         code: u16,
     ) -> Self {
-        self.state
-            .event_faults
-            .push((node.into(), phase.into(), status.into(), count, code));
+        self.state.event_faults.push(EventFault {
+            job: job.into(),
+            node: node.into(),
+            phase: phase.into(),
+            status: status.into(),
+            remaining: count,
+            code,
+        });
         self
     }
 
@@ -1038,14 +1054,13 @@ fn events(st: &mut State, ctx: &Ctx<'_>, auth_ok: &mut bool) -> Result<Answer, A
             .to_lowercase()
     };
     let (phase, status) = (field("phase"), field("status"));
-    let fault = st
-        .event_faults
-        .iter_mut()
-        .find(|f| f.0 == node && f.1 == phase && f.2 == status && f.3 > 0);
+    let fault = st.event_faults.iter_mut().find(|f| {
+        f.job == job && f.node == node && f.phase == phase && f.status == status && f.remaining > 0
+    });
     let answer = match fault {
         Some(fault) => {
-            fault.3 -= 1;
-            Answer::error(fault.4, "injected failure")
+            fault.remaining -= 1;
+            Answer::error(fault.code, "injected failure")
         }
         None => match st.append(&job, &body) {
             Ok(()) => Answer::empty(),

@@ -231,6 +231,11 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 /// (its configuration, PATH and `cfg.extra_env`), the token in a root-owned
 /// 0600 file, the working directory `/`.
 pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
+    spawn_with(fake, cfg, &[])
+}
+
+/// [`spawn`], with arguments (`status`, `doctor`, `--dry-run`, ...).
+pub fn spawn_with(fake: &FakeHandle, cfg: &NodeConfig<'_>, args: &[&str]) -> Running {
     let mut token_file = tempfile::Builder::new()
         .prefix("hat-token-")
         .tempfile()
@@ -247,7 +252,8 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
     let own_state = cfg.state.is_none().then(NodeState::new);
     let state = cfg.state.or(own_state.as_ref()).expect("a state");
     let mut cmd = Command::new(bin());
-    cmd.env_clear()
+    cmd.args(args)
+        .env_clear()
         .env("PATH", PATH)
         .env("COMIN_GIT_SHA", cfg.sha)
         .env("HOSTENV_COMIN_NODE_NAME", cfg.node)

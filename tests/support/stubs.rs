@@ -461,9 +461,10 @@ pub struct StubLog(pub RefCell<Vec<String>>);
 
 impl Log for StubLog {
     fn line(&self, level: Level, f: &LogFields<'_>, message: &str) {
+        let id = f.message_id.map(|m| m.0).unwrap_or("-");
         self.0.borrow_mut().push(format!(
-            "{level:?} job={:?} op={:?} user={:?} unit={:?} key={:?}: {message}",
-            f.job, f.op, f.user, f.unit, f.key
+            "{level:?} id={id} job={:?} op={:?} user={:?} unit={:?} key={:?} status={:?}: {message}",
+            f.job, f.op, f.user, f.unit, f.key, f.status
         ));
     }
 }

@@ -131,6 +131,7 @@ impl<'a> Ctx<'a> {
             user: Some(self.action.user.as_str()),
             unit,
             key,
+            ..LogFields::default()
         };
         self.ports.log.line(level, &fields, message);
     }

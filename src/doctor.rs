@@ -1,0 +1,473 @@
+//! `hostenv-activate doctor`: every read-only check a node needs to pass to
+//! deploy, each `ok`, `warn` or `fail` with a one-line fix. `main` gathers
+//! the file facts (configuration, token file, comin's store, the journal,
+//! the lock) with the real adapters; this module judges them and asks the
+//! read-only ports the rest (one authenticated GET to the provider, the
+//! users, their systemd and programs). It starts, writes and posts nothing.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::comin::Deployment;
+use crate::model::journal::JobRecord;
+use crate::model::{CominStatus, MigrationKey, Op, UserName};
+use crate::ports::{
+    Account, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd, Users,
+};
+
+/// The JSON document's version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One check: what was looked at, what was found, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub verdict: Verdict,
+    pub detail: String,
+    /// One line saying what to do; set for `warn` and `fail`.
+    pub fix: Option<String>,
+}
+
+fn ok(check: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding {
+        check: check.into(),
+        verdict: Verdict::Ok,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn warn(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding {
+        check: check.into(),
+        verdict: Verdict::Warn,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding {
+        check: check.into(),
+        verdict: Verdict::Fail,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// The whole examination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnosis {
+    pub format_version: u32,
+    pub node: Option<String>,
+    pub checks: Vec<Finding>,
+    /// Nothing failed.
+    pub ok: bool,
+}
+
+/// What reading the token file found (main reads it, without waiting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFacts {
+    /// The configuration names no usable token file.
+    NotConfigured,
+    /// Read; `warnings` are what a run would log about it.
+    Read {
+        path: String,
+        bytes: usize,
+        warnings: Vec<String>,
+    },
+    /// Not usable, and why.
+    Unusable { path: String, why: String },
+}
+
+/// The file facts `main` gathered for the doctor.
+pub struct Facts {
+    pub node: Option<String>,
+    /// The configuration, or what is wrong with it (with the variable named).
+    pub config: Result<String, String>,
+    pub token: TokenFacts,
+    /// comin's store: its newest deployment, or why it cannot be read.
+    pub comin_store: (String, Result<Deployment, String>),
+    /// The state directory: fine (what was found) or not.
+    pub state_dir: Result<String, String>,
+    /// The journal's readable records, newest first.
+    pub records: Vec<JobRecord>,
+    /// Journal files that could not be used, with why.
+    pub unreadable: Vec<String>,
+    pub lock: Result<Option<LockHolder>, String>,
+    /// The metrics file when one is configured: where it goes, or why it
+    /// will not be collected.
+    pub metrics: Option<Result<String, String>>,
+    /// Whether lingering is on for a user (`/var/lib/systemd/linger/<user>`).
+    pub lingering: Box<dyn Fn(&UserName) -> bool>,
+}
+
+/// The read-only ports (`None` for the provider when the configuration or
+/// the token is unusable).
+pub struct Ports<'a> {
+    pub provider: Option<&'a dyn Provider>,
+    pub users: &'a dyn Users,
+    pub systemd: &'a dyn UserSystemd,
+    pub programs: &'a dyn UserPrograms,
+}
+
+/// What each user needs, from the last intent and the journal.
+#[derive(Debug, Default)]
+struct Needs {
+    activate: bool,
+    keys: Vec<MigrationKey>,
+}
+
+/// A commit to ask the provider about when comin's store names none.
+const PROBE_SHA: &str = "0000000000000000000000000000000000000000";
+
+/// Examines the node.
+pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
+    let mut checks = Vec::new();
+    checks.push(match &facts.config {
+        Ok(summary) => ok("configuration", summary.clone()),
+        Err(problem) => fail(
+            "configuration",
+            problem.clone(),
+            "set the variable named (or its flag); `hostenv-activate --help` lists them",
+        ),
+    });
+    checks.push(token(&facts.token));
+
+    let (store_path, store) = &facts.comin_store;
+    checks.push(comin_store(store_path, store));
+    let newest = store.as_ref().ok();
+
+    // One authenticated GET: the intent of comin's newest commit.
+    let mut needs: BTreeMap<UserName, Needs> = BTreeMap::new();
+    match ports.provider {
+        None => checks.push(fail(
+            "provider",
+            "not asked: the configuration or the token file is not usable",
+            "fix the configuration and token file checks above",
+        )),
+        Some(provider) => {
+            let sha = newest.map_or(PROBE_SHA, |d| d.commit.as_str());
+            let url = provider.intent_url(sha);
+            checks.push(match provider.intent_by_sha(sha) {
+                Ok(Some(fetched)) => {
+                    if let Ok(intent) = &fetched.intent {
+                        for action in &intent.actions {
+                            let need = needs.entry(action.user.clone()).or_default();
+                            need.activate |= matches!(action.op, Op::Activate | Op::Reload | Op::Restore);
+                            if action.op == Op::Backup {
+                                need.keys.extend(action.migrations.iter().cloned());
+                            }
+                        }
+                    }
+                    match &fetched.intent {
+                        Ok(intent) => ok(
+                            "provider",
+                            format!(
+                                "reachable, token accepted; {url} names job {} with {} action(s)",
+                                fetched.job,
+                                intent.actions.len()
+                            ),
+                        ),
+                        Err(e) => fail(
+                            "provider",
+                            format!("reachable, token accepted; the intent of job {} is invalid: {e}", fetched.job),
+                            "the provider serves an intent this node refuses: check the provider's placement plan",
+                        ),
+                    }
+                }
+                Ok(None) => ok(
+                    "provider",
+                    format!("reachable, token accepted; no intent for this node at {url}"),
+                ),
+                Err(ProviderError::Refused) => fail(
+                    "provider",
+                    format!("the provider refused this node's token (403) at {url}"),
+                    "check HOSTENV_COMIN_NODE_NAME and that the token file holds this node's token",
+                ),
+                Err(e @ ProviderError::Transport(_)) => fail(
+                    "provider",
+                    e.to_string(),
+                    "check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable",
+                ),
+                Err(e) => fail(
+                    "provider",
+                    format!("{e} (asked {url})"),
+                    "check the provider-service's logs and HOSTENV_COMIN_API_BASE_URL",
+                ),
+            });
+        }
+    }
+
+    checks.push(match &facts.state_dir {
+        Ok(detail) => ok("state directory", detail.clone()),
+        Err(problem) => fail(
+            "state directory",
+            problem.clone(),
+            "make it a directory owned by root, mode 0700 (the NixOS module does)",
+        ),
+    });
+    checks.push(if facts.unreadable.is_empty() {
+        ok(
+            "journal",
+            format!("{} record(s) readable", facts.records.len()),
+        )
+    } else {
+        warn(
+            "journal",
+            format!(
+                "{} record(s) readable; ignored: {}",
+                facts.records.len(),
+                facts.unreadable.join("; ")
+            ),
+            "look at the files named and remove them; runs ignore them anyway",
+        )
+    });
+    let pending: usize = facts.records.iter().map(|r| r.pending().len()).sum();
+    if pending > 0 {
+        checks.push(warn(
+            "undelivered events",
+            format!("{pending} terminal event(s) were not delivered to the provider"),
+            "the next run delivers them first; `hostenv-activate status` lists them",
+        ));
+    }
+    checks.push(match &facts.lock {
+        Ok(None) => ok("run lock", "no run holds it now"),
+        Ok(Some(h)) => ok(
+            "run lock",
+            format!(
+                "a run holds it now (pid {}, since {}, commit {})",
+                h.pid.map_or("unknown".to_owned(), |p| p.to_string()),
+                h.since.map_or("unknown".to_owned(), |t| t.to_string()),
+                h.sha.as_deref().unwrap_or("unknown")
+            ),
+        ),
+        Err(why) => fail(
+            "run lock",
+            why.clone(),
+            "check the directory of HOSTENV_COMIN_LOCK_FILE (default /run/hostenv-activate)",
+        ),
+    });
+
+    match &facts.metrics {
+        None => {}
+        Some(Ok(detail)) => checks.push(ok("metrics file", detail.clone())),
+        Some(Err(problem)) => checks.push(warn(
+            "metrics file",
+            problem.clone(),
+            "point HOSTENV_COMIN_METRICS_FILE at a *.prom file in node_exporter's textfile directory",
+        )),
+    }
+
+    // Users the journal knows, with what their recorded actions need.
+    for record in &facts.records {
+        for a in &record.actions {
+            let need = needs.entry(a.user.clone()).or_default();
+            need.activate |= matches!(a.op, Op::Activate | Op::Reload | Op::Restore);
+        }
+    }
+    for (user, need) in &needs {
+        users(&mut checks, user, need, &facts, &ports);
+    }
+
+    let ok = checks.iter().all(|c| c.verdict != Verdict::Fail);
+    Diagnosis {
+        format_version: FORMAT_VERSION,
+        node: facts.node.clone(),
+        checks,
+        ok,
+    }
+}
+
+fn token(facts: &TokenFacts) -> Finding {
+    match facts {
+        TokenFacts::NotConfigured => fail(
+            "token file",
+            "not checked: HOSTENV_COMIN_TOKEN_FILE is not usable",
+            "set HOSTENV_COMIN_TOKEN_FILE (--token-file) to the node token's file",
+        ),
+        TokenFacts::Read {
+            path,
+            bytes,
+            warnings,
+        } if warnings.is_empty() => ok(
+            "token file",
+            format!("{path}: a regular file of {bytes} bytes, owned by root, mode 0600 or stricter"),
+        ),
+        TokenFacts::Read { path, warnings, .. } => warn(
+            "token file",
+            format!("{path}: {}", warnings.join("; ")),
+            format!("chown root: {path} && chmod 0400 {path} (or fix the sops secret's owner and mode)"),
+        ),
+        TokenFacts::Unusable { path, why } => fail(
+            "token file",
+            format!("{path}: {why}"),
+            "point HOSTENV_COMIN_TOKEN_FILE at the rendered sops secret (a regular file holding the token)",
+        ),
+    }
+}
+
+fn comin_store(path: &str, store: &Result<Deployment, String>) -> Finding {
+    match store {
+        Ok(d) => {
+            let when = d
+                .when()
+                .map_or("at an unknown time".to_owned(), |t| t.to_string());
+            let what = format!(
+                "{path}: newest deployment {} of commit {} ({when}, status {})",
+                d.uuid.as_deref().unwrap_or("?"),
+                d.commit,
+                d.status.as_deref().unwrap_or("unknown")
+            );
+            match d.switch() {
+                CominStatus::Done => ok("comin", what),
+                CominStatus::Failed { message } => warn(
+                    "comin",
+                    format!("{what}; its switch failed: {message}"),
+                    "look at comin's logs (journalctl -u comin) and fix the node's configuration",
+                ),
+            }
+        }
+        Err(why) => warn(
+            "comin",
+            why.clone(),
+            "check that comin runs on this node (systemctl status comin) or set HOSTENV_COMIN_STORE",
+        ),
+    }
+}
+
+fn found(search: &Search) -> Result<String, String> {
+    match &search.found {
+        Some(path) => Ok(path.display().to_string()),
+        None => Err(format!("not found (looked at {})", search.looked_at())),
+    }
+}
+
+fn users(
+    checks: &mut Vec<Finding>,
+    user: &UserName,
+    need: &Needs,
+    facts: &Facts,
+    ports: &Ports<'_>,
+) {
+    let account: Account = match ports.users.lookup(user) {
+        Ok(account) => {
+            checks.push(ok(
+                format!("user {user}"),
+                format!("uid {}, home {}", account.uid, account.home.display()),
+            ));
+            account
+        }
+        Err(e) => {
+            checks.push(fail(
+                format!("user {user}"),
+                format!("{e:#}"),
+                format!("check that the environment of {user} is deployed on this node"),
+            ));
+            return;
+        }
+    };
+    checks.push(if (facts.lingering)(user) {
+        ok(format!("lingering of {user}"), "enabled")
+    } else {
+        warn(
+            format!("lingering of {user}"),
+            "not enabled: the user's systemd stops when nobody is logged in",
+            format!("loginctl enable-linger {user}"),
+        )
+    });
+    let manager = format!("systemd of {user}");
+    match ports.systemd.load_state(&account, "hostenv.target") {
+        Ok(_) => checks.push(ok(manager, "reachable on the user's bus")),
+        Err(e) => {
+            checks.push(fail(
+                manager,
+                format!("{e:#}"),
+                format!(
+                    "systemctl start user@{}.service and loginctl enable-linger {user}",
+                    account.uid
+                ),
+            ));
+            return;
+        }
+    }
+    for key in &need.keys {
+        let unit = key.unit_name();
+        checks.push(match ports.systemd.load_state(&account, &unit) {
+            Ok(state) if state == "loaded" => ok(unit, "LoadState=loaded"),
+            Ok(state) => fail(
+                unit,
+                format!("LoadState={state}"),
+                format!("define a restic backup named {key} in the environment of {user}"),
+            ),
+            Err(e) => fail(
+                unit,
+                format!("{e:#}"),
+                format!("check the systemd of {user}"),
+            ),
+        });
+        let wrapper = key.wrapper_name();
+        checks.push(
+            match found(&ports.programs.find_restic_wrapper(&account, key)) {
+                Ok(path) => ok(wrapper, path),
+                Err(why) => fail(
+                    wrapper,
+                    why,
+                    format!("install the restic wrapper of {key} in ~{user}/.local/bin"),
+                ),
+            },
+        );
+    }
+    if need.activate {
+        checks.push(match found(&ports.programs.find_activate(&account)) {
+            Ok(path) => ok(format!("activate program of {user}"), path),
+            Err(why) => fail(
+                format!("activate program of {user}"),
+                why,
+                format!("deploy the environment of {user}: it provides `activate`"),
+            ),
+        });
+    }
+}
+
+/// Human-readable rendering.
+pub fn render_text(d: &Diagnosis) -> String {
+    let mut out = format!(
+        "hostenv-activate doctor{}\n",
+        d.node
+            .as_deref()
+            .map(|n| format!(" for node {n}"))
+            .unwrap_or_default()
+    );
+    for c in &d.checks {
+        let mark = match c.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        };
+        out.push_str(&format!("[{mark}] {}: {}\n", c.check, c.detail));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("       fix: {fix}\n"));
+        }
+    }
+    let count = |v: Verdict| d.checks.iter().filter(|c| c.verdict == v).count();
+    out.push_str(&format!(
+        "\n{} check(s): {} ok, {} warning(s), {} failed.\n",
+        d.checks.len(),
+        count(Verdict::Ok),
+        count(Verdict::Warn),
+        count(Verdict::Fail)
+    ));
+    out
+}

@@ -1,0 +1,221 @@
+//! `doctor` against stubs: what it judges from the facts and the read-only
+//! ports, each problem with its fix, and that it changes nothing.
+
+#[path = "support/stubs.rs"]
+mod stubs;
+
+use hostenv_activate::doctor::{
+    examine, render_text, Diagnosis, Facts, Finding, Ports, TokenFacts, Verdict,
+};
+use hostenv_activate::model::comin::Deployment;
+use hostenv_activate::ports::ProviderError;
+use serde_json::json;
+use stubs::*;
+
+/// node-a's migration away: backup (drupal-migrate) and deactivate of acme,
+/// plus an activate of other.
+fn intent_json() -> serde_json::Value {
+    intent(json!([
+        {"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": ["drupal-migrate"]},
+        {"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"},
+        {"op": "activate", "user": "other"}
+    ]))
+}
+
+fn facts() -> Facts {
+    Facts {
+        node: Some(NODE.into()),
+        config: Ok("valid".into()),
+        token: TokenFacts::Read {
+            path: "/run/secrets/token".into(),
+            bytes: 40,
+            warnings: Vec::new(),
+        },
+        comin_store: (
+            "/var/lib/comin/store.json".into(),
+            Ok(Deployment {
+                uuid: Some("d-1".into()),
+                commit: "abc".into(),
+                status: Some("done".into()),
+                started_at: None,
+                ended_at: "2026-12-01T08:15:41Z".parse().ok(),
+                error_msg: None,
+            }),
+        ),
+        state_dir: Ok("/var/lib/hostenv-activate is root's, mode 0700".into()),
+        records: Vec::new(),
+        unreadable: Vec::new(),
+        lock: Ok(None),
+        metrics: None,
+        lingering: Box::new(|_| true),
+    }
+}
+
+fn healthy() -> World {
+    let mut w = World::new(StubProvider::with_intent(intent_json()));
+    w.systemd = StubSystemd::default().loaded("restic-backups-drupal-migrate.service", unit_ok());
+    w
+}
+
+fn diagnose(w: &World, facts: Facts) -> Diagnosis {
+    let d = examine(
+        facts,
+        Ports {
+            provider: Some(&w.provider),
+            users: &StubUsers,
+            systemd: &w.systemd,
+            programs: &w.programs,
+        },
+    );
+    assert_eq!(
+        w.provider.post_attempts.get(),
+        0,
+        "the doctor posts nothing"
+    );
+    assert!(w.systemd.started.borrow().is_empty(), "starts nothing");
+    assert!(w.systemd.stopped.borrow().is_empty(), "stops nothing");
+    assert_eq!(w.systemd.reloads.get(), 0, "reloads nothing");
+    assert!(w.programs.ran.borrow().is_empty(), "runs nothing");
+    d
+}
+
+fn finding<'d>(d: &'d Diagnosis, check: &str) -> &'d Finding {
+    d.checks
+        .iter()
+        .find(|c| c.check == check)
+        .unwrap_or_else(|| panic!("no check {check:?} in:\n{}", render_text(d)))
+}
+
+#[test]
+fn a_healthy_node_passes_every_check() {
+    let w = healthy();
+    let d = diagnose(&w, facts());
+    assert!(d.ok, "{}", render_text(&d));
+    assert!(
+        d.checks.iter().all(|c| c.verdict == Verdict::Ok),
+        "{}",
+        render_text(&d)
+    );
+    for check in [
+        "configuration",
+        "token file",
+        "comin",
+        "provider",
+        "state directory",
+        "journal",
+        "run lock",
+        "user acme",
+        "lingering of acme",
+        "systemd of acme",
+        "restic-backups-drupal-migrate.service",
+        "restic-drupal-migrate",
+        "user other",
+        "activate program of other",
+    ] {
+        finding(&d, check);
+    }
+    assert_eq!(w.provider.intent_calls.get(), 1, "one authenticated GET");
+    let v = serde_json::to_value(&d).expect("json");
+    assert_eq!(v["formatVersion"], 1);
+    assert_eq!(v["checks"][0]["verdict"], "ok");
+}
+
+#[test]
+fn each_problem_is_reported_with_its_fix() {
+    // A refused token.
+    let mut w = healthy();
+    w.provider = StubProvider::answering(vec![Err(ProviderError::Refused)]);
+    let d = diagnose(&w, facts());
+    let f = finding(&d, "provider");
+    assert_eq!(f.verdict, Verdict::Fail);
+    assert!(f.detail.contains("403"), "{f:?}");
+    assert!(
+        f.fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("HOSTENV_COMIN_NODE_NAME"),
+        "{f:?}"
+    );
+    assert!(!d.ok);
+
+    // The backup unit is missing, and so is the wrapper.
+    let mut w = healthy();
+    w.systemd = StubSystemd::default();
+    w.programs.wrappers = false;
+    let d = diagnose(&w, facts());
+    let unit = finding(&d, "restic-backups-drupal-migrate.service");
+    assert_eq!(unit.verdict, Verdict::Fail);
+    assert_eq!(unit.detail, "LoadState=not-found");
+    assert!(unit
+        .fix
+        .as_deref()
+        .unwrap_or("")
+        .contains("restic backup named drupal-migrate"));
+    let wrapper = finding(&d, "restic-drupal-migrate");
+    assert_eq!(wrapper.verdict, Verdict::Fail);
+    assert!(
+        wrapper
+            .detail
+            .contains("looked at /home/acme/.local/bin/restic-drupal-migrate"),
+        "{wrapper:?}"
+    );
+
+    // A token file others can read is a warning, not a failure.
+    let w = healthy();
+    let mut f = facts();
+    f.token = TokenFacts::Read {
+        path: "/run/secrets/token".into(),
+        bytes: 40,
+        warnings: vec!["readable by group or others (mode 0644)".into()],
+    };
+    f.lingering = Box::new(|user| user.as_str() != "other");
+    let d = diagnose(&w, f);
+    assert!(d.ok, "warnings do not fail: {}", render_text(&d));
+    let token = finding(&d, "token file");
+    assert_eq!(token.verdict, Verdict::Warn);
+    assert!(token
+        .fix
+        .as_deref()
+        .unwrap_or("")
+        .contains("chmod 0400 /run/secrets/token"));
+    let linger = finding(&d, "lingering of other");
+    assert_eq!(linger.verdict, Verdict::Warn);
+    assert_eq!(linger.fix.as_deref(), Some("loginctl enable-linger other"));
+
+    // An unknown user; an activate program that is not there.
+    let w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "ghost"},
+        {"op": "reload", "user": "acme"}
+    ]))));
+    let mut w = w;
+    w.programs.activate = None;
+    let d = diagnose(&w, facts());
+    assert_eq!(finding(&d, "user ghost").verdict, Verdict::Fail);
+    let activate = finding(&d, "activate program of acme");
+    assert_eq!(activate.verdict, Verdict::Fail);
+    assert!(activate.detail.contains("looked at"), "{activate:?}");
+
+    // No usable configuration: nothing is asked of the provider.
+    let w = healthy();
+    let mut f = facts();
+    f.config = Err("HOSTENV_COMIN_NODE_NAME (--node-name) is not set (required)".into());
+    f.token = TokenFacts::NotConfigured;
+    let d = examine(
+        f,
+        Ports {
+            provider: None,
+            users: &StubUsers,
+            systemd: &w.systemd,
+            programs: &w.programs,
+        },
+    );
+    assert_eq!(finding(&d, "configuration").verdict, Verdict::Fail);
+    assert_eq!(finding(&d, "provider").verdict, Verdict::Fail);
+    assert_eq!(w.provider.intent_calls.get(), 0);
+    let text = render_text(&d);
+    assert!(
+        text.contains("[FAIL] configuration: HOSTENV_COMIN_NODE_NAME (--node-name) is not set"),
+        "{text}"
+    );
+    assert!(text.contains("       fix: "), "{text}");
+}
