@@ -410,3 +410,139 @@ fn doctor_passes_a_healthy_node_and_names_each_problem_with_its_fix() {
         "no user manager was started"
     );
 }
+
+// ------------------------------------------------------------ journal message ids
+
+/// The fields of one journald native-protocol datagram.
+fn journal_fields(mut data: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Some(nl) = data.iter().position(|b| *b == b'\n') {
+        let head = &data[..nl];
+        match head.iter().position(|b| *b == b'=') {
+            Some(eq) => {
+                out.push((
+                    String::from_utf8_lossy(&head[..eq]).into_owned(),
+                    String::from_utf8_lossy(&head[eq + 1..]).into_owned(),
+                ));
+                data = &data[nl + 1..];
+            }
+            None => {
+                // NAME\n<u64 le length><value>\n
+                let rest = &data[nl + 1..];
+                let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+                out.push((
+                    String::from_utf8_lossy(head).into_owned(),
+                    String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
+                ));
+                data = &rest[8 + len + 1..];
+            }
+        }
+    }
+    out
+}
+
+/// The shipped binary, its journal socket a datagram socket of the test's
+/// (bind-mounted over /run/systemd/journal/socket in a private mount
+/// namespace), sends the documented MESSAGE_IDs with their fields.
+#[test]
+fn the_shipped_binary_sends_message_ids_to_the_journal() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("journal.sock");
+    let server = UnixDatagram::bind(&socket).expect("bind the stand-in journal");
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let token = dir.path().join("token");
+    fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let fake = FakeProvider::builder()
+        .node(NODE, TOKEN)
+        .job(
+            "job-ids",
+            "sha-ids",
+            [(NODE, intent(vec![activate_of("hostenv-absent-ids")]))],
+        )
+        .start();
+    // As in the harness's managers: /run/systemd exists only inside the
+    // namespace's own tmpfs.
+    let script = r#"set -eu
+[ -d /run/systemd ] || mkdir /run/systemd
+mount -t tmpfs -o mode=0755 tmpfs /run/systemd
+mkdir -p /run/systemd/journal
+touch /run/systemd/journal/socket
+mount --bind "$1" /run/systemd/journal/socket
+shift
+exec "$@"
+"#;
+    let ran = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&socket)
+        .arg(node_run::bin())
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("COMIN_GIT_SHA", "sha-ids")
+        .env("HOSTENV_COMIN_NODE_NAME", NODE)
+        .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
+        .env("HOSTENV_COMIN_TOKEN_FILE", &token)
+        .env("HOSTENV_COMIN_ACTION_TIMEOUT", "60")
+        .env("HOSTENV_COMIN_INTENT_WAIT", "0")
+        .env("HOSTENV_COMIN_STATE_DIR", dir.path().join("state"))
+        .env("HOSTENV_COMIN_LOCK_FILE", dir.path().join("run/lock"))
+        .output()
+        .expect("run the binary in a mount namespace");
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "the absent user fails the run:\n{stderr}"
+    );
+
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = server.recv(&mut buf) {
+        lines.push(journal_fields(&buf[..n]));
+    }
+    let with_id = |id: &str| -> Vec<&Vec<(String, String)>> {
+        lines
+            .iter()
+            .filter(|l| l.contains(&("MESSAGE_ID".to_owned(), id.to_owned())))
+            .collect()
+    };
+    let has = |line: &Vec<(String, String)>, k: &str, v: &str| {
+        line.contains(&(k.to_owned(), v.to_owned()))
+    };
+    let context = format!("{} datagrams:\n{lines:#?}\nstderr:\n{stderr}", lines.len());
+
+    let started = with_id("a2c87e5e79624c00a5ad24f0e451d4f8");
+    assert_eq!(started.len(), 1, "run started: {context}");
+    assert!(has(started[0], "HOSTENV_SHA", "sha-ids"), "{context}");
+    let finished = with_id("cf85c54d5f08479cbf1f778bd5ce9e94");
+    assert_eq!(finished.len(), 1, "run finished: {context}");
+    assert!(
+        has(finished[0], "HOSTENV_STATUS", "failed") && has(finished[0], "PRIORITY", "3"),
+        "{context}"
+    );
+    let action = with_id("d51dba628d354d67b3fe6a3a1f26ca3b");
+    assert_eq!(action.len(), 1, "action finished: {context}");
+    for (k, v) in [
+        ("HOSTENV_OP", "activate"),
+        ("HOSTENV_USER", "hostenv-absent-ids"),
+        ("HOSTENV_STATUS", "failed"),
+        ("HOSTENV_JOB", "job-ids"),
+        ("HOSTENV_NODE", NODE),
+        ("SYSLOG_IDENTIFIER", "hostenv-activate"),
+    ] {
+        assert!(has(action[0], k, v), "{k}={v}: {context}");
+    }
+    assert!(
+        with_id("e2d0a1adfc9244328abdc0bc21e918f9").is_empty(),
+        "{context}"
+    );
+    assert!(
+        !Path::new("/run/systemd/journal").exists(),
+        "the stand-in journal stayed inside its namespace"
+    );
+}

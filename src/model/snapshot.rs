@@ -149,14 +149,17 @@ mod tests {
 /// it is one, else the last line that starts with `[` (restic prints its
 /// JSON on one line; warnings go to stderr, which we capture alongside).
 pub fn extract_snapshot_json(output: &str) -> &str {
+    let is_json = |text: &str| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
     let trimmed = output.trim();
-    if trimmed.starts_with('[') && trimmed.ends_with(']') {
+    if trimmed.starts_with('[') && is_json(trimmed) {
         return trimmed;
     }
-    output
-        .lines()
-        .map(str::trim)
-        .rfind(|l| l.starts_with('['))
+    // A warning that happens to start with `[` or end with `]` must not hide
+    // the JSON line: prefer the last line that is JSON.
+    let lines = || output.lines().map(str::trim).filter(|l| l.starts_with('['));
+    lines()
+        .rfind(|l| is_json(l))
+        .or_else(|| lines().next_back())
         .unwrap_or(trimmed)
 }
 
@@ -173,5 +176,11 @@ mod extract_tests {
         );
         assert_eq!(extract_snapshot_json("  []\n"), "[]");
         assert_eq!(extract_snapshot_json("garbage"), "garbage");
+        // Lines around the JSON that look like brackets do not hide it.
+        let out = "[{\"time\":\"2026-11-21T23:31:25Z\",\"id\":\"a\"}]\nwarning: lock [stale]\n[notice] done\n";
+        assert_eq!(
+            extract_snapshot_json(out),
+            "[{\"time\":\"2026-11-21T23:31:25Z\",\"id\":\"a\"}]"
+        );
     }
 }

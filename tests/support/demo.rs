@@ -1,6 +1,8 @@
 //! `cargo run --example demo`: starts the fake provider serving
 //! `fixtures/demo/intent.json` for node `node-a` at commit `demo`, then runs
-//! the real `hostenv-activate --dry-run` against it (text, then JSON).
+//! the real `hostenv-activate --dry-run` against it: as an operator types it
+//! on a node (the commit from comin's store, text), then for one commit
+//! (JSON).
 //! Needs no root and no provider; on a machine without the demo users the
 //! preflight reports them missing, which is the expected outcome here.
 
@@ -67,27 +69,50 @@ fn run() -> Result<ExitCode, String> {
         fixture_text("demo/intent.json")
     );
 
+    // comin's store, as on a node: its newest deployment is of commit SHA.
+    let store = dir.path().join("comin-store.json");
+    std::fs::write(
+        &store,
+        format!(
+            r#"{{"deployments": [{{"uuid": "demo-deployment", "generation": {{"selected_commit_id": "{SHA}"}},
+               "ended_at": "2026-12-01T08:15:41Z", "status": "done", "error_msg": ""}}]}}"#
+        ),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", store.display()))?;
+
     let mut worst = 0;
-    for (title, extra) in [("text", None), ("JSON", Some("--output=json"))] {
+    // Text as an operator types it on a node (the commit from comin's
+    // store); JSON as a script asks for one commit.
+    for (title, sha, extra) in [
+        ("text", None, None),
+        ("JSON", Some(SHA), Some("--output=json")),
+    ] {
         let shown = match extra {
             Some(flag) => format!("--dry-run {flag}"),
             None => "--dry-run".to_owned(),
         };
         println!("\n== hostenv-activate {shown}   ({title} output; stderr carries the log lines)");
         println!(
-            "   environment: COMIN_GIT_SHA={SHA} HOSTENV_COMIN_NODE_NAME={NODE} HOSTENV_COMIN_API_BASE_URL={} HOSTENV_COMIN_TOKEN_FILE={} HOSTENV_COMIN_ACTION_TIMEOUT=900\n",
+            "   environment: {}HOSTENV_COMIN_NODE_NAME={NODE} HOSTENV_COMIN_API_BASE_URL={} HOSTENV_COMIN_TOKEN_FILE={} HOSTENV_COMIN_ACTION_TIMEOUT=900 HOSTENV_COMIN_STORE={}\n",
+            sha.map(|s| format!("COMIN_GIT_SHA={s} ")).unwrap_or_default(),
             fake.url(),
-            token_file.display()
+            token_file.display(),
+            store.display()
         );
         let mut cmd = Command::new(&bin);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("COMIN_GIT_SHA", SHA)
             .env("HOSTENV_COMIN_NODE_NAME", NODE)
             .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
             .env("HOSTENV_COMIN_TOKEN_FILE", &token_file)
             .env("HOSTENV_COMIN_ACTION_TIMEOUT", "900")
+            .env("HOSTENV_COMIN_STORE", &store)
+            .env("HOSTENV_COMIN_STATE_DIR", dir.path().join("state"))
+            .env("HOSTENV_COMIN_LOCK_FILE", dir.path().join("run/lock"))
             .arg("--dry-run");
+        if let Some(sha) = sha {
+            cmd.env("COMIN_GIT_SHA", sha);
+        }
         if let Some(flag) = extra {
             cmd.arg(flag);
         }

@@ -115,7 +115,7 @@ impl ProcessRunner {
                 Level::Warn,
                 &fields,
                 &format!(
-                    "ended {swept} process(es) of {} that had left its process group",
+                    "ended {swept} process(es) {} left behind (orphaned to this process, or outside its process group)",
                     cmd.program.display()
                 ),
             );
