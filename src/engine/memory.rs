@@ -127,28 +127,20 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                         &format!("delivered {shown}, left undelivered by an earlier run"),
                     );
                 }
-                Err(ProviderError::JobClosed) => {
+                Err(
+                    e @ (ProviderError::JobClosed
+                    | ProviderError::NotFound(_)
+                    | ProviderError::BadRequest(_)),
+                ) => {
+                    // The job is closed (409) or the provider will never take
+                    // this event (404, 400): keeping it would only repeat this.
                     record.mark(&pending.of, Delivery::Dropped);
                     log(
                         settings,
                         ports,
                         Some(&job),
                         Level::Warn,
-                        &format!(
-                            "job {job} is closed (409): dropping its undelivered event {shown}"
-                        ),
-                    );
-                }
-                Err(e @ (ProviderError::NotFound(_) | ProviderError::BadRequest(_))) => {
-                    record.mark(&pending.of, Delivery::Dropped);
-                    log(
-                        settings,
-                        ports,
-                        Some(&job),
-                        Level::Warn,
-                        &format!(
-                            "the provider will never take the undelivered event {shown} of job {job} ({e}): dropping it"
-                        ),
+                        &format!("dropping the undelivered event {shown} of job {job}: {e}"),
                     );
                 }
                 Err(ProviderError::Refused) => return Err(Stop::Refused { step }),
