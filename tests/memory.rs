@@ -477,7 +477,10 @@ fn an_undelivered_event_of_a_closed_job_is_dropped_with_a_line() {
         .is_empty());
     let lines = w.logged("dropping the undelivered event (backup, success)");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("of job job-0") && lines[0].contains("(409)"), "{lines:?}");
+    assert!(
+        lines[0].contains("of job job-0") && lines[0].contains("(409)"),
+        "{lines:?}"
+    );
     assert_eq!(w.provider.sequence(), seq(&[(Intent, Success)]));
 }
 

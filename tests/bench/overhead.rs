@@ -1,12 +1,17 @@
 //! `cargo bench`: what hostenv-activate itself costs, measured rather than
 //! asserted. Prints per-action engine overhead (stub world), the cost of
 //! running a program through the process runner against a bare spawn and
-//! whether that cost grows with the number of processes on the machine, and
+//! whether that cost grows with the number of processes on the machine, a
+//! journal write, how fast a deactivate reacts to the target node's
+//! activation through the real HTTP client and a provider on loopback, and
 //! how fast a stop signal ends a running program and a wait. Never fails on
 //! timings.
 
 #[path = "../support/stubs.rs"]
 mod stubs;
+
+#[path = "../support/fake_provider.rs"]
+mod fake_provider;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -16,7 +21,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hostenv_activate::adapters::clock::SystemClock;
-use hostenv_activate::adapters::log::Logger;
 use hostenv_activate::adapters::process::{ProcessRunner, UserCommand};
 use hostenv_activate::model::UserName;
 use hostenv_activate::ports::{Account, Cancel, Clock, Level, Log, LogFields};
@@ -44,16 +48,19 @@ fn me() -> Account {
     }
 }
 
+/// Actions per intent in the engine's measurement: a busy node's deployment.
+const ENGINE_ACTIONS: u32 = 20;
+
 fn engine_per_action() -> Duration {
-    let actions: Vec<_> = (0..500)
+    let actions: Vec<_> = (0..ENGINE_ACTIONS)
         .map(|i| json!({"op": "activate", "user": format!("u{i}")}))
         .collect();
     let mut samples = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..50 {
         let w = World::new(StubProvider::with_intent(intent(json!(actions))));
         let start = Instant::now();
         let out = w.run();
-        samples.push(start.elapsed() / 500);
+        samples.push(start.elapsed() / ENGINE_ACTIONS);
         assert!(matches!(
             out,
             hostenv_activate::engine::Outcome::Succeeded(_)
@@ -74,12 +81,15 @@ fn true_via_runner(log: Arc<dyn Log + Send + Sync>) -> (ProcessRunner, UserComma
     (ProcessRunner::new(log), cmd, account)
 }
 
-fn spawn_costs() -> (Duration, Duration) {
-    let (runner, cmd, account) = true_via_runner(Arc::new(Logger::new("/nonexistent/journal")));
+/// Medians of `samples` runs of `/bin/true` through the process runner and
+/// through a bare `std::process` spawn, alternating.
+fn spawn_costs(samples: usize) -> (Duration, Duration) {
+    let (runner, cmd, account) = true_via_runner(Arc::new(Quiet));
     let cancel = Cancel::new();
+    runner.run(&cmd, &account, &cancel).expect("runs"); // warm-up
     let mut ours = Vec::new();
     let mut bare = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..samples {
         let start = Instant::now();
         runner.run(&cmd, &account, &cancel).expect("runs");
         ours.push(start.elapsed());
@@ -92,9 +102,153 @@ fn spawn_costs() -> (Duration, Duration) {
     (median(ours), median(bare))
 }
 
+/// One journal write as a run makes it whenever an action starts, ends or
+/// is delivered: the record of a 20-action job, replaced with fsync of the
+/// file and of the directory, on this machine's disk.
+fn journal_save() -> Duration {
+    use hostenv_activate::adapters::journal::FileJournal;
+    use hostenv_activate::model::journal::{ActionRecord, ActionState, JobRecord};
+    use hostenv_activate::model::{IntentDigest, JobId, NodeName, Op};
+    use hostenv_activate::ports::Journal;
+    let dir = tempfile::Builder::new()
+        .prefix("bench-journal-")
+        .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
+        .expect("a directory on this disk");
+    let node = NodeName::parse("node-a").expect("node");
+    let journal = FileJournal::new(dir.path(), node.clone(), Arc::new(Quiet));
+    let mut record = JobRecord::new(
+        node,
+        JobId::new("job-1"),
+        "abc".into(),
+        IntentDigest::of(&json!({})),
+    );
+    let now = jiff::Timestamp::now();
+    record.begin_run(1, now);
+    for index in 0..20 {
+        record.put(ActionRecord {
+            index,
+            op: Op::Activate,
+            user: hostenv_activate::model::UserName::parse(&format!("u{index}")).expect("user"),
+            state: ActionState::Started { started_at: now },
+        });
+    }
+    let samples = (0..50)
+        .map(|_| {
+            let start = Instant::now();
+            journal.save(&record).expect("save");
+            start.elapsed()
+        })
+        .collect();
+    median(samples)
+}
+
+/// A run lock that is always free.
+struct FreeLock;
+
+impl hostenv_activate::ports::RunLock for FreeLock {
+    fn try_lock(
+        &self,
+        _: &str,
+        _: jiff::Timestamp,
+    ) -> anyhow::Result<hostenv_activate::ports::LockAttempt> {
+        Ok(hostenv_activate::ports::LockAttempt::Taken)
+    }
+    fn holder(&self) -> anyhow::Result<Option<hostenv_activate::ports::LockHolder>> {
+        Ok(None)
+    }
+}
+
+/// How long after the target node's (activate, success) reaches the
+/// provider a waiting deactivate posts its `running`: the engine with the
+/// real clock and HTTP client, the fake provider on loopback, the target's
+/// event published at an arbitrary moment. (median, worst) of `rounds`.
+fn peer_reaction(rounds: usize) -> (Duration, Duration) {
+    use fake_provider::FakeProvider;
+    use hostenv_activate::adapters::http::{ApiBase, HttpProvider};
+    use hostenv_activate::engine::{self, Ports, Settings};
+    use hostenv_activate::model::NodeName;
+    use hostenv_activate::secret::Token;
+
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let deactivate = json!({"schemaVersion": 1, "actions": [
+            {"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}]});
+        let fake = FakeProvider::builder()
+            .node("node-a", "tok-a")
+            .node("node-b", "tok-b")
+            .job(
+                "job-1",
+                "abc",
+                [
+                    ("node-a", deactivate),
+                    ("node-b", json!({"schemaVersion": 1, "actions": []})),
+                ],
+            )
+            .start();
+        let cancel = Cancel::new();
+        let clock = SystemClock::new(cancel.clone());
+        let provider = HttpProvider::new(
+            &ApiBase::parse(fake.url()).expect("base"),
+            NodeName::parse("node-a").expect("node"),
+            Token::new("tok-a").expect("token"),
+        )
+        .expect("client");
+        let settings = Settings::new(
+            NodeName::parse("node-a").expect("node"),
+            "abc".into(),
+            Duration::from_secs(60),
+            clock.now(),
+        );
+        let (systemd, programs, plans, journal) = (
+            StubSystemd::default(),
+            StubPrograms::default(),
+            StubPlans::default(),
+            StubJournal::default(),
+        );
+        // The target activates at a moment unrelated to the poll's phase.
+        let publish_after = Duration::from_millis(1_300 + (round as u64 * 379) % 1_000);
+        let published = thread::scope(|scope| {
+            let publisher = scope.spawn(|| {
+                thread::sleep(publish_after);
+                let at = Instant::now();
+                fake.append_event(
+                    "job-1",
+                    json!({"node": "node-b", "status": "success", "phase": "activate", "message": "up"}),
+                );
+                at
+            });
+            let ports = Ports {
+                provider: &provider,
+                users: &StubUsers,
+                systemd: &systemd,
+                programs: &programs,
+                plans: &plans,
+                journal: &journal,
+                lock: &FreeLock,
+                clock: &clock,
+                log: &Quiet,
+                cancel: &cancel,
+            };
+            engine::run(&settings, ports);
+            publisher.join().expect("publisher")
+        });
+        samples.push(reaction_since(published, &fake));
+    }
+    let worst = samples.iter().max().copied().unwrap_or_default();
+    (median(samples), worst)
+}
+
+/// When the deactivate's `running` reached the provider, after `published`.
+fn reaction_since(published: Instant, fake: &fake_provider::FakeHandle) -> Duration {
+    let arrived = fake
+        .arrival_of("node-a", "deactivate", "running")
+        .expect("the deactivate went on");
+    arrived.saturating_duration_since(published)
+}
+
 fn stop_reaction_program() -> Duration {
     let account = me();
-    let runner = ProcessRunner::new(Arc::new(Logger::new("/nonexistent/journal")));
+    let runner = ProcessRunner::new(Arc::new(Quiet));
     let cmd = UserCommand::for_account(
         &account,
         PathBuf::from("/bin/sh"),
@@ -163,22 +317,15 @@ fn processes_on_the_machine() -> usize {
         .unwrap_or(0)
 }
 
-/// In the measuring child: the median of running `/bin/true` through the
-/// process runner, printed as nanoseconds, then the process count.
+/// In the measuring child: the medians of running `/bin/true` through the
+/// process runner and by a bare spawn, printed as nanoseconds, then the
+/// process count.
 fn measure_runner_in_crowd() {
-    let (runner, cmd, account) = true_via_runner(Arc::new(Quiet));
-    let cancel = Cancel::new();
-    runner.run(&cmd, &account, &cancel).expect("runs"); // warm-up
-    let samples = (0..CROWD_SAMPLES)
-        .map(|_| {
-            let start = Instant::now();
-            runner.run(&cmd, &account, &cancel).expect("runs");
-            start.elapsed()
-        })
-        .collect();
+    let (ours, bare) = spawn_costs(CROWD_SAMPLES);
     println!(
-        "{} {}",
-        median(samples).as_nanos(),
+        "{} {} {}",
+        ours.as_nanos(),
+        bare.as_nanos(),
         processes_on_the_machine()
     );
 }
@@ -224,9 +371,9 @@ impl Crowd {
         crowd
     }
 
-    /// The runner's median in a fresh child process, and how many processes
-    /// were alive meanwhile.
-    fn measure() -> (Duration, usize) {
+    /// The runner's and a bare spawn's medians in a fresh child process,
+    /// and how many processes were alive meanwhile.
+    fn measure() -> Crowded {
         let exe = std::env::current_exe().expect("this benchmark's path");
         let out = Command::new(exe)
             .arg(MEASURE_ARG)
@@ -239,11 +386,13 @@ impl Crowd {
             out.status.success(),
             fields.next().flatten(),
             fields.next().flatten(),
+            fields.next().flatten(),
         ) {
-            (true, Some(nanos), Some(count)) => (
-                Duration::from_nanos(nanos),
-                usize::try_from(count).unwrap_or(usize::MAX),
-            ),
+            (true, Some(ours), Some(bare), Some(count)) => Crowded {
+                runner: Duration::from_nanos(ours),
+                bare: Duration::from_nanos(bare),
+                processes: usize::try_from(count).unwrap_or(usize::MAX),
+            },
             _ => panic!("the measuring child failed ({}): {text}", out.status),
         }
     }
@@ -270,10 +419,25 @@ impl Drop for Crowd {
     }
 }
 
+/// What the measuring child found.
+struct Crowded {
+    runner: Duration,
+    bare: Duration,
+    processes: usize,
+}
+
+impl Crowded {
+    /// What the runner adds to a bare spawn (which also gets slower with
+    /// more processes: the kernel's cost, not ours).
+    fn overhead(&self) -> Duration {
+        self.runner.saturating_sub(self.bare)
+    }
+}
+
 /// The runner's per-program cost with the machine as it is, and with 5,000
 /// more (idle) processes on it. The runner's cleanup after each program
 /// must not depend on how many processes the node runs.
-fn runner_vs_process_count() -> [(Duration, usize); 2] {
+fn runner_vs_process_count() -> [Crowded; 2] {
     let few = Crowd::measure();
     let crowd = Crowd::start(5000);
     let many = Crowd::measure();
@@ -291,24 +455,38 @@ fn main() {
         println!("overhead: not measuring (run `cargo bench` to measure)");
         return;
     }
-    let [(few, few_count), (many, many_count)] = runner_vs_process_count();
+    let [few, many] = runner_vs_process_count();
     let per_action = engine_per_action();
-    let (ours, bare) = spawn_costs();
+    let save = journal_save();
+    let (reaction, worst_reaction) = peer_reaction(8);
+    let (ours, bare) = spawn_costs(30);
     let program_stop = stop_reaction_program();
     let wait_stop = stop_reaction_wait();
     println!("hostenv-activate overhead (medians)");
-    println!("  engine, per action (stub world, 500 actions):   {per_action:>12?}");
+    println!("  engine, per action (stub world, {ENGINE_ACTIONS} actions):    {per_action:>12?}");
+    println!("  one journal write (20 actions, fsync file+dir): {save:>12?}");
     println!("  run /bin/true via the process runner:           {ours:>12?}");
     println!("  run /bin/true via a bare std::process spawn:    {bare:>12?}");
     println!(
         "  runner overhead per program:                    {:>12?}",
         ours.saturating_sub(bare)
     );
-    println!("  run /bin/true via the runner, {few_count:>5} processes:   {few:>12?}");
-    println!("  run /bin/true via the runner, {many_count:>5} processes:   {many:>12?}");
+    for crowd in [&few, &many] {
+        println!(
+            "  {:>5} processes on the machine: runner {:>10?}, bare spawn {:>10?}, overhead {:>10?}",
+            crowd.processes,
+            crowd.runner,
+            crowd.bare,
+            crowd.overhead()
+        );
+    }
     println!(
-        "  ratio (many / few processes):                   {:>11.2}x",
-        many.as_secs_f64() / few.as_secs_f64().max(f64::MIN_POSITIVE)
+        "  runner / bare spawn, few vs many processes:     {:>6.2}x vs {:.2}x",
+        few.runner.as_secs_f64() / few.bare.as_secs_f64().max(f64::MIN_POSITIVE),
+        many.runner.as_secs_f64() / many.bare.as_secs_f64().max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "  target activated -> deactivate goes on (HTTP):  {reaction:>12?} (worst of 8: {worst_reaction:?})"
     );
     println!("  stop signal -> running program tree ended:      {program_stop:>12?}");
     println!("  stop signal -> a wait between polls returns:    {wait_stop:>12?}");

@@ -351,6 +351,8 @@ struct State {
     prefix: Vec<String>,
     /// Told of every event POST before it is answered.
     watchers: Vec<std::sync::mpsc::Sender<EventSeen>>,
+    /// Every event POST, as seen.
+    seen: Vec<EventSeen>,
     /// Event POSTs to refuse.
     event_faults: Vec<EventFault>,
 }
@@ -367,13 +369,15 @@ struct EventFault {
 }
 
 /// An event POST as the server saw it, before answering it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EventSeen {
     pub node: String,
     pub phase: String,
     pub status: String,
     /// The HTTP status it is about to be answered with.
     pub answer: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl State {
@@ -638,6 +642,15 @@ impl FakeHandle {
     /// or `unix:/path`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// When `node`'s first POST of (`phase`, `status`) arrived.
+    pub fn arrival_of(&self, node: &str, phase: &str, status: &str) -> Option<std::time::Instant> {
+        lock(&self.state)
+            .seen
+            .iter()
+            .find(|e| e.node == node && e.phase == phase && e.status == status)
+            .map(|e| e.at)
     }
 
     /// Every request so far, in arrival order.
@@ -1072,7 +1085,9 @@ fn events(st: &mut State, ctx: &Ctx<'_>, auth_ok: &mut bool) -> Result<Answer, A
         phase,
         status,
         answer: answer.status,
+        at: std::time::Instant::now(),
     };
+    st.seen.push(seen.clone());
     st.watchers.retain(|tx| tx.send(seen.clone()).is_ok());
     Ok(answer)
 }
