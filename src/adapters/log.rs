@@ -194,8 +194,8 @@ mod tests {
         out
     }
 
-    #[test]
-    fn lines_reach_a_journal_socket_with_their_fields() {
+    /// A datagram socket standing in for journald, and a logger sending to it.
+    fn stand_in_journal() -> (tempfile::TempDir, UnixDatagram, Logger) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("journal.sock");
         let server = UnixDatagram::bind(&path).expect("bind");
@@ -203,6 +203,12 @@ mod tests {
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .expect("timeout");
         let logger = Logger::new(&path);
+        (dir, server, logger)
+    }
+
+    #[test]
+    fn lines_reach_a_journal_socket_with_their_fields() {
+        let (_dir, server, logger) = stand_in_journal();
         assert!(logger.has_journal());
 
         logger.line(Level::Error, &fields(), "first line\nsecond line");
@@ -246,13 +252,7 @@ mod tests {
 
     #[test]
     fn message_ids_reach_the_journal_socket() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("journal.sock");
-        let server = UnixDatagram::bind(&path).expect("bind");
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        let logger = Logger::new(&path);
+        let (_dir, server, logger) = stand_in_journal();
         for (_, id) in MessageId::ALL {
             let fields = LogFields {
                 sha: Some("abc"),
