@@ -87,7 +87,7 @@ fn status(cli: &Cli) -> anyhow::Result<Exit> {
     };
     let holder = FileLock::new(&config.lock_file)
         .holder()
-        .context("cannot tell whether a run holds the lock")?;
+        .map_err(|e| format!("{e:#}"));
     let report = hostenv_activate::status::gather(
         config.node.as_ref().map(|n| n.as_str()),
         &config.state_dir.display().to_string(),

@@ -28,6 +28,8 @@ pub struct Status {
     pub state_dir: String,
     /// A run holding the node's lock now.
     pub in_progress: Option<InProgress>,
+    /// Why the lock could not be looked at (then `in_progress` is unknown).
+    pub lock_problem: Option<String>,
     /// The last runs, newest first.
     pub runs: Vec<RunView>,
     /// Terminal events a later run still has to deliver.
@@ -131,8 +133,12 @@ pub fn gather(
     node: Option<&str>,
     state_dir: &str,
     records: &[JobRecord],
-    holder: Option<LockHolder>,
+    holder: Result<Option<LockHolder>, String>,
 ) -> Status {
+    let (holder, lock_problem) = match holder {
+        Ok(holder) => (holder, None),
+        Err(why) => (None, Some(why)),
+    };
     let mut runs: Vec<RunView> = records
         .iter()
         .flat_map(|record| {
@@ -205,6 +211,7 @@ pub fn gather(
         node: node.map(str::to_owned),
         state_dir: state_dir.to_owned(),
         in_progress,
+        lock_problem,
         runs,
         undelivered,
     }
@@ -256,7 +263,12 @@ pub fn render_text(status: &Status) -> String {
         status.state_dir
     ));
     match &status.in_progress {
-        None => out.push_str("No run holds the lock now.\n"),
+        None => match &status.lock_problem {
+            None => out.push_str("No run holds the lock now.\n"),
+            Some(why) => out.push_str(&format!(
+                "Cannot tell whether a run holds the lock: {why}\n"
+            )),
+        },
         Some(run) => {
             out.push_str(&format!(
                 "A run holds the lock now: pid {}, since {}, commit {}",

@@ -88,7 +88,7 @@ fn runs_come_newest_first_with_their_actions_and_a_run_in_progress() {
         Some("node-a"),
         "/var/lib/hostenv-activate",
         &records(),
-        Some(holder),
+        Ok(Some(holder)),
     );
     assert_eq!(status.runs.len(), 2);
     assert_eq!(status.runs[0].job, "job-2");
@@ -128,7 +128,7 @@ fn runs_come_newest_first_with_their_actions_and_a_run_in_progress() {
 
 #[test]
 fn an_empty_journal_says_so() {
-    let status = gather(None, "/var/lib/hostenv-activate", &[], None);
+    let status = gather(None, "/var/lib/hostenv-activate", &[], Ok(None));
     let text = render_text(&status);
     assert!(text.contains("No run holds the lock now."), "{text}");
     assert!(
@@ -140,4 +140,15 @@ fn an_empty_journal_says_so() {
         serde_json::to_value(&status).expect("json")["runs"],
         json!([])
     );
+}
+
+#[test]
+fn a_lock_that_cannot_be_looked_at_is_said_so() {
+    let status = gather(None, "/s", &[], Err("permission denied".into()));
+    let text = render_text(&status);
+    assert!(
+        text.contains("Cannot tell whether a run holds the lock: permission denied"),
+        "{text}"
+    );
+    assert!(!text.contains("No run holds the lock now."), "{text}");
 }
