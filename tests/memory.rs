@@ -485,6 +485,19 @@ fn an_undelivered_event_of_a_closed_job_is_dropped_with_a_line() {
 }
 
 #[test]
+fn an_undelivered_event_answered_404_is_kept_a_wrong_base_url_must_not_lose_it() {
+    let w = World::new(StubProvider::with_intent(intent(json!([]))).fail_post(
+        0,
+        ProviderError::NotFound("event post (empty answer)".into()),
+    ));
+    *w.provider.own.borrow_mut() = Some(Ok(None));
+    w.journal.put(pending_elsewhere("job-0"));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(w.journal.record("job-0").expect("kept").pending().len(), 1);
+    assert!(!w.logged("stays in the journal for the next run").is_empty());
+}
+
+#[test]
 fn an_event_that_still_cannot_be_delivered_stays_for_the_next_run() {
     let mut w = World::new(StubProvider::with_intent(intent(json!([]))));
     w.settings.retry.budget = Duration::ZERO;
@@ -742,4 +755,77 @@ fn the_lines_an_operator_searches_for_carry_their_message_ids() {
         undelivered[0].contains("op=Some(\"deactivate\")"),
         "{undelivered:?}"
     );
+}
+
+#[test]
+fn a_pending_backup_the_provider_already_serves_is_adopted_not_posted_again() {
+    // The earlier run's POST went through, then it died before the journal
+    // said so; this run's replay of it fails (502), but the provider serves
+    // the payload: posting it again would move another backup's row.
+    let w = migration_world(
+        StubProvider::with_intent(migration_away())
+            .backups(vec![Ok(Some(first_payload()))])
+            .fail_post(
+                0,
+                ProviderError::Server {
+                    status: 502,
+                    body: "bad gateway".into(),
+                },
+            ),
+    );
+    *w.provider.own.borrow_mut() = Some(Ok(Some(status(NODE, Backup, Running))));
+    let mut r = earlier_record(&migration_away());
+    r.put(finished(0, Op::Backup, backup_success(), Delivery::Pending));
+    w.journal.put(r);
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert!(
+        !w.provider.sequence().contains(&(Backup, Success)),
+        "{:?}",
+        w.provider.sequence()
+    );
+    assert!(w.systemd.started.borrow().is_empty());
+    let ActionState::Finished { adopted, event, .. } = journal_state(&w, 0) else {
+        panic!("finished");
+    };
+    assert!(adopted);
+    assert_eq!(event.delivery, Delivery::Delivered);
+}
+
+#[test]
+fn a_redelivery_the_provider_already_has_is_not_posted_even_when_the_replay_stopped_early() {
+    let intent_json = intent(json!([
+        {"op": "activate", "user": "acme"},
+        {"op": "reload", "user": "acme"}
+    ]));
+    let w = World::new(StubProvider::with_intent(intent_json.clone()).fail_post(
+        0,
+        ProviderError::Server {
+            status: 502,
+            body: "bad gateway".into(),
+        },
+    ));
+    // Another job's pending event fails first, so the replay stops before
+    // this job's; the provider's latest event of this node already is it.
+    w.journal.put(pending_elsewhere("job-0"));
+    let mut r = earlier_record(&intent_json);
+    r.put(finished(
+        0,
+        Op::Activate,
+        Terminal::success("Activation completed for acme", None),
+        Delivery::Pending,
+    ));
+    w.journal.put(r);
+    let mut latest = status(NODE, Activate, Success);
+    latest.message = Some("Activation completed for acme".into());
+    *w.provider.own.borrow_mut() = Some(Ok(Some(latest)));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[
+            (Phase::Reload, Running),
+            (Phase::Reload, Success),
+            (Intent, Success)
+        ])
+    );
+    assert_eq!(delivery(&journal_state(&w, 0)), Some(Delivery::Delivered));
 }

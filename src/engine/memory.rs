@@ -75,7 +75,7 @@ pub fn take_lock(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop> {
 
 /// Whether this node's latest event on `job` is `event` already: the POST
 /// went through but the run ended before the journal said so.
-fn already_there(ports: Ports<'_>, job: &JobId, event: &NodeEvent) -> bool {
+pub fn already_there(ports: Ports<'_>, job: &JobId, event: &NodeEvent) -> bool {
     matches!(ports.provider.own_status(job), Ok(Some(latest))
         if latest.phase == event.phase
             && latest.status == event.status
@@ -127,13 +127,10 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                         &format!("delivered {shown}, left undelivered by an earlier run"),
                     );
                 }
-                Err(
-                    e @ (ProviderError::JobClosed
-                    | ProviderError::NotFound(_)
-                    | ProviderError::BadRequest(_)),
-                ) => {
-                    // The job is closed (409) or the provider will never take
-                    // this event (404, 400): keeping it would only repeat this.
+                Err(e @ ProviderError::JobClosed) => {
+                    // The job is closed: it will never take the event. Only
+                    // 409 drops one; a 404 or 400 may as well come from a
+                    // wrong base URL, so those stay for a later run.
                     record.mark(&pending.of, Delivery::Dropped);
                     log(
                         settings,

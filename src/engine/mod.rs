@@ -197,7 +197,12 @@ fn execute(
             }
             Resume::Redeliver { terminal } => {
                 log_resume(settings, ports, reporter, planned);
-                let posted = reporter.post_terminal(action, terminal);
+                let event = terminal.event(node, action.op.into());
+                let posted = if memory::already_there(ports, reporter.job(), &event) {
+                    Ok(())
+                } else {
+                    reporter.post_terminal(action, terminal)
+                };
                 memo.delivery(&of_action(planned), &posted);
                 posted?;
                 terminal.clone()

@@ -252,26 +252,34 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Pl
 /// What the journal and the provider say about action `index`.
 fn resume(index: usize, action: &Action, memory: &Memory) -> Resume {
     let recorded = memory.record.as_ref().and_then(|r| r.action(index, action));
-    if let Some(ActionState::Finished { event, .. }) = recorded.map(|r| &r.state) {
-        let terminal = event.terminal.clone();
-        return match event.delivery {
-            Delivery::Pending => Resume::Redeliver { terminal },
-            Delivery::Delivered | Delivery::Dropped => Resume::Skip { terminal },
+    let finished = match recorded.map(|r| &r.state) {
+        Some(ActionState::Finished { event, .. }) => Some(event),
+        _ => None,
+    };
+    if let Some(event) = finished.filter(|e| e.delivery != Delivery::Pending) {
+        return Resume::Skip {
+            terminal: event.terminal.clone(),
         };
     }
+    // The provider serving this node's backup payload means its success
+    // reached the provider, whatever the journal could still record: post
+    // it never again (a second one would move another backup's row).
     let published = memory
         .published
         .get(&index)
         .filter(|p| action.op == Op::Backup && p.covers(&action.migrations));
-    match (published, recorded) {
-        (Some(payload), _) => Resume::Adopt {
+    match (published, finished, recorded) {
+        (Some(payload), _, _) => Resume::Adopt {
             terminal: Terminal::success(
                 backup_done(action),
                 Some(EventPayload::Backup(payload.clone())),
             ),
         },
-        (None, Some(_)) => Resume::Rerun,
-        (None, None) => Resume::Run,
+        (None, Some(event), _) => Resume::Redeliver {
+            terminal: event.terminal.clone(),
+        },
+        (None, None, Some(_)) => Resume::Rerun,
+        (None, None, None) => Resume::Run,
     }
 }
 
