@@ -139,26 +139,37 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
             let comin = config.comin.clone().unwrap_or(CominStatus::Done);
             let settings = config.settings(sha, comin, started_at);
             let clock = SystemClock::new(cancel.clone());
-            let provider = provider(config, &settings, &log, &cancel, &clock, deadline)?;
-            let users = SystemUsers::new();
-            let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
-            let systemd = UserBus::new();
-            let plans = RunPlanStore::new();
             let journal = FileJournal::new(&config.state_dir, config.node.clone(), log.clone());
-            let lock = FileLock::new(&config.lock_file);
-            let ports = Ports {
-                provider: &provider,
-                users: &users,
-                systemd: &systemd,
-                programs: &programs,
-                plans: &plans,
-                journal: &journal,
-                lock: &lock,
-                clock: &clock,
-                log: log.as_ref(),
-                cancel: &cancel,
+            let outcome = match provider(config, &settings, &log, &cancel, &clock, deadline) {
+                Ok(provider) => {
+                    let users = SystemUsers::new();
+                    let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
+                    let systemd = UserBus::new();
+                    let plans = RunPlanStore::new();
+                    let lock = FileLock::new(&config.lock_file);
+                    let ports = Ports {
+                        provider: &provider,
+                        users: &users,
+                        systemd: &systemd,
+                        programs: &programs,
+                        plans: &plans,
+                        journal: &journal,
+                        lock: &lock,
+                        clock: &clock,
+                        log: log.as_ref(),
+                        cancel: &cancel,
+                    };
+                    engine::run(&settings, ports)
+                }
+                // The token file or the HTTP client: the run ends before
+                // the engine starts, and says so where the others do.
+                Err(e) => {
+                    let outcome = engine::Outcome::Failed(format!("{e:#}"));
+                    engine::announce_start(&settings, log.as_ref());
+                    engine::announce_end(&settings, log.as_ref(), &outcome);
+                    outcome
+                }
             };
-            let outcome = engine::run(&settings, ports);
             if let Some(path) = &config.metrics_file {
                 let finished = jiff::Timestamp::now();
                 let metrics = run_metrics(&journal, &outcome, started_at, finished);
@@ -393,7 +404,12 @@ fn run_metrics(
     let pid = std::process::id();
     let actions = records
         .iter()
-        .find(|r| r.runs.last().is_some_and(|run| run.pid == pid))
+        .find(|r| {
+            // This process's run, not one of an earlier boot with its pid.
+            r.runs
+                .last()
+                .is_some_and(|run| run.pid == pid && run.started_at >= started)
+        })
         .map(|record| {
             record
                 .actions

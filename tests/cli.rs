@@ -914,6 +914,26 @@ fn every_run_ends_by_writing_its_metrics() {
     }
     assert_eq!(m["hostenv_activate_action_duration_seconds"].len(), 1);
 
+    // A run that ends before the engine starts (the token file is a
+    // directory) still leaves its failure in the metrics.
+    let token_dir = dir.path().join("not-a-token");
+    std::fs::create_dir(&token_dir).expect("mkdir");
+    let finished = Run::against(&fake)
+        .env("HOSTENV_COMIN_METRICS_FILE", metrics_file)
+        .env(
+            "HOSTENV_COMIN_TOKEN_FILE",
+            token_dir.to_str().expect("utf-8"),
+        )
+        .finish();
+    finished
+        .expect_code(1)
+        .expect_mentions(&["status=failed", "not a regular file"]);
+    let m = metrics_of(&file);
+    assert_eq!(value(&m, "hostenv_activate_last_run_success"), 0.0);
+    assert!(m
+        .get("hostenv_activate_action_success")
+        .is_none_or(Vec::is_empty));
+
     // A directory that is not there: the run's outcome stands (the job
     // failed, so there is nothing more to do: exit 0), and it says why.
     let finished = Run::against(&fake)

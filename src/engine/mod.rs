@@ -68,16 +68,27 @@ impl Outcome {
 /// node's run lock, delivers what earlier runs could not, fetches the
 /// intent, plans it with what earlier runs left, and performs the plan.
 pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
-    let fields = LogFields {
+    announce_start(settings, ports.log);
+    let outcome = run_to_the_end(settings, ports);
+    announce_end(settings, ports.log, &outcome);
+    outcome
+}
+
+fn run_fields(settings: &Settings) -> LogFields<'_> {
+    LogFields {
         node: Some(settings.node.as_str()),
         sha: Some(settings.sha.as_str()),
         ..LogFields::default()
-    };
-    ports.log.line(
+    }
+}
+
+/// The "run started" line (`MessageId::RUN_STARTED`).
+pub fn announce_start(settings: &Settings, log: &dyn Log) {
+    log.line(
         Level::Info,
         &LogFields {
             message_id: Some(MessageId::RUN_STARTED),
-            ..fields
+            ..run_fields(settings)
         },
         &format!(
             "run started for commit {} (pid {}, run deadline {}s)",
@@ -86,21 +97,24 @@ pub fn run(settings: &Settings, ports: Ports<'_>) -> Outcome {
             settings.run_timeout.as_secs()
         ),
     );
-    let outcome = run_to_the_end(settings, ports);
+}
+
+/// The "run finished" line (`MessageId::RUN_FINISHED`), also for a run
+/// that ended before the engine could start (the token file, say).
+pub fn announce_end(settings: &Settings, log: &dyn Log, outcome: &Outcome) {
     let (level, status) = match outcome {
         Outcome::Failed(_) => (Level::Error, "failed"),
         _ => (Level::Info, "success"),
     };
-    ports.log.line(
+    log.line(
         level,
         &LogFields {
             status: Some(status),
             message_id: Some(MessageId::RUN_FINISHED),
-            ..fields
+            ..run_fields(settings)
         },
         outcome.message(),
     );
-    outcome
 }
 
 fn run_to_the_end(settings: &Settings, ports: Ports<'_>) -> Outcome {
