@@ -144,7 +144,9 @@ fn run(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                 Ok(provider) => {
                     let users = SystemUsers::new();
                     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
-                    let systemd = UserBus::new();
+                    let systemd = UserBus::new()
+                        .ending_by(deadline)
+                        .stopping_with(cancel.clone());
                     let plans = RunPlanStore::new();
                     let lock = FileLock::new(&config.lock_file);
                     let ports = Ports {

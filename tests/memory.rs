@@ -829,3 +829,44 @@ fn a_redelivery_the_provider_already_has_is_not_posted_even_when_the_replay_stop
     );
     assert_eq!(delivery(&journal_state(&w, 0)), Some(Delivery::Delivered));
 }
+
+#[test]
+fn nothing_is_started_once_the_deadline_has_passed() {
+    // node-b activates exactly at the deadline: the deactivate goes on, but
+    // stopping the site would begin past it.
+    let mut answers = vec![Ok(vec![status("node-b", Restore, Running)]); 10];
+    answers.push(Ok(vec![status("node-b", Activate, Success)]));
+    let mut w = World::new(
+        StubProvider::with_intent(intent(json!([
+            {"op": "deactivate", "user": "acme", "toNode": "node-b"}
+        ])))
+        .statuses(answers),
+    );
+    short_deadline(&mut w, 10);
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert!(w.systemd.stopped.borrow().is_empty(), "nothing was stopped");
+    let last = w.provider.last();
+    assert_eq!((last.phase, last.status), (Deactivate, TimedOut));
+    assert!(
+        last.message.starts_with(
+            "run deadline of 10 s reached while about to stop hostenv.target for acme"
+        ),
+        "{}",
+        last.message
+    );
+    // An activate likewise never starts without time left.
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "restore", "user": "acme", "fromNode": "node-b", "migrations": ["drupal-migrate"]}
+    ])))
+    .backups(
+        std::iter::repeat_with(|| Ok(None))
+            .take(10)
+            .chain([Ok(Some(backup_payload("acme", "node-b", &[("drupal-migrate", "id")])))])
+            .collect(),
+    ));
+    short_deadline(&mut w, 10);
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert!(w.programs.ran.borrow().is_empty(), "activate never started");
+    let last = w.provider.last();
+    assert_eq!((last.phase, last.status), (Restore, TimedOut));
+}

@@ -56,7 +56,15 @@ pub struct UserBus {
     /// Start `user@<uid>.service` when the user's bus is absent (not in a
     /// dry run, which starts nothing).
     start_managers: bool,
+    /// The run deadline: waits end at it, and calls past it get a short
+    /// bound, so a run is never held up long after its deadline.
+    deadline: Option<Instant>,
+    /// The stop signal, for the calls whose port takes none.
+    cancel: Option<Cancel>,
 }
+
+/// What a call still may take once the run deadline has passed.
+const PAST_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Default for UserBus {
     fn default() -> Self {
@@ -76,7 +84,39 @@ impl UserBus {
             stop_timeout: Duration::from_secs(90),
             method_timeout: Duration::from_secs(30),
             start_managers: true,
+            deadline: None,
+            cancel: None,
         }
+    }
+
+    /// Bounds every wait and call by the run deadline.
+    pub fn ending_by(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Ends the waits of every call at a stop signal.
+    pub fn stopping_with(mut self, cancel: Cancel) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// `limit`, cut to what is left before the run deadline (and to
+    /// [`PAST_DEADLINE`] once it has passed).
+    fn bounded(&self, limit: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => limit.min(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(PAST_DEADLINE),
+            ),
+            None => limit,
+        }
+    }
+
+    /// The cancel flag a wait looks at: the call's own, else the adapter's.
+    fn cancel_for<'a>(&'a self, cancel: Option<&'a Cancel>) -> Option<&'a Cancel> {
+        cancel.or(self.cancel.as_ref())
     }
 
     /// For `--dry-run`: a user whose manager is not running is an error,
@@ -91,9 +131,10 @@ impl UserBus {
     /// Opens a connection to the user's manager, starting the manager first
     /// (on the system bus) when the user's bus socket is absent.
     fn session(&self, account: &Account, cancel: Option<&Cancel>) -> anyhow::Result<Session> {
+        let cancel = self.cancel_for(cancel);
         let who = who(account);
         let path = bus_socket_path(account.uid);
-        let deadline = Instant::now() + self.bus_wait;
+        let deadline = Instant::now() + self.bounded(self.bus_wait);
         if !path_present(&path) {
             if !self.start_managers {
                 bail!(
@@ -124,7 +165,7 @@ impl UserBus {
             })?;
         let conn = connection::Builder::async_io_unix_stream(stream)
             .user_id(account.uid)
-            .method_timeout(self.method_timeout)
+            .method_timeout(self.bounded(self.method_timeout))
             .build()
             .with_context(|| {
                 format!(
@@ -146,7 +187,7 @@ impl UserBus {
         let unit = user_manager_unit(account.uid);
         let path = bus_socket_path(account.uid);
         let conn = connection::Builder::system()
-            .and_then(|b| b.method_timeout(self.method_timeout).build())
+            .and_then(|b| b.method_timeout(self.bounded(self.method_timeout)).build())
             .with_context(|| {
                 format!(
                     "{who}: the user's bus {} does not exist, and the system bus (to start {unit}) cannot be reached; {}",
@@ -237,7 +278,7 @@ impl UserSystemd for UserBus {
         timeout: Duration,
         cancel: &Cancel,
     ) -> anyhow::Result<()> {
-        let limit = self.stop_timeout.min(timeout);
+        let limit = self.bounded(self.stop_timeout.min(timeout));
         let session = self.session(account, Some(cancel))?;
         let who = &session.who;
         let (path, load_state) = session.load(unit)?;
@@ -333,11 +374,11 @@ impl UserBus {
             let _ = proxy.cancel();
         }
         let stop_error = session.manager.stop_unit(unit, "replace").err();
-        if session.wait_settled(unit, self.stop_grace) {
+        if session.wait_settled(unit, self.bounded(self.stop_grace)) {
             return Ok(());
         }
         let _ = session.manager.kill_unit(unit, "all", libc_sigkill());
-        if session.wait_settled(unit, self.kill_grace) {
+        if session.wait_settled(unit, self.bounded(self.kill_grace)) {
             return Ok(());
         }
         let state = session

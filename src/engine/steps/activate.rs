@@ -23,6 +23,9 @@ pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
         ctx.log(Level::Error, None, None, &msg);
         return Terminal::failed(msg, None);
     };
+    if let Some(terminal) = ctx.out_of_time(&format!("run {}", program.display())) {
+        return terminal;
+    }
     ctx.log(
         Level::Info,
         None,

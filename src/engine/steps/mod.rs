@@ -171,6 +171,24 @@ impl<'a> Ctx<'a> {
         )
     }
 
+    /// The action's end when no time is left to `what` (a step about to
+    /// start something): `timed_out`, the run deadline's or the action's.
+    pub fn out_of_time(&self, what: &str) -> Option<Terminal> {
+        if !self.remaining().is_zero() {
+            return None;
+        }
+        let user = &self.action.user;
+        let message = self.timed_out(
+            format!(
+                "No time left of the {}s action timeout to {what} for {user}; it was not started",
+                self.timeout_secs()
+            ),
+            &format!("about to {what} for {user} (it was not started)"),
+        );
+        self.log(Level::Error, None, None, &message);
+        Some(Terminal::timed_out(message, None))
+    }
+
     /// A failure, logged, as the action's end.
     pub fn fail(&self, unit: Option<&str>, key: Option<&str>, message: String) -> Ended {
         self.log(Level::Error, unit, key, &message);
