@@ -96,6 +96,8 @@ pub struct Facts {
     pub node: Option<String>,
     /// The configuration, or what is wrong with it (with the variable named).
     pub config: Result<String, String>,
+    /// What is probably wrong with the provider's base URL.
+    pub base_url_warning: Option<String>,
     pub token: TokenFacts,
     /// comin's store: its newest deployment, or why it cannot be read.
     pub comin_store: (String, Result<Deployment, String>),
@@ -127,6 +129,9 @@ pub struct Ports<'a> {
 struct Needs {
     activate: bool,
     keys: Vec<MigrationKey>,
+    /// Named by the intent of comin's newest commit (not only by the
+    /// journal's newest job): its problems fail, the others only warn.
+    from_intent: bool,
 }
 
 /// A commit to ask the provider about when comin's store names none.
@@ -145,6 +150,13 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
     });
     checks.push(token(&facts.token));
 
+    if let Some(warning) = &facts.base_url_warning {
+        checks.push(warn(
+            "provider URL",
+            warning.clone(),
+            "set HOSTENV_COMIN_API_BASE_URL to the provider's base, without /api",
+        ));
+    }
     let (store_path, store) = &facts.comin_store;
     checks.push(comin_store(store_path, store));
     let newest = store.as_ref().ok();
@@ -165,6 +177,7 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                     if let Ok(intent) = &fetched.intent {
                         for action in &intent.actions {
                             let need = needs.entry(action.user.clone()).or_default();
+                            need.from_intent = true;
                             need.activate |= matches!(action.op, Op::Activate | Op::Reload | Op::Restore);
                             if action.op == Op::Backup {
                                 need.keys.extend(action.migrations.iter().cloned());
@@ -187,9 +200,14 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                         ),
                     }
                 }
-                Ok(None) => ok(
+                // A 404 proves neither: a wrong base URL answers it too.
+                Ok(None) => warn(
                     "provider",
-                    format!("reachable, token accepted; no intent for this node at {url}"),
+                    format!(
+                        "{url} answered 404: no intent for {sha} on this node{}, or HOSTENV_COMIN_API_BASE_URL is wrong",
+                        if newest.is_some() { "" } else { " (no comin store: a made-up commit was asked)" }
+                    ),
+                    "if every deployment reports no intent, check HOSTENV_COMIN_API_BASE_URL (the provider's paths start with /api)",
                 ),
                 Err(ProviderError::Refused) => fail(
                     "provider",
@@ -270,8 +288,8 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
         )),
     }
 
-    // Users the journal knows, with what their recorded actions need.
-    for record in &facts.records {
+    // Users of the journal's newest job, with what their actions need.
+    if let Some(record) = facts.records.first() {
         for a in &record.actions {
             let need = needs.entry(a.user.clone()).or_default();
             need.activate |= matches!(a.op, Op::Activate | Op::Reload | Op::Restore);
@@ -355,6 +373,27 @@ fn found(search: &Search) -> Result<String, String> {
 }
 
 fn users(
+    checks: &mut Vec<Finding>,
+    user: &UserName,
+    need: &Needs,
+    facts: &Facts,
+    ports: &Ports<'_>,
+) {
+    let start = checks.len();
+    user_checks(checks, user, need, facts, ports);
+    if !need.from_intent {
+        // Known only from the journal's newest job: it may have left this
+        // node since, so its problems are worth a look, not a failure.
+        for c in &mut checks[start..] {
+            if c.verdict == Verdict::Fail {
+                c.verdict = Verdict::Warn;
+                c.detail = format!("{} (known from the journal only)", c.detail);
+            }
+        }
+    }
+}
+
+fn user_checks(
     checks: &mut Vec<Finding>,
     user: &UserName,
     need: &Needs,

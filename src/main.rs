@@ -88,10 +88,11 @@ fn status(cli: &Cli) -> anyhow::Result<Exit> {
     let holder = FileLock::new(&config.lock_file)
         .holder()
         .map_err(|e| format!("{e:#}"));
+    let (records, problems) = journal.records_and_problems();
     let report = hostenv_activate::status::gather(
         config.node.as_ref().map(|n| n.as_str()),
         &config.state_dir.display().to_string(),
-        &journal.records(),
+        (&records, problems),
         holder,
     );
     let rendered = match config.output {
@@ -303,13 +304,22 @@ fn doctor(cli: &Cli) -> anyhow::Result<Exit> {
         Some(node) => FileJournal::reader(&paths.state_dir, node.clone(), log.clone()),
         None => FileJournal::all_nodes(&paths.state_dir, log.clone()),
     };
-    let (records, unreadable) = journal.records_and_problems();
+    let (records, mut unreadable) = journal.records_and_problems();
+    // A journal that cannot even be listed is the state directory's problem.
+    let unlisted = unreadable
+        .iter()
+        .position(|p| p.starts_with("cannot list"))
+        .map(|i| unreadable.remove(i));
     let facts = Facts {
         node,
         config: summary,
+        base_url_warning: config.as_ref().ok().and_then(|c| c.api_base.warning()),
         token: token_shown,
         comin_store: (store_path.display().to_string(), store),
-        state_dir: journal.check_dir(),
+        state_dir: match unlisted {
+            Some(why) => Err(why),
+            None => journal.check_dir(),
+        },
         records,
         unreadable,
         lock: FileLock::new(&paths.lock_file)

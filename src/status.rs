@@ -30,6 +30,9 @@ pub struct Status {
     pub in_progress: Option<InProgress>,
     /// Why the lock could not be looked at (then `in_progress` is unknown).
     pub lock_problem: Option<String>,
+    /// Journal files that could not be used, or why the journal could not
+    /// be listed at all.
+    pub journal_problems: Vec<String>,
     /// The last runs, newest first.
     pub runs: Vec<RunView>,
     /// Terminal events a later run still has to deliver.
@@ -132,7 +135,7 @@ fn action_view(a: &ActionRecord) -> ActionView {
 pub fn gather(
     node: Option<&str>,
     state_dir: &str,
-    records: &[JobRecord],
+    (records, journal_problems): (&[JobRecord], Vec<String>),
     holder: Result<Option<LockHolder>, String>,
 ) -> Status {
     let (holder, lock_problem) = match holder {
@@ -212,6 +215,7 @@ pub fn gather(
         state_dir: state_dir.to_owned(),
         in_progress,
         lock_problem,
+        journal_problems,
         runs,
         undelivered,
     }
@@ -284,6 +288,9 @@ pub fn render_text(status: &Status) -> String {
                 out.push_str(&format!("  now: {}\n", action_line(action)));
             }
         }
+    }
+    for problem in &status.journal_problems {
+        out.push_str(&format!("Journal problem: {problem}\n"));
     }
     if status.runs.is_empty() {
         out.push_str("\nNo run is recorded in the journal.\n");

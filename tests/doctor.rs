@@ -26,6 +26,7 @@ fn facts() -> Facts {
     Facts {
         node: Some(NODE.into()),
         config: Ok("valid".into()),
+        base_url_warning: None,
         token: TokenFacts::Read {
             path: "/run/secrets/token".into(),
             bytes: 40,
@@ -218,4 +219,50 @@ fn each_problem_is_reported_with_its_fix() {
         "{text}"
     );
     assert!(text.contains("       fix: "), "{text}");
+}
+
+#[test]
+fn a_404_and_a_user_known_only_from_the_journal_are_warnings_not_failures() {
+    use hostenv_activate::model::journal::{ActionRecord, ActionState, JobRecord};
+    use hostenv_activate::model::{IntentDigest, JobId, NodeName, Op, UserName};
+
+    // The provider has no intent for comin's commit: that is normal between
+    // deployments, and also what a wrong base URL looks like.
+    let w = World::new(StubProvider::answering(vec![Ok(None)]));
+    let mut f = facts();
+    f.base_url_warning = Some("https://provider.example/api ends in /api".into());
+    // The journal's newest job ran an activate for a user that is gone now.
+    let mut record = JobRecord::new(
+        NodeName::parse(NODE).expect("node"),
+        JobId::new("job-0"),
+        "old".into(),
+        IntentDigest::of(&intent_json()),
+    );
+    record.put(ActionRecord {
+        index: 0,
+        op: Op::Activate,
+        user: UserName::parse("ghost").expect("user"),
+        state: ActionState::Started {
+            started_at: "2026-11-30T10:00:00Z".parse().expect("timestamp"),
+        },
+    });
+    f.records = vec![record];
+    let d = diagnose(&w, f);
+
+    let provider = finding(&d, "provider");
+    assert_eq!(provider.verdict, Verdict::Warn, "{provider:?}");
+    assert!(provider.detail.contains("404"), "{provider:?}");
+    assert!(
+        provider
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("HOSTENV_COMIN_API_BASE_URL"),
+        "{provider:?}"
+    );
+    assert_eq!(finding(&d, "provider URL").verdict, Verdict::Warn);
+    let ghost = finding(&d, "user ghost");
+    assert_eq!(ghost.verdict, Verdict::Warn, "{ghost:?}");
+    assert!(ghost.detail.contains("journal only"), "{ghost:?}");
+    assert!(d.ok, "warnings only: {}", render_text(&d));
 }

@@ -191,12 +191,22 @@ impl FileJournal {
     }
 
     /// Every file of this node in the directory, with its modification time.
-    fn files(&self) -> Vec<(PathBuf, SystemTime)> {
+    /// Every file of this node in the directory, with its modification
+    /// time; none when the directory does not exist yet; an error when it
+    /// cannot be listed.
+    fn files(&self) -> Result<Vec<(PathBuf, SystemTime)>, String> {
         let suffix = self.suffix();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(format!(
+                    "cannot list the state directory {}: {e} (run as root; check HOSTENV_COMIN_STATE_DIR)",
+                    self.dir.display()
+                ))
+            }
         };
-        entries
+        Ok(entries
             .filter_map(Result::ok)
             .filter(|e| {
                 let name = e.file_name();
@@ -207,7 +217,7 @@ impl FileJournal {
                 let meta = e.metadata().ok()?;
                 Some((e.path(), meta.modified().ok()?))
             })
-            .collect()
+            .collect())
     }
 
     /// This node's readable records, newest first; unreadable files are
@@ -215,7 +225,7 @@ impl FileJournal {
     pub fn records(&self) -> Vec<JobRecord> {
         let (records, problems) = self.records_and_problems();
         for problem in problems {
-            self.warn(None, &format!("ignoring journal file {problem}"));
+            self.warn(None, &problem);
         }
         records
     }
@@ -225,18 +235,24 @@ impl FileJournal {
     pub fn records_and_problems(&self) -> (Vec<JobRecord>, Vec<String>) {
         let mut records = Vec::new();
         let mut problems = Vec::new();
-        for (path, _) in self.files() {
+        let files = self.files().unwrap_or_else(|why| {
+            problems.push(why);
+            Vec::new()
+        });
+        for (path, _) in files {
             match self.read(&path, None) {
                 Ok(record) if path.file_name() == Some(Self::name_of(&record).as_ref()) => {
                     records.push(record);
                 }
                 Ok(record) => problems.push(format!(
-                    "{}: it holds the record of job {}",
+                    "ignoring journal file {}: it holds the record of job {}",
                     path.display(),
                     record.job
                 )),
                 Err(None) => {}
-                Err(Some(why)) => problems.push(format!("{}: {why}", path.display())),
+                Err(Some(why)) => {
+                    problems.push(format!("ignoring journal file {}: {why}", path.display()))
+                }
             }
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.last_activity()));
@@ -331,7 +347,10 @@ impl Journal for FileJournal {
         }
         let now = SystemTime::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(now.as_second()).unwrap_or(0));
-        let mut files = self.files();
+        let mut files = match self.files() {
+            Ok(files) => files,
+            Err(why) => return self.warn(None, &why),
+        };
         files.sort_by_key(|(_, modified)| std::cmp::Reverse(*modified));
         for (path, modified) in files.into_iter().skip(KEEP_NEWEST) {
             let age = now.duration_since(modified).unwrap_or(Duration::ZERO);

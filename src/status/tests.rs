@@ -87,7 +87,7 @@ fn runs_come_newest_first_with_their_actions_and_a_run_in_progress() {
     let status = gather(
         Some("node-a"),
         "/var/lib/hostenv-activate",
-        &records(),
+        (&records(), Vec::new()),
         Ok(Some(holder)),
     );
     assert_eq!(status.runs.len(), 2);
@@ -128,7 +128,12 @@ fn runs_come_newest_first_with_their_actions_and_a_run_in_progress() {
 
 #[test]
 fn an_empty_journal_says_so() {
-    let status = gather(None, "/var/lib/hostenv-activate", &[], Ok(None));
+    let status = gather(
+        None,
+        "/var/lib/hostenv-activate",
+        (&[], Vec::new()),
+        Ok(None),
+    );
     let text = render_text(&status);
     assert!(text.contains("No run holds the lock now."), "{text}");
     assert!(
@@ -144,11 +149,23 @@ fn an_empty_journal_says_so() {
 
 #[test]
 fn a_lock_that_cannot_be_looked_at_is_said_so() {
-    let status = gather(None, "/s", &[], Err("permission denied".into()));
+    let status = gather(
+        None,
+        "/s",
+        (
+            &[],
+            vec!["cannot list the state directory /s: Permission denied".into()],
+        ),
+        Err("permission denied".into()),
+    );
     let text = render_text(&status);
     assert!(
         text.contains("Cannot tell whether a run holds the lock: permission denied"),
         "{text}"
     );
     assert!(!text.contains("No run holds the lock now."), "{text}");
+    assert!(
+        text.contains("Journal problem: cannot list the state directory /s: Permission denied"),
+        "{text}"
+    );
 }
