@@ -14,14 +14,31 @@
   hasComin = options ? services.comin.postDeploymentCommand;
 
   # Where node_exporter's textfile collector reads `*.prom` files, when its
-  # flags say; NixOS has no option of its own for it.
-  textfileFlag = "--collector.textfile.directory=";
+  # flags say (`--collector.textfile.directory=DIR`, `... DIR` in one item,
+  # or DIR as the next item); NixOS has no option of its own for it.
+  textfileOption = "--collector.textfile.directory";
   nodeExporterFlags = lib.attrByPath ["services" "prometheus" "exporters" "node" "extraFlags"] [] config;
   textfileDirectory = let
-    flag = lib.findFirst (lib.hasPrefix textfileFlag) null nodeExporterFlags;
+    count = builtins.length nodeExporterFlags;
+    at = builtins.elemAt nodeExporterFlags;
+    named = i: let
+      item = at i;
+      rest = lib.removePrefix textfileOption item;
+    in
+      if item == textfileOption
+      then
+        (
+          if i + 1 < count
+          then at (i + 1)
+          else null
+        )
+      else if lib.hasPrefix "${textfileOption}=" item || lib.hasPrefix "${textfileOption} " item
+      then builtins.substring 1 (builtins.stringLength rest) rest
+      else null;
+    found = lib.findFirst (dir: dir != null) null (builtins.genList named count);
   in
-    if flag != null
-    then lib.removePrefix textfileFlag flag
+    if found != null
+    then found
     else "/var/lib/prometheus-node-exporter-text-files";
 
   # The configuration as the program's environment variables. comin adds
@@ -216,7 +233,9 @@ in {
           "d ${cfg.stateDir} 0700 root root - -"
           "d /run/hostenv-activate 0700 root root - -"
         ]
-        ++ lib.optional cfg.metrics.enable "d ${cfg.metrics.directory} 0755 root root - -";
+        # Created when missing; an existing one (node_exporter's) keeps its
+        # owner and mode.
+        ++ lib.optional cfg.metrics.enable "d ${cfg.metrics.directory} - - - - -";
     }
     # Only defined when comin's module is there; otherwise the assertion
     # above says what to import, rather than "option does not exist".

@@ -332,7 +332,8 @@ fn check_step(
             "activate program found",
             found(world.programs.find_activate(a), "activate script", user),
         )),
-        // Informational: a unit that is not loaded is fine to stop.
+        // Any LoadState is fine to stop (the detail only shows it); what
+        // must hold is that the user's systemd answers.
         Step::StopUnit { unit } => Some(check(
             "user's systemd reachable",
             world

@@ -305,12 +305,13 @@ impl HttpProvider {
         endpoint: Endpoint,
         request: RequestBuilder,
     ) -> Result<(u16, String), ProviderError> {
-        let request = request.timeout(self.request_limit());
+        let limit = self.request_limit();
+        let request = request.timeout(limit);
         let Some(cancel) = self.cancel.clone() else {
-            return self.exchange(endpoint, request);
+            return self.exchange(endpoint, request, limit);
         };
         if cancel.is_cancelled() {
-            return self.exchange(endpoint, request);
+            return self.exchange(endpoint, request, limit);
         }
         // A request in flight when the stop signal comes gets
         // STOPPING_TIMEOUT more, not the rest of REQUEST_TIMEOUT: it runs on
@@ -318,7 +319,7 @@ impl HttpProvider {
         let (tx, rx) = std::sync::mpsc::channel();
         let worker = self.detached();
         std::thread::spawn(move || {
-            let _ = tx.send(worker.exchange(endpoint, request));
+            let _ = tx.send(worker.exchange(endpoint, request, limit));
         });
         let mut give_up_at = None;
         loop {
@@ -347,18 +348,23 @@ impl HttpProvider {
         }
     }
 
-    /// One request and its whole answer.
+    /// One request and its whole answer, within `limit`.
     fn exchange(
         &self,
         endpoint: Endpoint,
         request: RequestBuilder,
+        limit: Duration,
     ) -> Result<(u16, String), ProviderError> {
-        let response = request.send().map_err(|e| self.transport(endpoint, &e))?;
+        let response = request
+            .send()
+            .map_err(|e| self.transport(endpoint, &e, limit))?;
         let status = response.status();
         if status.is_redirection() {
             return Ok((status.as_u16(), redirect_note(&response)));
         }
-        let body = response.text().map_err(|e| self.transport(endpoint, &e))?;
+        let body = response
+            .text()
+            .map_err(|e| self.transport(endpoint, &e, limit))?;
         Ok((status.as_u16(), self.scrub(&body)))
     }
 
@@ -376,12 +382,24 @@ impl HttpProvider {
         }
     }
 
-    fn transport(&self, endpoint: Endpoint, err: &reqwest::Error) -> ProviderError {
+    /// `limit` is what the request was given: [`REQUEST_TIMEOUT`], or less
+    /// near the run deadline or after the stop signal.
+    fn transport(
+        &self,
+        endpoint: Endpoint,
+        err: &reqwest::Error,
+        limit: Duration,
+    ) -> ProviderError {
         let what = if err.is_timeout() {
+            let why = if limit < REQUEST_TIMEOUT {
+                " (shortened: the run deadline is near or the run is stopping)"
+            } else {
+                ""
+            };
             format!(
-                "timed out (connect {}s, request {}s)",
+                "timed out (connect {}s, request {:.1}s{why})",
                 CONNECT_TIMEOUT.as_secs(),
-                REQUEST_TIMEOUT.as_secs()
+                limit.as_secs_f64()
             )
         } else if err.is_connect() {
             "could not connect".to_owned()

@@ -86,13 +86,22 @@ impl FileLock {
     }
 }
 
+/// What the holder wrote into the lock file.
+///
+/// A holder that crashed leaves its line behind; when the pid is gone the
+/// lock is held by someone else (say a `status` probing it), so the line
+/// says nothing and is dropped.
 fn read_info(file: &mut File) -> LockHolder {
     let mut text = String::new();
     let _ = file.rewind();
     let _ = file.take(MAX_INFO_BYTES).read_to_string(&mut text);
-    serde_json::from_str::<Info>(text.trim())
-        .unwrap_or_default()
-        .into()
+    let info = serde_json::from_str::<Info>(text.trim()).unwrap_or_default();
+    match info.pid {
+        Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            Info::default().into()
+        }
+        _ => info.into(),
+    }
 }
 
 impl RunLock for FileLock {
@@ -210,5 +219,30 @@ mod tests {
             .try_lock("abc", now())
             .expect_err("refused");
         assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
+    }
+
+    #[test]
+    fn a_dead_holders_line_is_not_shown_as_the_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lock");
+        // A crashed run left its line; pid 0 is never a process of ours
+        // and /proc/0 does not exist.
+        std::fs::write(
+            &path,
+            r#"{"pid":0,"since":"2026-12-01T09:00:00Z","sha":"old"}"#,
+        )
+        .expect("write");
+        // Someone else holds the lock without writing (a shared probe).
+        let file = File::open(&path).expect("open");
+        let _probe = Flock::lock(file, FlockArg::LockSharedNonblock).expect("shared lock");
+        let busy = FileLock::new(&path).try_lock("abc", now()).expect("try");
+        assert_eq!(
+            busy,
+            LockAttempt::Busy(LockHolder {
+                pid: None,
+                since: None,
+                sha: None
+            })
+        );
     }
 }

@@ -306,10 +306,8 @@ fn close_action(
     planned: &ActionPlan,
     stop: Stop,
 ) -> Stop {
-    if matches!(
-        stop,
-        Stop::Provider { .. } | Stop::Interrupted { .. } | Stop::Deadline { .. }
-    ) {
+    // (A deadline never stops an action: its steps end as timed out.)
+    if matches!(stop, Stop::Provider { .. } | Stop::Interrupted { .. }) {
         let action = &planned.action;
         let msg = format!("{} for {} could not finish: {stop}", action.op, action.user);
         let terminal = Terminal::failed(msg, None);
