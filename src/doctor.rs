@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::engine::plan::no_intent_message;
 use crate::model::comin::Deployment;
-use crate::model::journal::JobRecord;
 use crate::model::{CominStatus, MigrationKey, Op, UserName};
 use crate::ports::{
-    Account, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd, Users,
+    Account, JournalScan, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd,
+    Users,
 };
 
 /// The JSON document's version.
@@ -103,10 +104,8 @@ pub struct Facts {
     pub comin_store: (String, Result<Deployment, String>),
     /// The state directory: fine (what was found) or not.
     pub state_dir: Result<String, String>,
-    /// The journal's readable records, newest first.
-    pub records: Vec<JobRecord>,
-    /// Journal files that could not be used, with why.
-    pub unreadable: Vec<String>,
+    /// What reading the journal found.
+    pub journal: JournalScan,
     pub lock: Result<Option<LockHolder>, String>,
     /// The metrics file when one is configured: where it goes, or why it
     /// will not be collected.
@@ -204,7 +203,8 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                 Ok(None) => warn(
                     "provider",
                     format!(
-                        "{url} answered 404: no intent for {sha} on this node{}, or HOSTENV_COMIN_API_BASE_URL is wrong",
+                        "{}{}: normal between deployments, or HOSTENV_COMIN_API_BASE_URL is wrong",
+                        no_intent_message(sha, &facts.node.as_deref().unwrap_or("this node"), &url),
                         if newest.is_some() { "" } else { " (no comin store: a made-up commit was asked)" }
                     ),
                     "if every deployment reports no intent, check HOSTENV_COMIN_API_BASE_URL (the provider's paths start with /api)",
@@ -236,23 +236,30 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
             "make it a directory owned by root, mode 0700 (the NixOS module does)",
         ),
     });
-    checks.push(if facts.unreadable.is_empty() {
+    let journal = &facts.journal;
+    checks.push(if let Some(why) = &journal.unlisted {
+        fail(
+            "journal",
+            format!("not read: {why}"),
+            "fix the state directory (see its check); until then runs cannot resume",
+        )
+    } else if journal.unreadable.is_empty() {
         ok(
             "journal",
-            format!("{} record(s) readable", facts.records.len()),
+            format!("{} record(s) readable", journal.records.len()),
         )
     } else {
         warn(
             "journal",
             format!(
                 "{} record(s) readable; ignored: {}",
-                facts.records.len(),
-                facts.unreadable.join("; ")
+                journal.records.len(),
+                journal.unreadable.join("; ")
             ),
             "look at the files named and remove them; runs ignore them anyway",
         )
     });
-    let pending: usize = facts.records.iter().map(|r| r.pending().len()).sum();
+    let pending: usize = journal.records.iter().map(|r| r.pending().len()).sum();
     if pending > 0 {
         checks.push(warn(
             "undelivered events",
@@ -262,15 +269,7 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
     }
     checks.push(match &facts.lock {
         Ok(None) => ok("run lock", "no run holds it now"),
-        Ok(Some(h)) => ok(
-            "run lock",
-            format!(
-                "a run holds it now (pid {}, since {}, commit {})",
-                h.pid.map_or("unknown".to_owned(), |p| p.to_string()),
-                h.since.map_or("unknown".to_owned(), |t| t.to_string()),
-                h.sha.as_deref().unwrap_or("unknown")
-            ),
-        ),
+        Ok(Some(h)) => ok("run lock", format!("a run holds it now ({h})")),
         Err(why) => fail(
             "run lock",
             why.clone(),
@@ -289,7 +288,7 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
     }
 
     // Users of the journal's newest job, with what their actions need.
-    if let Some(record) = facts.records.first() {
+    if let Some(record) = facts.journal.records.first() {
         for a in &record.actions {
             let need = needs.entry(a.user.clone()).or_default();
             need.activate |= matches!(a.op, Op::Activate | Op::Reload | Op::Restore);

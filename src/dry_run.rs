@@ -27,24 +27,6 @@ pub struct Preflight<'a> {
     pub lock: &'a dyn RunLock,
 }
 
-/// A run holding the node's lock while the dry run looked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunInProgress {
-    pub pid: Option<u32>,
-    pub since: Option<String>,
-    pub sha: Option<String>,
-}
-
-impl From<LockHolder> for RunInProgress {
-    fn from(h: LockHolder) -> Self {
-        RunInProgress {
-            pid: h.pid,
-            since: h.since.map(|t| t.to_string()),
-            sha: h.sha,
-        }
-    }
-}
-
 /// Where the commit the dry run looks at came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "from")]
@@ -141,7 +123,7 @@ pub struct Report {
     pub intent_url: String,
     pub job_id: Option<JobId>,
     /// A run holding the node's lock now: the real run would wait for it.
-    pub run_in_progress: Option<RunInProgress>,
+    pub run_in_progress: Option<LockHolder>,
     /// Set when there is nothing to plan: no intent, or a provider error.
     pub problem: Option<String>,
     /// What the dry run could not find out (it does not stop the report).
@@ -180,7 +162,7 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         ok: false,
     };
     match world.lock.holder() {
-        Ok(holder) => report.run_in_progress = holder.map(RunInProgress::from),
+        Ok(holder) => report.run_in_progress = holder,
         Err(e) => report
             .notes
             .push(format!("cannot tell whether a run is in progress: {e:#}")),
@@ -189,9 +171,8 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         Ok(Some(fetched)) => fetched,
         Ok(None) => {
             report.problem = Some(format!(
-                "no intent for {sha} on {} ({} answered 404): a real run would wait {}s for one, then do nothing",
-                settings.node,
-                report.intent_url,
+                "{}: a real run would wait {}s for one, then do nothing",
+                plan::no_intent_message(&sha, &settings.node, &report.intent_url),
                 settings.intent_wait.as_secs()
             ));
             report.ok = true;
@@ -202,32 +183,30 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
             return report;
         }
     };
-    let recalled = recall(
+    // The provider's backups are asked once each; one it cannot answer is
+    // a note, and the plan assumes it has none.
+    let mut unanswered = None;
+    let (memory, note) = recall(
         settings,
         &fetched,
         world.journal.load(&fetched.job),
         |action| {
-            world
+            Ok(world
                 .provider
                 .backup_snapshot(&fetched.job, &settings.node, &action.user)
+                .unwrap_or_else(|e| {
+                    unanswered.get_or_insert(e);
+                    None
+                }))
         },
-    );
-    let memory = match recalled {
-        Ok((memory, note)) => {
-            report.notes.extend(note);
-            memory
-        }
-        Err(e) => {
-            report.notes.push(format!(
-                "cannot ask the provider which backups it already has ({e}); assuming none"
-            ));
-            recall(settings, &fetched, world.journal.load(&fetched.job), |_| {
-                Ok(None)
-            })
-            .map(|(memory, _)| memory)
-            .unwrap_or_default()
-        }
-    };
+    )
+    .unwrap_or_default();
+    report.notes.extend(note);
+    if let Some(e) = unanswered {
+        report.notes.push(format!(
+            "cannot ask the provider which backups it already has ({e}); assuming none"
+        ));
+    }
     let plan = plan::plan(settings, &fetched, &memory);
     report.job_id = Some(plan.job.clone());
     report.would_post = plan.would_post();
@@ -366,10 +345,7 @@ pub fn render_text(report: &Report) -> String {
     out.push_str(&format!("Intent: {}\n", report.intent_url));
     if let Some(run) = &report.run_in_progress {
         out.push_str(&format!(
-            "A run holds this node's run lock now (pid {}, since {}, commit {}): a real run would wait for it to finish.\n",
-            run.pid.map_or("unknown".to_owned(), |p| p.to_string()),
-            run.since.as_deref().unwrap_or("unknown"),
-            run.sha.as_deref().unwrap_or("unknown"),
+            "A run holds this node's run lock now ({run}): a real run would wait for it to finish.\n"
         ));
     }
     for note in &report.notes {

@@ -22,10 +22,7 @@ pub enum Exit {
 impl Exit {
     /// A run's exit status.
     pub fn of(outcome: &Outcome) -> Exit {
-        match outcome {
-            Outcome::NothingToDo(_) | Outcome::Succeeded(_) => Exit::Ok,
-            Outcome::Failed(_) => Exit::Failed,
-        }
+        Exit::passed(outcome.is_success())
     }
 
     /// A dry run's (or a check's) exit status: 0 when everything passed.

@@ -9,10 +9,11 @@
 //! `dry_run` (the plan rendered, with read-only preflight checks),
 //! `status` and `doctor` (the operator's view of the node),
 //! `cli`/`config`/`errors` (the command line, its checked configuration,
-//! exit codes).
+//! exit codes), `commands` (each job wired to the real adapters).
 
 pub mod adapters;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod docs;
 pub mod doctor;

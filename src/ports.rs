@@ -291,12 +291,38 @@ pub trait Journal {
     fn prune(&self, now: Timestamp);
 }
 
-/// Who holds the node's run lock, as it says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What reading a whole journal found (`status`, `doctor`, the metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JournalScan {
+    /// The readable records, newest first.
+    pub records: Vec<JobRecord>,
+    /// Files that could not be used, each with why.
+    pub unreadable: Vec<String>,
+    /// Why the directory could not be listed: then `records` says nothing.
+    pub unlisted: Option<String>,
+}
+
+/// Who holds the node's run lock, as it says about itself (the line the
+/// holder writes into the lock file; each part may be unknown).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LockHolder {
     pub pid: Option<u32>,
     pub since: Option<Timestamp>,
     pub sha: Option<String>,
+}
+
+impl std::fmt::Display for LockHolder {
+    /// `pid P, since T, commit S`, each `unknown` when not said.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unknown = || "unknown".to_owned();
+        write!(
+            f,
+            "pid {}, since {}, commit {}",
+            self.pid.map_or_else(unknown, |p| p.to_string()),
+            self.since.map_or_else(unknown, |t| t.to_string()),
+            self.sha.as_deref().unwrap_or("unknown")
+        )
+    }
 }
 
 /// What an attempt to take the run lock found.

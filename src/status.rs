@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::model::journal::{ActionRecord, ActionState, Delivery, EventOf, JobRecord};
+use crate::model::journal::{ActionRecord, ActionState, Delivery};
 use crate::model::{EventPayload, Phase, TerminalStatus};
-use crate::ports::LockHolder;
+use crate::ports::{JournalScan, LockHolder};
 
 /// The JSON document's version; bumped when a field changes meaning.
 pub const FORMAT_VERSION: u32 = 1;
@@ -33,6 +33,9 @@ pub struct Status {
     /// Journal files that could not be used, or why the journal could not
     /// be listed at all.
     pub journal_problems: Vec<String>,
+    /// The journal could be listed: `runs` is all it knows (not merely
+    /// what could be read of it).
+    pub journal_listed: bool,
     /// The last runs, newest first.
     pub runs: Vec<RunView>,
     /// Terminal events a later run still has to deliver.
@@ -131,13 +134,20 @@ fn action_view(a: &ActionRecord) -> ActionView {
     view
 }
 
-/// The report, from the journal's `records` and the lock's `holder`.
+/// The report, from what the journal `scan` found and the lock's `holder`.
 pub fn gather(
     node: Option<&str>,
     state_dir: &str,
-    (records, journal_problems): (&[JobRecord], Vec<String>),
+    scan: &JournalScan,
     holder: Result<Option<LockHolder>, String>,
 ) -> Status {
+    let records = scan.records.as_slice();
+    let journal_problems: Vec<String> = scan
+        .unlisted
+        .iter()
+        .chain(&scan.unreadable)
+        .cloned()
+        .collect();
     let (holder, lock_problem) = match holder {
         Ok(holder) => (holder, None),
         Err(why) => (None, Some(why)),
@@ -154,12 +164,7 @@ pub fn gather(
                 ended_at: run.ended.as_ref().map(|e| e.at),
                 success: run.ended.as_ref().map(|e| e.success),
                 outcome: run.ended.as_ref().map(|e| e.message.clone()),
-                actions: run
-                    .touched
-                    .iter()
-                    .filter_map(|i| record.actions.iter().find(|a| a.index == *i))
-                    .map(action_view)
-                    .collect(),
+                actions: record.touched_by(run).map(action_view).collect(),
             })
         })
         .collect();
@@ -173,11 +178,7 @@ pub fn gather(
             (Some(run.pid) == h.pid && run.ended.is_none()).then_some((record, run))
         });
         let action = current.and_then(|(record, run)| {
-            let touched: Vec<&ActionRecord> = run
-                .touched
-                .iter()
-                .filter_map(|i| record.actions.iter().find(|a| a.index == *i))
-                .collect();
+            let touched: Vec<&ActionRecord> = record.touched_by(run).collect();
             touched
                 .iter()
                 .find(|a| matches!(a.state, ActionState::Started { .. }))
@@ -199,10 +200,7 @@ pub fn gather(
             record.pending().into_iter().map(move |p| Undelivered {
                 job: record.job.to_string(),
                 node: record.node.to_string(),
-                phase: match &p.of {
-                    EventOf::Action { op, .. } => Phase::from(*op),
-                    EventOf::Closing => Phase::Intent,
-                },
+                phase: p.of.phase(),
                 status: p.terminal.status,
                 message: p.terminal.message,
             })
@@ -216,6 +214,7 @@ pub fn gather(
         in_progress,
         lock_problem,
         journal_problems,
+        journal_listed: scan.unlisted.is_none(),
         runs,
         undelivered,
     }
@@ -292,7 +291,9 @@ pub fn render_text(status: &Status) -> String {
     for problem in &status.journal_problems {
         out.push_str(&format!("Journal problem: {problem}\n"));
     }
-    if status.runs.is_empty() {
+    if !status.journal_listed {
+        out.push_str("\nCannot tell which runs are recorded: the journal could not be listed.\n");
+    } else if status.runs.is_empty() {
         out.push_str("\nNo run is recorded in the journal.\n");
     } else {
         out.push_str("\nLast runs, newest first:\n");

@@ -8,7 +8,7 @@ use hostenv_activate::doctor::{
     examine, render_text, Diagnosis, Facts, Finding, Ports, TokenFacts, Verdict,
 };
 use hostenv_activate::model::comin::Deployment;
-use hostenv_activate::ports::ProviderError;
+use hostenv_activate::ports::{JournalScan, ProviderError};
 use serde_json::json;
 use stubs::*;
 
@@ -44,8 +44,7 @@ fn facts() -> Facts {
             }),
         ),
         state_dir: Ok("/var/lib/hostenv-activate is root's, mode 0700".into()),
-        records: Vec::new(),
-        unreadable: Vec::new(),
+        journal: JournalScan::default(),
         lock: Ok(None),
         metrics: None,
         lingering: Box::new(|_| true),
@@ -246,7 +245,7 @@ fn a_404_and_a_user_known_only_from_the_journal_are_warnings_not_failures() {
             started_at: "2026-11-30T10:00:00Z".parse().expect("timestamp"),
         },
     });
-    f.records = vec![record];
+    f.journal.records = vec![record];
     let d = diagnose(&w, f);
 
     let provider = finding(&d, "provider");

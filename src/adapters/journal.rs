@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::adapters::files::{read_bounded, replace_atomically, FileError};
 use crate::model::journal::JobRecord;
 use crate::model::{JobId, NodeName};
-use crate::ports::{Journal, Level, Log, LogFields};
+use crate::ports::{Journal, JournalScan, Level, Log, LogFields};
 
 /// Where the journal lives unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/hostenv-activate";
@@ -65,6 +65,11 @@ fn encode(raw: &str) -> String {
     }
 }
 
+/// How the file names of `node`'s records end.
+fn node_suffix(node: &NodeName) -> String {
+    format!(".node-{}.json", encode(node.as_str()))
+}
+
 impl FileJournal {
     /// The journal of `node` in `dir`, created (0700) on the first write.
     pub fn new(dir: impl Into<PathBuf>, node: NodeName, log: Arc<dyn Log + Send + Sync>) -> Self {
@@ -98,10 +103,6 @@ impl FileJournal {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// `job-<job>.node-<node>.json`.
     pub fn file_name(&self, job: &JobId) -> String {
         format!("job-{}{}", encode(job.as_str()), self.suffix())
@@ -110,17 +111,17 @@ impl FileJournal {
     /// The file name of `record`, whichever node it is of.
     fn name_of(record: &JobRecord) -> String {
         format!(
-            "job-{}.node-{}.json",
+            "job-{}{}",
             encode(record.job.as_str()),
-            encode(record.node.as_str())
+            node_suffix(&record.node)
         )
     }
 
+    /// How this journal's file names end.
     fn suffix(&self) -> String {
-        match &self.node {
-            Some(node) => format!(".node-{}.json", encode(node.as_str())),
-            None => ".json".to_owned(),
-        }
+        self.node
+            .as_ref()
+            .map_or_else(|| ".json".to_owned(), node_suffix)
     }
 
     fn warn(&self, job: Option<&JobId>, message: &str) {
@@ -140,10 +141,7 @@ impl FileJournal {
             Ok(fd) => return Ok(Some(fd)),
             Err(Errno::ENOENT) if create => {}
             Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::ELOOP | Errno::ENOTDIR) => bail!(
-                "the state directory {} is a symlink or not a directory; it must be a directory (HOSTENV_COMIN_STATE_DIR)",
-                self.dir.display()
-            ),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => bail!(self.not_a_directory()),
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("cannot open the state directory {}", self.dir.display())
@@ -190,7 +188,14 @@ impl FileJournal {
         Ok(record)
     }
 
-    /// Every file of this node in the directory, with its modification time.
+    /// The one wording of a state directory that is not one.
+    fn not_a_directory(&self) -> String {
+        format!(
+            "the state directory {} is a symlink or not a directory: remove it, or set HOSTENV_COMIN_STATE_DIR (--state-dir)",
+            self.dir.display()
+        )
+    }
+
     /// Every file of this node in the directory, with its modification
     /// time; none when the directory does not exist yet; an error when it
     /// cannot be listed.
@@ -199,11 +204,19 @@ impl FileJournal {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.raw_os_error() == Some(Errno::ENOTDIR as i32) => {
+                return Err(self.not_a_directory())
+            }
             Err(e) => {
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (run as root)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "cannot list the state directory {}: {e} (run as root; check HOSTENV_COMIN_STATE_DIR)",
+                    "cannot list the state directory {}: {e}{hint}",
                     self.dir.display()
-                ))
+                ));
             }
         };
         Ok(entries
@@ -220,43 +233,43 @@ impl FileJournal {
             .collect())
     }
 
-    /// This node's readable records, newest first; unreadable files are
-    /// reported and skipped.
+    /// This node's readable records, newest first; unreadable files, or a
+    /// directory that cannot be listed, are reported and skipped.
     pub fn records(&self) -> Vec<JobRecord> {
-        let (records, problems) = self.records_and_problems();
-        for problem in problems {
-            self.warn(None, &problem);
+        let scan = self.scan();
+        for problem in scan.unlisted.iter().chain(&scan.unreadable) {
+            self.warn(None, problem);
         }
-        records
+        scan.records
     }
 
-    /// This node's readable records, newest first, and the files that
-    /// could not be used (path: why).
-    pub fn records_and_problems(&self) -> (Vec<JobRecord>, Vec<String>) {
-        let mut records = Vec::new();
-        let mut problems = Vec::new();
+    /// This node's readable records, newest first, the files that could
+    /// not be used, and why the directory could not be listed at all.
+    pub fn scan(&self) -> JournalScan {
+        let mut scan = JournalScan::default();
         let files = self.files().unwrap_or_else(|why| {
-            problems.push(why);
+            scan.unlisted = Some(why);
             Vec::new()
         });
         for (path, _) in files {
             match self.read(&path, None) {
                 Ok(record) if path.file_name() == Some(Self::name_of(&record).as_ref()) => {
-                    records.push(record);
+                    scan.records.push(record);
                 }
-                Ok(record) => problems.push(format!(
+                Ok(record) => scan.unreadable.push(format!(
                     "ignoring journal file {}: it holds the record of job {}",
                     path.display(),
                     record.job
                 )),
                 Err(None) => {}
-                Err(Some(why)) => {
-                    problems.push(format!("ignoring journal file {}: {why}", path.display()))
-                }
+                Err(Some(why)) => scan
+                    .unreadable
+                    .push(format!("ignoring journal file {}: {why}", path.display())),
             }
         }
-        records.sort_by_key(|r| std::cmp::Reverse(r.last_activity()));
-        (records, problems)
+        scan.records
+            .sort_by_key(|r| std::cmp::Reverse(r.last_activity()));
+        scan
     }
 
     /// Problems with the directory an operator should know about.
@@ -272,10 +285,7 @@ impl FileJournal {
             Err(e) => return Err(format!("cannot look at {}: {e}", self.dir.display())),
         };
         if !meta.is_dir() {
-            return Err(format!(
-                "{} is not a directory (a symlink?); remove it or set HOSTENV_COMIN_STATE_DIR",
-                self.dir.display()
-            ));
+            return Err(self.not_a_directory());
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 || meta.uid() != 0 {

@@ -13,7 +13,6 @@ use anyhow::{bail, Context};
 use jiff::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use serde::{Deserialize, Serialize};
 
 use crate::ports::{LockAttempt, LockHolder, RunLock};
 
@@ -21,24 +20,6 @@ use crate::ports::{LockAttempt, LockHolder, RunLock};
 pub const DEFAULT_PATH: &str = "/run/hostenv-activate/lock";
 /// What the holder writes is a line; more is not ours.
 const MAX_INFO_BYTES: u64 = 4096;
-
-/// What the holder says about itself, in the lock file.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Info {
-    pid: Option<u32>,
-    since: Option<Timestamp>,
-    sha: Option<String>,
-}
-
-impl From<Info> for LockHolder {
-    fn from(info: Info) -> Self {
-        LockHolder {
-            pid: info.pid,
-            since: info.since,
-            sha: info.sha,
-        }
-    }
-}
 
 /// [`RunLock`] on a file.
 pub struct FileLock {
@@ -95,12 +76,12 @@ fn read_info(file: &mut File) -> LockHolder {
     let mut text = String::new();
     let _ = file.rewind();
     let _ = file.take(MAX_INFO_BYTES).read_to_string(&mut text);
-    let info = serde_json::from_str::<Info>(text.trim()).unwrap_or_default();
-    match info.pid {
+    let holder = serde_json::from_str::<LockHolder>(text.trim()).unwrap_or_default();
+    match holder.pid {
         Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-            Info::default().into()
+            LockHolder::default()
         }
-        _ => info.into(),
+        _ => holder,
     }
 }
 
@@ -126,7 +107,7 @@ impl RunLock for FileLock {
                 return Err(e).with_context(|| format!("cannot lock {}", self.path.display()))
             }
         };
-        let info = Info {
+        let info = LockHolder {
             pid: Some(std::process::id()),
             since: Some(now),
             sha: Some(sha.to_owned()),

@@ -21,12 +21,15 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use anyhow::{anyhow, Context};
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{fchmod, Mode};
 
 use crate::adapters::files::replace_atomically;
+use crate::model::journal::{ActionState, JobRecord};
 
 /// What one run did, for the metrics file.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +138,83 @@ pub fn write(path: &Path, metrics: &RunMetrics) -> anyhow::Result<()> {
     replace_atomically(&dir_fd, dir, name, render(metrics).as_bytes(), |file| {
         fchmod(file, Mode::from_bits_truncate(0o644)).context("chmod 0644")
     })
+}
+
+/// Whether node_exporter's textfile collector will find a metrics file at
+/// `path` (`doctor`): a `*.prom` name in a directory that exists. The same
+/// rules [`write`] meets, checked without writing.
+pub fn check_destination(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    if path.extension().is_none_or(|e| e != "prom") {
+        return Err(format!(
+            "{shown} does not end in .prom: the textfile collector reads only *.prom files"
+        ));
+    }
+    let (dir, _) = split(path).map_err(|e| format!("{e:#}"))?;
+    match open_textfile_dir(dir) {
+        Ok(_) => Ok(format!("{shown} (its directory exists)")),
+        Err(e) => Err(format!("{e:#}; runs will log that they cannot write it")),
+    }
+}
+
+impl RunMetrics {
+    /// What the run of this process did, from the journal's `records`:
+    /// its outcome, and the actions of the job it worked on (the record
+    /// whose newest run is `pid`, started at `started` or later, so not one
+    /// of an earlier boot with the same pid), in the intent's order. An
+    /// action still started when the run ended counts as failed, up to
+    /// `finished`.
+    pub fn of_run(
+        records: &[JobRecord],
+        pid: u32,
+        success: bool,
+        started: Timestamp,
+        finished: Timestamp,
+    ) -> RunMetrics {
+        let mine = records.iter().find(|r| {
+            r.runs
+                .last()
+                .is_some_and(|run| run.pid == pid && run.started_at >= started)
+        });
+        let actions = mine
+            .map(|record| {
+                record
+                    .actions
+                    .iter()
+                    .map(|a| {
+                        let (from, to, success) = match &a.state {
+                            ActionState::Started { started_at } => (*started_at, finished, false),
+                            ActionState::Finished {
+                                started_at,
+                                finished_at,
+                                event,
+                                ..
+                            } => (*started_at, *finished_at, event.terminal.is_success()),
+                        };
+                        ActionMetric {
+                            op: a.op.to_string(),
+                            user: a.user.to_string(),
+                            duration: between(from, to),
+                            success,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        RunMetrics {
+            finished_at: finished,
+            success,
+            duration: between(started, finished),
+            actions,
+            undelivered_events: records.iter().map(|r| r.pending().len()).sum(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// From `from` to `to`, zero if `to` is earlier.
+fn between(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or_default()
 }
 
 /// `path` as its directory and its file name.

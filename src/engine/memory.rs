@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use crate::model::journal::{
     ActionRecord, ActionState, Delivery, EventOf, JobRecord, Posted, RunEnd,
 };
-use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Phase, Terminal};
+use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Terminal};
 use crate::ports::{Level, LockAttempt, LogFields, MessageId, ProviderError};
 
 use super::plan::{ActionPlan, Memory};
@@ -39,12 +39,7 @@ pub fn take_lock(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop> {
                 })
             }
         };
-        let who = format!(
-            "pid {}, since {}, commit {}",
-            holder.pid.map_or("unknown".to_owned(), |p| p.to_string()),
-            holder.since.map_or("unknown".to_owned(), |t| t.to_string()),
-            holder.sha.as_deref().unwrap_or("unknown"),
-        );
+        let who = holder.to_string();
         if !announced {
             announced = true;
             log(
@@ -90,10 +85,7 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
     for mut record in ports.journal.with_pending() {
         let job = record.job.clone();
         for pending in record.pending() {
-            let phase = match &pending.of {
-                EventOf::Action { op, .. } => Phase::from(*op),
-                EventOf::Closing => Phase::Intent,
-            };
+            let phase = pending.of.phase();
             let event = pending.terminal.event(&settings.node, phase);
             let shown = format!("({phase}, {}) \"{}\"", event.status, event.message);
             if already_there(ports, &job, &event) {
@@ -363,7 +355,7 @@ impl<'a> Memo<'a> {
     pub fn end(&self, outcome: &Outcome) {
         self.record.borrow_mut().end_run(RunEnd {
             at: self.ports.clock.now(),
-            success: !matches!(outcome, Outcome::Failed(_)),
+            success: outcome.is_success(),
             message: outcome.message().to_owned(),
         });
         self.save();

@@ -57,6 +57,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the run did what was asked (or there was nothing to do).
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Outcome::Failed(_))
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Outcome::NothingToDo(m) | Outcome::Succeeded(m) | Outcome::Failed(m) => m,
@@ -102,9 +107,10 @@ pub fn announce_start(settings: &Settings, log: &dyn Log) {
 /// The "run finished" line (`MessageId::RUN_FINISHED`), also for a run
 /// that ended before the engine could start (the token file, say).
 pub fn announce_end(settings: &Settings, log: &dyn Log, outcome: &Outcome) {
-    let (level, status) = match outcome {
-        Outcome::Failed(_) => (Level::Error, "failed"),
-        _ => (Level::Info, "success"),
+    let (level, status) = if outcome.is_success() {
+        (Level::Info, "success")
+    } else {
+        (Level::Error, "failed")
     };
     log.line(
         level,
@@ -126,9 +132,8 @@ fn run_to_the_end(settings: &Settings, ports: Ports<'_>) -> Outcome {
         Ok(None) => {
             let url = ports.provider.intent_url(&settings.sha);
             return Outcome::NothingToDo(format!(
-                "no deploy intent for commit {} on node {} (waited {}s; {url} answered 404); nothing to do. If every deployment says this, check HOSTENV_COMIN_API_BASE_URL",
-                settings.sha,
-                settings.node,
+                "{}, for {}s; nothing to do. If every deployment says this, check HOSTENV_COMIN_API_BASE_URL",
+                plan::no_intent_message(&settings.sha, &settings.node, &url),
                 settings.intent_wait.as_secs()
             ));
         }
@@ -199,18 +204,14 @@ fn execute(
                 return Ok(Outcome::Failed(stopped.message));
             }
         }
+        log_resume(settings, ports, reporter, planned);
         let terminal = match &planned.resume {
-            Resume::Skip { terminal } => {
-                log_resume(settings, ports, reporter, planned);
-                terminal.clone()
-            }
+            Resume::Skip { terminal } => terminal.clone(),
             Resume::Adopt { terminal } => {
-                log_resume(settings, ports, reporter, planned);
                 memo.finished(planned, terminal, true, Delivery::Delivered);
                 terminal.clone()
             }
             Resume::Redeliver { terminal } => {
-                log_resume(settings, ports, reporter, planned);
                 let event = terminal.event(node, action.op.into());
                 let posted = if memory::already_there(ports, reporter.job(), &event) {
                     Ok(())
@@ -222,7 +223,6 @@ fn execute(
                 terminal.clone()
             }
             Resume::Run | Resume::Rerun => {
-                log_resume(settings, ports, reporter, planned);
                 memo.started(planned);
                 let terminal = match run_action(settings, ports, reporter, planned) {
                     Ok(terminal) => terminal,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::model::journal::{ActionState, Delivery, JobRecord};
 use crate::model::{
     Action, BackupPayload, CominStatus, EventPayload, FetchedIntent, IntentError, JobId,
-    MigrationKey, NodeName, Op, Phase, RestorePlan, Status, Terminal, TerminalStatus,
+    MigrationKey, NodeName, Op, Phase, RestorePlan, Status, Terminal, TerminalStatus, UserName,
 };
 
 use super::Settings;
@@ -288,6 +288,17 @@ fn backup_done(action: &Action) -> String {
     format!("Migration backups completed for {}", action.user)
 }
 
+/// The message of an action's (`<op>`, `running`) event.
+pub fn running_message(user: &UserName) -> String {
+    format!("Applying action for {user}")
+}
+
+/// The one wording of "the provider has no intent for this commit": a 404,
+/// which a wrong base URL gives too, so the URL asked is always named.
+pub fn no_intent_message(sha: &str, node: &dyn std::fmt::Display, url: &str) -> String {
+    format!("no intent for {sha} on {node} ({url} answered 404)")
+}
+
 /// The one wording of an invalid intent.
 pub fn invalid_intent_message(node: &NodeName, e: &IntentError) -> String {
     format!("Invalid deploy intent payload for node {node}: {e}")
@@ -302,7 +313,7 @@ fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
     let user = &action.user;
     let running = Step::Announce {
         status: Status::Running,
-        message: format!("Applying action for {user}"),
+        message: running_message(user),
     };
     let fail = |message: String| Step::Finish {
         terminal: Terminal::failed(message, None),
@@ -513,10 +524,9 @@ impl ActionPlan {
         for step in &self.steps {
             match step {
                 Step::Announce { status, message } => events.push(event(*status, message)),
-                Step::AwaitTarget { .. } => events.push(event(
-                    Status::Running,
-                    &format!("Applying action for {}", self.action.user),
-                )),
+                Step::AwaitTarget { .. } => {
+                    events.push(event(Status::Running, &running_message(&self.action.user)));
+                }
                 Step::Activate { success } => events.push(event(Status::Success, success)),
                 Step::PublishBackup { message } => events.push(event(Status::Success, message)),
                 Step::Finish { terminal } => {

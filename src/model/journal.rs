@@ -9,7 +9,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{cut, Action, IntentDigest, JobId, NodeName, Op, Terminal, UserName};
+use super::{cut, Action, IntentDigest, JobId, NodeName, Op, Phase, Terminal, UserName};
 
 /// The journal format this program writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -288,6 +288,14 @@ impl JobRecord {
         }
     }
 
+    /// The actions `run` (one of this record's runs) worked on, as the
+    /// record has them now.
+    pub fn touched_by<'a>(&'a self, run: &'a RunRecord) -> impl Iterator<Item = &'a ActionRecord> {
+        run.touched
+            .iter()
+            .filter_map(|i| self.actions.iter().find(|a| a.index == *i))
+    }
+
     /// When the job was last worked on.
     pub fn last_activity(&self) -> Option<Timestamp> {
         self.runs
@@ -307,6 +315,16 @@ pub enum EventOf {
     },
     /// The node's (`intent`, ...) event.
     Closing,
+}
+
+impl EventOf {
+    /// The phase the event is posted with.
+    pub fn phase(&self) -> Phase {
+        match self {
+            EventOf::Action { op, .. } => Phase::from(*op),
+            EventOf::Closing => Phase::Intent,
+        }
+    }
 }
 
 /// A terminal event still to deliver.

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::model::journal::{Posted, RunEnd};
+use crate::model::journal::{JobRecord, Posted, RunEnd};
 use crate::model::{
     BackupPayload, IntentDigest, JobId, MigrationKey, NodeName, Op, Terminal, UserName,
 };
@@ -87,7 +87,10 @@ fn runs_come_newest_first_with_their_actions_and_a_run_in_progress() {
     let status = gather(
         Some("node-a"),
         "/var/lib/hostenv-activate",
-        (&records(), Vec::new()),
+        &JournalScan {
+            records: records(),
+            ..JournalScan::default()
+        },
         Ok(Some(holder)),
     );
     assert_eq!(status.runs.len(), 2);
@@ -131,7 +134,7 @@ fn an_empty_journal_says_so() {
     let status = gather(
         None,
         "/var/lib/hostenv-activate",
-        (&[], Vec::new()),
+        &JournalScan::default(),
         Ok(None),
     );
     let text = render_text(&status);
@@ -152,10 +155,10 @@ fn a_lock_that_cannot_be_looked_at_is_said_so() {
     let status = gather(
         None,
         "/s",
-        (
-            &[],
-            vec!["cannot list the state directory /s: Permission denied".into()],
-        ),
+        &JournalScan {
+            unlisted: Some("cannot list the state directory /s: Permission denied".into()),
+            ..JournalScan::default()
+        },
         Err("permission denied".into()),
     );
     let text = render_text(&status);
@@ -168,4 +171,9 @@ fn a_lock_that_cannot_be_looked_at_is_said_so() {
         text.contains("Journal problem: cannot list the state directory /s: Permission denied"),
         "{text}"
     );
+    assert!(
+        text.contains("Cannot tell which runs are recorded"),
+        "an unlisted journal is not an empty one: {text}"
+    );
+    assert!(!text.contains("No run is recorded"), "{text}");
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::engine::plan::{ActionPlan, Step};
+use crate::engine::plan::{self, ActionPlan, Step};
 use crate::engine::report::{Reporter, Stop};
 use crate::engine::{retry, Ports, Settings};
 use crate::model::{Action, MigrationKey, Status, Terminal};
@@ -143,10 +143,7 @@ impl<'a> Ctx<'a> {
 
     /// `running` with the standard message.
     pub fn post_running(&self) -> Result<(), Stop> {
-        self.post(
-            Status::Running,
-            &format!("Applying action for {}", self.action.user),
-        )
+        self.post(Status::Running, &plan::running_message(&self.action.user))
     }
 
     /// A provider read with retries; failures that must end the run are a `Stop`.
