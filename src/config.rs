@@ -238,13 +238,34 @@ impl StatusConfig {
     }
 }
 
+/// The longest commit id accepted (a SHA-256 git id is 64 hex digits).
+pub const MAX_SHA_CHARS: usize = 128;
+
 /// The commit to look at, if any: `--sha` or `COMIN_GIT_SHA`, blank = none.
+/// It goes into URLs, the journal and every log line, so it must look like
+/// a commit id: letters, digits, `.`, `_`, `-`, at most [`MAX_SHA_CHARS`].
 pub fn requested_sha(cli: &Cli) -> Result<Option<String>, ConfigError> {
-    let sha = optional(&cli.sha, "COMIN_GIT_SHA", "sha")?;
-    Ok(sha
+    let Some(sha) = optional(&cli.sha, "COMIN_GIT_SHA", "sha")?
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned))
+    else {
+        return Ok(None);
+    };
+    let fits = sha.chars().count() <= MAX_SHA_CHARS
+        && sha
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !fits {
+        return Err(ConfigError {
+            variable: "COMIN_GIT_SHA",
+            flag: "sha",
+            problem: format!(
+                "is not a commit id ({}): it must be at most {MAX_SHA_CHARS} letters, digits, '.', '_' or '-'",
+                shown(sha)
+            ),
+        });
+    }
+    Ok(Some(sha.to_owned()))
 }
 
 impl Config {

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::plan::no_intent_message;
+use crate::engine::plan::{no_intent_message, Uses, TARGET_UNIT};
 use crate::model::comin::Deployment;
-use crate::model::{CominStatus, MigrationKey, Op, UserName};
+use crate::model::{Action, CominStatus, IntentError, MigrationKey, UserName};
 use crate::ports::{
     Account, JournalScan, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd,
     Users,
@@ -80,7 +80,7 @@ pub struct Diagnosis {
 /// What reading the token file found (main reads it, without waiting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenFacts {
-    /// The configuration names no usable token file.
+    /// Not looked at: the configuration is not valid.
     NotConfigured,
     /// Read; `warnings` are what a run would log about it.
     Read {
@@ -133,6 +133,18 @@ struct Needs {
     from_intent: bool,
 }
 
+impl Needs {
+    /// What one more action of the user uses (as its plan says).
+    fn add(&mut self, uses: &Uses) {
+        self.activate |= uses.activate;
+        for key in &uses.keys {
+            if !self.keys.contains(key) {
+                self.keys.push(key.clone());
+            }
+        }
+    }
+}
+
 /// A commit to ask the provider about when comin's store names none.
 const PROBE_SHA: &str = "0000000000000000000000000000000000000000";
 
@@ -177,10 +189,7 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                         for action in &intent.actions {
                             let need = needs.entry(action.user.clone()).or_default();
                             need.from_intent = true;
-                            need.activate |= matches!(action.op, Op::Activate | Op::Reload | Op::Restore);
-                            if action.op == Op::Backup {
-                                need.keys.extend(action.migrations.iter().cloned());
-                            }
+                            need.add(&Uses::of(action));
                         }
                     }
                     match &fetched.intent {
@@ -195,7 +204,10 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                         Err(e) => fail(
                             "provider",
                             format!("reachable, token accepted; the intent of job {} is invalid: {e}", fetched.job),
-                            "the provider serves an intent this node refuses: check the provider's placement plan",
+                            match e {
+                                IntentError::SchemaVersion(_) => "the provider speaks another intent schema: upgrade hostenv-activate to the provider's version",
+                                _ => "the provider serves an intent this node refuses: check the provider's placement plan",
+                            },
                         ),
                     }
                 }
@@ -218,6 +230,11 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                     "provider",
                     e.to_string(),
                     "check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable",
+                ),
+                Err(e @ ProviderError::Client { status: 401, .. }) => fail(
+                    "provider",
+                    format!("{e} (asked {url})"),
+                    "the provider asked for authentication: check the token file, and any proxy in front of the provider",
                 ),
                 Err(e) => fail(
                     "provider",
@@ -273,7 +290,7 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
         Err(why) => fail(
             "run lock",
             why.clone(),
-            "check the directory of HOSTENV_COMIN_LOCK_FILE (default /run/hostenv-activate)",
+            "check the directory of HOSTENV_COMIN_LOCK_FILE (--lock-file; default /run/hostenv-activate)",
         ),
     });
 
@@ -283,15 +300,25 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
         Some(Err(problem)) => checks.push(warn(
             "metrics file",
             problem.clone(),
-            "point HOSTENV_COMIN_METRICS_FILE at a *.prom file in node_exporter's textfile directory",
+            "point HOSTENV_COMIN_METRICS_FILE (--metrics-file) at a *.prom file in node_exporter's textfile directory",
         )),
     }
 
     // Users of the journal's newest job, with what their actions need.
+    // The journal keeps each action's op and user, not its keys or nodes.
     if let Some(record) = facts.journal.records.first() {
         for a in &record.actions {
-            let need = needs.entry(a.user.clone()).or_default();
-            need.activate |= matches!(a.op, Op::Activate | Op::Reload | Op::Restore);
+            let action = Action {
+                op: a.op,
+                user: a.user.clone(),
+                from_node: None,
+                to_node: None,
+                migrations: Vec::new(),
+            };
+            needs
+                .entry(a.user.clone())
+                .or_default()
+                .add(&Uses::of(&action));
         }
     }
     for (user, need) in &needs {
@@ -311,8 +338,8 @@ fn token(facts: &TokenFacts) -> Finding {
     match facts {
         TokenFacts::NotConfigured => fail(
             "token file",
-            "not checked: HOSTENV_COMIN_TOKEN_FILE is not usable",
-            "set HOSTENV_COMIN_TOKEN_FILE (--token-file) to the node token's file",
+            "not checked: the configuration is not valid (see its check above)",
+            "fix the configuration first; then the token file is checked",
         ),
         TokenFacts::Read {
             path,
@@ -359,7 +386,7 @@ fn comin_store(path: &str, store: &Result<Deployment, String>) -> Finding {
         Err(why) => warn(
             "comin",
             why.clone(),
-            "check that comin runs on this node (systemctl status comin) or set HOSTENV_COMIN_STORE",
+            "check that comin runs on this node (systemctl status comin) or set HOSTENV_COMIN_STORE (--comin-store)",
         ),
     }
 }
@@ -426,7 +453,7 @@ fn user_checks(
         )
     });
     let manager = format!("systemd of {user}");
-    match ports.systemd.load_state(&account, "hostenv.target") {
+    match ports.systemd.load_state(&account, TARGET_UNIT) {
         Ok(_) => checks.push(ok(manager, "reachable on the user's bus")),
         Err(e) => {
             checks.push(fail(

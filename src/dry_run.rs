@@ -11,7 +11,8 @@ use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume,
 use crate::engine::{recall, Settings};
 use crate::model::{Action, CominStatus, JobId, MigrationKey, Terminal};
 use crate::ports::{
-    Account, Journal, LockHolder, Provider, RunLock, Search, UserPrograms, UserSystemd, Users,
+    Account, Journal, LockHolder, ManagerNotRunning, Provider, ProviderError, RunLock, Search,
+    UserPrograms, UserSystemd, Users,
 };
 
 /// The read-only part of the world a dry run looks at.
@@ -77,7 +78,12 @@ impl CommitSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub check: String,
+    /// Passed, or could not be made for a reason a real run gets past.
     pub ok: bool,
+    /// Could not be made now (the user's systemd is not running; a real
+    /// run starts it first): not a failure, not a pass either.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unchecked: bool,
     pub detail: String,
 }
 
@@ -89,7 +95,23 @@ fn check(name: impl Into<String>, result: Result<String, String>) -> Check {
     Check {
         check: name.into(),
         ok,
+        unchecked: false,
         detail,
+    }
+}
+
+/// A check that asks the user's systemd: one whose manager is not running
+/// cannot be made, and does not fail (a real run starts the manager).
+fn systemd_check(name: String, result: anyhow::Result<Result<String, String>>) -> Check {
+    match result {
+        Ok(result) => check(name, result),
+        Err(e) if e.downcast_ref::<ManagerNotRunning>().is_some() => Check {
+            check: name,
+            ok: true,
+            unchecked: true,
+            detail: format!("not checked: {e:#}"),
+        },
+        Err(e) => check(name, Err(format!("{e:#}"))),
     }
 }
 
@@ -179,7 +201,13 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
             return report;
         }
         Err(e) => {
-            report.problem = Some(format!("cannot fetch the intent: {e}"));
+            let hint = match e {
+                ProviderError::Transport(_) | ProviderError::Server { .. } => {
+                    "; check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up"
+                }
+                _ => "",
+            };
+            report.problem = Some(format!("cannot fetch the intent: {e}{hint}"));
             return report;
         }
     };
@@ -291,13 +319,15 @@ fn check_step(
     }
     let a = account.as_ref()?;
     match step {
-        Step::CheckUnit { unit, .. } => Some(check(
+        Step::CheckUnit { unit, .. } => Some(systemd_check(
             format!("{unit} is loaded"),
-            match world.systemd.load_state(a, unit) {
-                Ok(state) if state == "loaded" => Ok("LoadState=loaded".into()),
-                Ok(state) => Err(format!("LoadState={state}")),
-                Err(e) => Err(format!("{e:#}")),
-            },
+            world.systemd.load_state(a, unit).map(|state| {
+                if state == "loaded" {
+                    Ok("LoadState=loaded".into())
+                } else {
+                    Err(format!("LoadState={state}"))
+                }
+            }),
         )),
         Step::FindWrapper { key, wrapper } => Some(check(
             format!("restic wrapper {wrapper} found"),
@@ -313,13 +343,12 @@ fn check_step(
         )),
         // Any LoadState is fine to stop (the detail only shows it); what
         // must hold is that the user's systemd answers.
-        Step::StopUnit { unit } => Some(check(
-            "user's systemd reachable",
+        Step::StopUnit { unit } => Some(systemd_check(
+            "user's systemd reachable".into(),
             world
                 .systemd
                 .load_state(a, unit)
-                .map(|s| format!("{unit} LoadState={s}"))
-                .map_err(|e| format!("{e:#}")),
+                .map(|s| Ok(format!("{unit} LoadState={s}"))),
         )),
         _ => None,
     }
@@ -411,7 +440,11 @@ pub fn render_text(report: &Report) -> String {
             ));
         }
         for c in &planned.checks {
-            let mark = if c.ok { "ok  " } else { "FAIL" };
+            let mark = match (c.ok, c.unchecked) {
+                (_, true) => "skip",
+                (true, false) => "ok  ",
+                (false, false) => "FAIL",
+            };
             out.push_str(&format!("   [{mark}] {}: {}\n", c.check, c.detail));
         }
     }
@@ -431,9 +464,23 @@ pub fn render_text(report: &Report) -> String {
         .iter()
         .filter(|a| a.fails_before_running.is_some())
         .count();
+    let unchecked: usize = report
+        .actions
+        .iter()
+        .map(|a| a.checks.iter().filter(|c| c.unchecked).count())
+        .sum();
     out.push('\n');
     if failed == 0 && fails_early == 0 {
-        out.push_str("All preflight checks passed.\n");
+        out.push_str(if unchecked == 0 {
+            "All preflight checks passed.\n"
+        } else {
+            "All preflight checks that could be made passed.\n"
+        });
+    }
+    if unchecked > 0 {
+        out.push_str(&format!(
+            "{unchecked} check(s) could not be made now ([skip]); a real run makes them as it goes.\n"
+        ));
     }
     if failed > 0 {
         out.push_str(&format!("{failed} preflight check(s) failed.\n"));

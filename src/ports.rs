@@ -173,6 +173,32 @@ pub struct UnitRun {
     pub status: UnitStatus,
 }
 
+/// A read-only [`UserSystemd`] found the user's manager not running (its
+/// bus socket absent) and did not start it, as a real run would: what it
+/// was asked cannot be told, which need not stop a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerNotRunning {
+    /// `user <name> (uid <uid>)`.
+    pub who: String,
+    pub bus: PathBuf,
+    /// `user@<uid>.service`.
+    pub manager: String,
+}
+
+impl std::fmt::Display for ManagerNotRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the user's systemd manager is not running (no {}); a real run would start {} first",
+            self.who,
+            self.bus.display(),
+            self.manager
+        )
+    }
+}
+
+impl std::error::Error for ManagerNotRunning {}
+
 /// The environment user's own systemd instance (`systemctl --user`).
 /// Implementations do the D-Bus work with the user's credentials and bring
 /// the user's manager up (`user@<uid>.service`) when its bus is absent.
@@ -217,6 +243,17 @@ pub enum ProgramOutcome {
     TimedOut,
     /// Cancel was set; the whole process group was killed.
     Interrupted,
+}
+
+impl std::fmt::Display for ProgramOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProgramOutcome::Exited(code) => write!(f, "exit code {code}"),
+            ProgramOutcome::Signalled(signal) => write!(f, "killed by signal {signal}"),
+            ProgramOutcome::TimedOut => f.write_str("timed out"),
+            ProgramOutcome::Interrupted => f.write_str("interrupted by a stop signal"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -218,7 +218,7 @@ impl HttpProvider {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
             // The error names neither the value nor the token.
             anyhow::anyhow!(
-                "the token in HOSTENV_COMIN_TOKEN_FILE contains characters that cannot go into an HTTP header"
+                "the token in HOSTENV_COMIN_TOKEN_FILE (--token-file) contains characters that cannot go into an HTTP header (a newline or control character inside it): the file must hold only the token, on one line"
             )
         })?;
         auth.set_sensitive(true);
@@ -418,11 +418,13 @@ impl HttpProvider {
         } else {
             format!(": {}", chain.join(": "))
         };
-        ProviderError::Transport(self.scrub(&format!(
-            "{} at {} {what}{detail}",
-            endpoint.describe(),
-            self.display_base(),
-        )))
+        // The whole URL asked: with a wrong base URL it is the clue.
+        let at = err
+            .url()
+            .map_or_else(|| self.display_base(), |url| self.display_url(url));
+        ProviderError::Transport(
+            self.scrub(&format!("{} at {at} {what}{detail}", endpoint.describe(),)),
+        )
     }
 
     fn display_base(&self) -> String {

@@ -46,23 +46,48 @@ impl FileLock {
             .open(&self.path)
     }
 
-    /// The lock's directory, created 0700 when missing; never a symlink.
-    fn ensure_dir(&self) -> anyhow::Result<()> {
+    /// The lock's directory, never a symlink; created 0700 when missing and
+    /// `create` (else `false`: there is none yet).
+    fn check_dir(&self, create: bool) -> anyhow::Result<bool> {
         let Some(dir) = self.path.parent() else {
             bail!("the lock file {} has no directory", self.path.display());
         };
         match std::fs::symlink_metadata(dir) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => bail!(
-                "{} is not a directory (a symlink?); remove it or set HOSTENV_COMIN_LOCK_FILE",
-                dir.display()
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create {}", dir.display())),
+            Ok(meta) if meta.is_dir() => Ok(true),
+            Ok(meta) => {
+                let what = if meta.file_type().is_symlink() {
+                    "a symlink, not a directory"
+                } else {
+                    "not a directory"
+                };
+                bail!(
+                    "the lock's directory {} is {what}; it must be a real directory: remove it, or set HOSTENV_COMIN_LOCK_FILE (--lock-file)",
+                    dir.display()
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e).with_context(|| format!("cannot look at {}", dir.display())),
+        }
+    }
+
+    /// Why the lock file could not be opened.
+    fn cannot_open(&self, e: std::io::Error) -> anyhow::Error {
+        if e.raw_os_error() == Some(Errno::ELOOP as i32) {
+            anyhow::anyhow!(
+                "the lock file {} is a symlink; remove it (the lock file is never followed through a link)",
+                self.path.display()
+            )
+        } else {
+            anyhow::Error::new(e)
+                .context(format!("cannot open the lock file {}", self.path.display()))
         }
     }
 }
@@ -94,10 +119,8 @@ impl RunLock for FileLock {
         if held.is_some() {
             return Ok(LockAttempt::Taken);
         }
-        self.ensure_dir()?;
-        let file = self
-            .open(true)
-            .with_context(|| format!("cannot open the lock file {}", self.path.display()))?;
+        self.check_dir(true)?;
+        let file = self.open(true).map_err(|e| self.cannot_open(e))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, Errno::EWOULDBLOCK)) => {
@@ -121,13 +144,15 @@ impl RunLock for FileLock {
     }
 
     fn holder(&self) -> anyhow::Result<Option<LockHolder>> {
+        // What would stop a run stops the look too: a lock that cannot be
+        // taken is not "free".
+        if !self.check_dir(false)? {
+            return Ok(None);
+        }
         let file = match self.open(false) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot open the lock file {}", self.path.display()))
-            }
+            Err(e) => return Err(self.cannot_open(e)),
         };
         // A shared lock is granted only when no run holds the exclusive one;
         // it is dropped at once.
@@ -200,6 +225,13 @@ mod tests {
             .try_lock("abc", now())
             .expect_err("refused");
         assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
+        // Looking at it says so too, rather than "no run holds it".
+        let err = FileLock::new(linked_dir.join("lock"))
+            .holder()
+            .expect_err("refused");
+        assert!(format!("{err:#}").contains("is a symlink"), "{err:#}");
+        let err = FileLock::new(&link).holder().expect_err("refused");
+        assert!(format!("{err:#}").contains("never followed"), "{err:#}");
     }
 
     #[test]

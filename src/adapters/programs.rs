@@ -32,9 +32,15 @@ impl UserProgramsAdapter {
     }
 
     /// The first candidate that is an executable regular file (symlinks,
-    /// e.g. into the nix store, are followed for the check).
+    /// e.g. into the nix store, are followed for the check). Each path is
+    /// looked at (and listed) once: the user's PATH repeats the profiles.
     fn first_executable(&self, candidates: impl IntoIterator<Item = PathBuf>) -> Search {
-        let looked: Vec<PathBuf> = candidates.into_iter().collect();
+        let mut looked: Vec<PathBuf> = Vec::new();
+        for path in candidates {
+            if !looked.contains(&path) {
+                looked.push(path);
+            }
+        }
         let found = looked
             .iter()
             .find(|path| {
@@ -164,6 +170,23 @@ mod tests {
         for path in order {
             f.file(path, 0o755);
             assert_eq!(f.activate().as_deref(), Some(path));
+        }
+    }
+
+    #[test]
+    fn each_place_is_looked_at_and_named_once() {
+        let f = fixture();
+        let key = MigrationKey::parse("db-migrate").expect("key");
+        for search in [
+            f.adapter.find_activate(&f.account),
+            f.adapter.find_restic_wrapper(&f.account, &key),
+        ] {
+            let mut seen = std::collections::HashSet::new();
+            assert!(
+                search.looked.iter().all(|p| seen.insert(p.clone())),
+                "a path is named twice: {}",
+                search.looked_at()
+            );
         }
     }
 

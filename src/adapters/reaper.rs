@@ -85,6 +85,8 @@ fn parent_of(pid: i32) -> Option<i32> {
 /// Children of process `pid` found by reading every process's parent: the
 /// fallback for kernels without children lists, one read per process.
 fn scanned_children(pid: i32) -> BTreeSet<i32> {
+    #[cfg(test)]
+    tests::SCANS.with(|scans| scans.set(scans.get() + 1));
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return BTreeSet::new();
     };
@@ -166,6 +168,24 @@ mod tests {
     /// test running meanwhile ends every child of this process. Our parent
     /// (cargo, or whatever runs the tests) has us as a child for as long as
     /// we run, possibly forked from one of its other threads.
+    thread_local! {
+        /// Full scans of `/proc` made by this test thread.
+        pub static SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The cost of finding strays must not grow with the machine: where the
+    /// kernel lists children (every machine CI runs on), no scan happens.
+    #[test]
+    fn with_children_lists_nothing_scans_every_process() {
+        assert!(
+            has_children_files(),
+            "this kernel has no /proc/<pid>/task/<tid>/children; the cheap path cannot be tested here"
+        );
+        let before = SCANS.with(std::cell::Cell::get);
+        let _ = children(getpid());
+        assert_eq!(SCANS.with(std::cell::Cell::get), before, "children() scanned /proc");
+    }
+
     #[test]
     fn both_ways_find_this_process_among_its_parents_children() {
         let parent = nix::unistd::getppid().as_raw();

@@ -40,9 +40,20 @@ pub fn doctor(cli: &Cli) -> anyhow::Result<Exit> {
         ),
         Err(e) => (Err(e.to_string()), (TokenFacts::NotConfigured, None)),
     };
-    let (token_shown, token) = token;
+    let (mut token_shown, token) = token;
     let provider = match (&config, token) {
-        (Ok(c), Some(t)) => HttpProvider::new(&c.api_base, c.node.clone(), t).ok(),
+        (Ok(c), Some(t)) => match HttpProvider::new(&c.api_base, c.node.clone(), t) {
+            Ok(provider) => Some(provider),
+            // Read fine, yet unusable (a newline inside the token, say):
+            // the token check says why, not only the provider's.
+            Err(e) => {
+                token_shown = TokenFacts::Unusable {
+                    path: c.token_file.display().to_string(),
+                    why: format!("{e:#}"),
+                };
+                None
+            }
+        },
         _ => None,
     };
     let store_path = match &config {

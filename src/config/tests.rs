@@ -316,3 +316,22 @@ fn the_nixos_module_accepts_exactly_what_the_binary_accepts() {
         }
     }
 }
+
+#[test]
+fn the_commit_must_look_like_a_commit_id() {
+    let sha = |value: &str| requested_sha(&cli(&[&format!("--sha={value}")]));
+    assert_eq!(sha("  ").expect("blank"), None);
+    assert_eq!(
+        sha(" 0123abcdef ").expect("hex").as_deref(),
+        Some("0123abcdef")
+    );
+    for bad in ["abc def", "a/b", "x\u{7}", &"f".repeat(MAX_SHA_CHARS + 1)] {
+        let e = sha(bad).expect_err(bad);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("COMIN_GIT_SHA (--sha) is not a commit id"),
+            "{text}"
+        );
+        assert!(text.len() < 300, "the value is cut: {text}");
+    }
+}

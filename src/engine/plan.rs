@@ -18,7 +18,11 @@ use crate::model::{
     MigrationKey, NodeName, Op, Phase, RestorePlan, Status, Terminal, TerminalStatus, UserName,
 };
 
+use super::text::fold_output;
 use super::Settings;
+
+/// Characters of comin's error message an event repeats.
+const SWITCH_ERROR_CHARS: usize = 220;
 
 /// The user unit a `deactivate` stops.
 pub const TARGET_UNIT: &str = "hostenv.target";
@@ -206,7 +210,11 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Pl
         (CominStatus::Failed { message }, _) => Body::Refuse {
             why: Refusal::SwitchFailed,
             event: Terminal::failed(
-                format!("System switch failed on node {node}; no user action was run: {message}"),
+                format!(
+                    "System switch failed on node {node}; no user action was run: {}",
+                    // A build log can run to kilobytes: one line, its end.
+                    fold_output(message, SWITCH_ERROR_CHARS)
+                ),
                 None,
             ),
         },
@@ -286,6 +294,36 @@ fn resume(index: usize, action: &Action, memory: &Memory) -> Resume {
 /// The success message of a backup with migrations.
 fn backup_done(action: &Action) -> String {
     format!("Migration backups completed for {}", action.user)
+}
+
+/// What an action asks of its user's account, for checks made ahead of a
+/// run (`doctor`): whether it runs the `activate` program, and which keys'
+/// backup units and restic wrappers it uses. The same as its steps say
+/// (a test holds the two together), without needing the run's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uses {
+    pub activate: bool,
+    pub keys: Vec<MigrationKey>,
+}
+
+impl Uses {
+    pub fn of(action: &Action) -> Uses {
+        match action.op {
+            Op::Activate | Op::Reload => Uses {
+                activate: true,
+                keys: Vec::new(),
+            },
+            Op::Restore => Uses {
+                activate: !action.migrations.is_empty() && action.from_node.is_some(),
+                keys: Vec::new(),
+            },
+            Op::Backup => Uses {
+                activate: false,
+                keys: action.migrations.clone(),
+            },
+            Op::Deactivate => Uses::default(),
+        }
+    }
 }
 
 /// The message of an action's (`<op>`, `running`) event.

@@ -45,15 +45,19 @@ impl fmt::Display for Stop {
                     ProviderError::Decode(_) => {
                         "; the provider answered something this version does not understand: check that both speak the same API"
                     }
+                    ProviderError::Client { status: 401, .. } => {
+                        "; the provider asked for authentication: check the token in HOSTENV_COMIN_TOKEN_FILE, and any proxy in front of the provider"
+                    }
                     _ => "",
                 };
                 write!(f, "provider call failed at step {step}: {error}{hint}")
             }
-            Stop::Interrupted { step } => write!(f, "interrupted by a signal at step {step}"),
-            Stop::Lock { why } => write!(
+            Stop::Interrupted { step } => write!(
                 f,
-                "cannot take this node's run lock: {why}; check the directory of HOSTENV_COMIN_LOCK_FILE (default /run/hostenv-activate)"
+                "interrupted by a stop signal (SIGTERM/SIGINT: comin, systemd or an operator stopped the run) at step {step}"
             ),
+            // The lock adapter's errors name the path and what to do.
+            Stop::Lock { why } => write!(f, "cannot take this node's run lock: {why}"),
             Stop::Deadline { reached, step } => write!(
                 f,
                 "{reached} at step {step}; check what held the run up (HOSTENV_COMIN_RUN_TIMEOUT sets the deadline)"

@@ -28,7 +28,7 @@ use self::jobs::{wait_until, JobEnd};
 use self::proxies::ManagerProxy;
 use self::session::Session;
 use crate::adapters::creds;
-use crate::ports::{Account, Cancel, JobOutcome, UnitRun, UserSystemd};
+use crate::ports::{Account, Cancel, JobOutcome, ManagerNotRunning, UnitRun, UserSystemd};
 
 /// The well-known name of a systemd manager on its bus.
 const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
@@ -137,11 +137,12 @@ impl UserBus {
         let deadline = Instant::now() + self.bounded(self.bus_wait);
         if !path_present(&path) {
             if !self.start_managers {
-                bail!(
-                    "{who}: the user's systemd manager is not running (no {}); a real run would start {} first",
-                    path.display(),
-                    user_manager_unit(account.uid)
-                );
+                return Err(ManagerNotRunning {
+                    who,
+                    bus: path,
+                    manager: user_manager_unit(account.uid),
+                }
+                .into());
             }
             self.start_user_manager(account)?;
             wait_until(deadline, cancel, || path_present(&path)).map_err(|why| {

@@ -297,6 +297,29 @@ fn a_failed_switch_refuses_everything_even_an_invalid_intent() {
 }
 
 #[test]
+fn a_long_build_log_from_comin_is_one_line_and_keeps_its_end() {
+    let mut s = settings();
+    let log = format!(
+        "{}\nerror: builder for '/nix/store/x.drv' failed",
+        "building...\n".repeat(400)
+    );
+    s.comin = CominStatus::Failed { message: log };
+    let plan = plan(&s, &fetched(json!([])), &Memory::default());
+    let Body::Refuse { event, .. } = &plan.body else {
+        panic!("{plan:?}");
+    };
+    assert!(!event.message.contains('\n'), "{}", event.message);
+    assert!(event.message.chars().count() < 400, "{}", event.message);
+    assert!(
+        event
+            .message
+            .ends_with("error: builder for '/nix/store/x.drv' failed"),
+        "{}",
+        event.message
+    );
+}
+
+#[test]
 fn an_invalid_intent_is_refused_with_the_reason() {
     let plan = plan(
         &settings(),
@@ -355,4 +378,38 @@ fn would_post_stops_at_an_action_that_fails_before_running() {
         ]
     );
     let _ = UserName::parse("acme");
+}
+
+#[test]
+fn what_an_action_uses_is_what_its_steps_do() {
+    for action in [
+        json!({"op": "activate", "user": "acme"}),
+        json!({"op": "reload", "user": "acme"}),
+        json!({"op": "backup", "user": "acme", "migrations": ["db", "files"]}),
+        json!({"op": "backup", "user": "acme"}),
+        json!({"op": "restore", "user": "acme", "fromNode": "node-b", "migrations": ["db"]}),
+        json!({"op": "restore", "user": "acme", "fromNode": "node-b"}),
+        json!({"op": "restore", "user": "acme", "migrations": ["db"]}),
+        json!({"op": "deactivate", "user": "acme", "toNode": "node-b"}),
+    ] {
+        let parsed = fetched(json!([action.clone()]));
+        let Ok(intent) = &parsed.intent else {
+            panic!("{action}");
+        };
+        let steps = steps_of(action.clone());
+        let uses = Uses::of(&intent.actions[0]);
+        assert_eq!(
+            uses.activate,
+            steps.iter().any(|s| matches!(s, Step::Activate { .. })),
+            "{action}"
+        );
+        let checked: Vec<MigrationKey> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::CheckUnit { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(uses.keys, checked, "{action}");
+    }
 }

@@ -55,7 +55,11 @@ impl Key<'_> {
     }
 
     fn interrupted(&self, during: &str, status: &UnitStatus) -> Ended {
-        let terminal = self.ctx.interrupted(during);
+        self.with_payload(self.ctx.interrupted(during), status)
+    }
+
+    /// `terminal`, with the unit's failure payload.
+    fn with_payload(&self, terminal: Terminal, status: &UnitStatus) -> Ended {
         let payload = self.payload(&terminal.message, Some(status));
         Ended::With(Terminal {
             payload,
@@ -131,17 +135,8 @@ pub fn back_up(
 ) -> Result<String, Ended> {
     let k = Key { ctx, key, unit };
     let user = &ctx.action.user;
-    if ctx.remaining().is_zero() {
-        return Err(k.timed_out(
-            ctx.timed_out(
-                format!(
-                    "No time left of the {}s action timeout to start {unit} for user {user}, migration key {key}; the unit was not started",
-                    ctx.timeout_secs()
-                ),
-                &format!("about to start {unit} for user {user}, migration key {key} (it was not started)"),
-            ),
-            &UnitStatus::default(),
-        ));
+    if let Some(terminal) = ctx.out_of_time(&format!("start {unit} (migration key {key})")) {
+        return Err(k.with_payload(terminal, &UnitStatus::default()));
     }
     let started = ctx.ports.clock.now();
     k.log(Level::Info, &format!("starting {unit}"));
@@ -172,8 +167,9 @@ pub fn back_up(
         JobOutcome::Failed { job_result } => {
             return Err(k.failed(
                 format!(
-                    "Backup unit {unit} failed for user {user}, migration key {key}: job {job_result}, {}",
-                    describe()
+                    "Backup unit {unit} failed for user {user}, migration key {key}: job {job_result}, {}; see journalctl _UID={} --user-unit {unit}",
+                    describe(),
+                    account.uid
                 ),
                 Some(status),
             ))
@@ -227,7 +223,7 @@ pub fn back_up(
         other => {
             return Err(k.failed(
                 format!(
-                    "{shown} snapshots failed for user {user}, migration key {key} ({other:?}): {}",
+                    "{shown} snapshots failed for user {user}, migration key {key} ({other}): {}",
                     fold_output(&listed.output, 220)
                 ),
                 Some(status),
