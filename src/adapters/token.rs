@@ -5,18 +5,16 @@
 //! file must not hang or exhaust the run. The contents never reach an error,
 //! a log line or a panic.
 
-use std::fs::{File, FileType, Metadata};
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail};
 use jiff::{SignedDuration, Timestamp};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
+use crate::adapters::files::{self, FileError, Step};
 use crate::ports::{Cancel, Clock, Level, Log, LogFields};
 use crate::secret::Token;
 
@@ -105,52 +103,22 @@ fn look(path: &Path) -> anyhow::Result<Look> {
     // Symlinks are followed on purpose: sops-nix renders /run/secrets/<name>
     // as a symlink into /run/secrets.d/<generation>/, so O_NOFOLLOW (or
     // refusing symlinks) would refuse every real node's token. What the
-    // link points at is checked instead, like a file named directly.
-    //
-    // Look before opening: opening a device as root can act on it (a
-    // watchdog arms on open, a tape rewinds), so only a regular file is
-    // opened at all.
-    match std::fs::metadata(path) {
-        Ok(meta) => refuse_unless_regular(path, meta.file_type())?,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Look::NotYet(missing(path))),
-        Err(e) => bail!(
-            "cannot look at the token file {}: {} (check the directories' modes and \
-             HOSTENV_COMIN_TOKEN_FILE)",
-            path.display(),
-            e.kind()
-        ),
-    }
-    // O_NONBLOCK: should the path have become a FIFO since the look above,
-    // open() returns at once instead of waiting for a writer. O_NOCTTY: a
-    // terminal never becomes ours. The type is checked again on what was
-    // actually opened.
-    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    let file = match nix::fcntl::open(path, flags, Mode::empty()) {
-        Ok(fd) => File::from(fd),
-        Err(Errno::ENOENT) => return Ok(Look::NotYet(missing(path))),
-        Err(e) => bail!(
-            "cannot open the token file {}: {} (check its owner and mode, and \
-             HOSTENV_COMIN_TOKEN_FILE)",
-            path.display(),
-            e.desc()
-        ),
+    // link points at is checked instead, like a file named directly, and
+    // looked at before it is opened (see `files::open_regular` for why).
+    let (file, meta) = match files::open_regular(path, false) {
+        Ok(opened) => opened,
+        Err(FileError::Missing) => return Ok(Look::NotYet(missing(path))),
+        Err(e) => return Err(refused(path, e)),
     };
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot stat the opened token file {}", path.display()))?;
-    refuse_unless_regular(path, meta.file_type())?;
-    if meta.len() > MAX_TOKEN_BYTES as u64 {
+    let limit = MAX_TOKEN_BYTES as u64;
+    if meta.len() > limit {
         bail!(too_large(path, &format!("{} bytes", meta.len())));
     }
-    let bytes = match read_at_most(&file, MAX_TOKEN_BYTES) {
+    let bytes = match files::read_at_most(&file, limit) {
         Ok(Some(bytes)) => bytes,
         // It grew after the stat.
         Ok(None) => bail!(too_large(path, "more")),
-        Err(e) => bail!(
-            "cannot read the token file {}: {}",
-            path.display(),
-            e.kind()
-        ),
+        Err(e) => return Err(refused(path, FileError::Io(Step::Read, e))),
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
         bail!(
@@ -183,50 +151,48 @@ fn too_large(path: &Path, size: &str) -> String {
     )
 }
 
-/// Reads everything from `reader` if that is at most `limit` bytes; `None`
-/// if there is more. Never reads more than `limit + 1` bytes.
-fn read_at_most(reader: impl Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::with_capacity(limit.saturating_add(1).min(64 * 1024));
-    reader.take(limit as u64 + 1).read_to_end(&mut bytes)?;
-    Ok((bytes.len() <= limit).then_some(bytes))
-}
-
-/// Anything but a regular file (after following symlinks) is an error that
-/// says what it is.
-fn refuse_unless_regular(path: &Path, file_type: FileType) -> anyhow::Result<()> {
-    if file_type.is_file() {
-        return Ok(());
-    }
-    let what = describe(file_type);
-    let via = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => match std::fs::canonicalize(path) {
-            Ok(target) => format!(" (a symlink to {})", target.display()),
-            Err(_) => " (a symlink)".to_owned(),
-        },
-        _ => String::new(),
-    };
-    bail!(
-        "the token file {}{via} is {what}, not a regular file: HOSTENV_COMIN_TOKEN_FILE \
-         (--token-file) must name the file sops-nix renders",
-        path.display()
-    )
-}
-
-fn describe(file_type: FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_symlink() {
-        "a symlink"
-    } else {
-        "of an unknown type"
+/// Why the token file cannot be used, in the operator's terms.
+fn refused(path: &Path, error: FileError) -> anyhow::Error {
+    let shown = path.display();
+    match error {
+        FileError::Missing => anyhow!("the token file {shown} {}", missing(path)),
+        FileError::NotRegular(kind) => {
+            // Anything but a regular file (after following symlinks) says
+            // what it is, and what the link led to.
+            let via = match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_symlink() => match std::fs::canonicalize(path) {
+                    Ok(target) => format!(" (a symlink to {})", target.display()),
+                    Err(_) => " (a symlink)".to_owned(),
+                },
+                _ => String::new(),
+            };
+            anyhow!(
+                "the token file {shown}{via} is a {kind}, not a regular file: \
+                 HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file sops-nix renders"
+            )
+        }
+        FileError::TooLarge { .. } => anyhow!(too_large(path, "more")),
+        FileError::Io(Step::Look, e) => anyhow!(
+            "cannot look at the token file {shown}: {} (check the directories' modes and \
+             HOSTENV_COMIN_TOKEN_FILE)",
+            e.kind()
+        ),
+        FileError::Io(Step::Open, e) => {
+            let why = match e.raw_os_error() {
+                Some(code) => Errno::from_raw(code).desc().to_owned(),
+                None => e.kind().to_string(),
+            };
+            anyhow!(
+                "cannot open the token file {shown}: {why} (check its owner and mode, and \
+                 HOSTENV_COMIN_TOKEN_FILE)"
+            )
+        }
+        FileError::Io(Step::Stat, e) => {
+            anyhow::Error::new(e).context(format!("cannot stat the opened token file {shown}"))
+        }
+        FileError::Io(Step::Read, e) => {
+            anyhow!("cannot read the token file {shown}: {}", e.kind())
+        }
     }
 }
 
@@ -267,6 +233,7 @@ mod tests {
     use std::time::Instant;
 
     use jiff::Timestamp;
+    use nix::sys::stat::Mode;
 
     use super::*;
     use crate::adapters::clock::SystemClock;
@@ -495,24 +462,6 @@ mod tests {
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(!msg.contains("xxxx") && !msg.contains("yyyy"), "{msg}");
         msg
-    }
-
-    #[test]
-    fn at_most_one_byte_past_the_limit_is_ever_read() {
-        /// An endless source that counts what was taken from it.
-        struct Endless(u64);
-        impl Read for Endless {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                buf.fill(b'x');
-                self.0 += buf.len() as u64;
-                Ok(buf.len())
-            }
-        }
-        let mut source = Endless(0);
-        assert_eq!(read_at_most(&mut source, 4096).expect("reads"), None);
-        assert_eq!(source.0, 4097);
-        let small = read_at_most(&b"abc"[..], 4096).expect("reads");
-        assert_eq!(small.as_deref(), Some(&b"abc"[..]));
     }
 
     #[test]
