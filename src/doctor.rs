@@ -349,15 +349,17 @@ fn token(facts: &TokenFacts) -> Finding {
             "token file",
             format!("{path}: a regular file of {bytes} bytes, owned by root, mode 0600 or stricter"),
         ),
+        // The warnings name the file and say what to run.
         TokenFacts::Read { path, warnings, .. } => warn(
             "token file",
-            format!("{path}: {}", warnings.join("; ")),
-            format!("chown root: {path} && chmod 0400 {path} (or fix the sops secret's owner and mode)"),
+            warnings.join("; "),
+            format!("chown root: {path} && chmod 0400 {path} (or set the sops secret's owner and mode)"),
         ),
-        TokenFacts::Unusable { path, why } => fail(
+        // `why` names the file already.
+        TokenFacts::Unusable { why, .. } => fail(
             "token file",
-            format!("{path}: {why}"),
-            "point HOSTENV_COMIN_TOKEN_FILE at the rendered sops secret (a regular file holding the token)",
+            why.clone(),
+            "point HOSTENV_COMIN_TOKEN_FILE (--token-file) at the rendered sops secret (a regular file holding only the token)",
         ),
     }
 }

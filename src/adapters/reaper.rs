@@ -164,10 +164,6 @@ mod tests {
         assert_eq!(warning_once(false, &warned), None, "once");
     }
 
-    /// Tests cannot start children of their own here: a process runner
-    /// test running meanwhile ends every child of this process. Our parent
-    /// (cargo, or whatever runs the tests) has us as a child for as long as
-    /// we run, possibly forked from one of its other threads.
     thread_local! {
         /// Full scans of `/proc` made by this test thread.
         pub static SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -183,9 +179,17 @@ mod tests {
         );
         let before = SCANS.with(std::cell::Cell::get);
         let _ = children(getpid());
-        assert_eq!(SCANS.with(std::cell::Cell::get), before, "children() scanned /proc");
+        assert_eq!(
+            SCANS.with(std::cell::Cell::get),
+            before,
+            "children() scanned /proc"
+        );
     }
 
+    /// Tests cannot start children of their own here: a process runner
+    /// test running meanwhile ends every child of this process. Our parent
+    /// (cargo, or whatever runs the tests) has us as a child for as long as
+    /// we run, possibly forked from one of its other threads.
     #[test]
     fn both_ways_find_this_process_among_its_parents_children() {
         let parent = nix::unistd::getppid().as_raw();

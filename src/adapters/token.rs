@@ -77,13 +77,14 @@ pub fn read_token(
         }
     };
     let waited = clock.now().duration_since(start).unsigned_abs().as_secs();
-    let why = if cut_by_deadline {
-        format!("when the run's deadline was reached after waiting {waited}s")
-    } else {
-        format!("after waiting {waited}s")
+    let why = match (cut_by_deadline, wait.is_zero()) {
+        (true, _) => format!(" when the run's deadline was reached after waiting {waited}s"),
+        // Looked at once, without waiting (`doctor`).
+        (false, true) => String::new(),
+        (false, false) => format!(" after waiting {waited}s"),
     };
     bail!(
-        "the token file {} {last_state} {why}: check that the sops-nix secret was rendered \
+        "the token file {} {last_state}{why}: check that the sops-nix secret was rendered \
          (systemctl status sops-nix / the secret's path) and that HOSTENV_COMIN_TOKEN_FILE \
          (--token-file) points at it",
         path.display(),
@@ -94,7 +95,7 @@ pub fn read_token(
 enum Look {
     Token(Token, Metadata),
     /// Worth waiting for; says what is there now.
-    NotYet(&'static str),
+    NotYet(String),
 }
 
 /// Looks at the file once: a token, something to wait for, or an error that
@@ -112,12 +113,12 @@ fn look(path: &Path) -> anyhow::Result<Look> {
     };
     let limit = MAX_TOKEN_BYTES as u64;
     if meta.len() > limit {
-        bail!(too_large(path, &format!("{} bytes", meta.len())));
+        bail!(too_large(path, Some(meta.len())));
     }
     let bytes = match files::read_at_most(&file, limit) {
         Ok(Some(bytes)) => bytes,
         // It grew after the stat.
-        Ok(None) => bail!(too_large(path, "more")),
+        Ok(None) => bail!(too_large(path, None)),
         Err(e) => return Err(refused(path, FileError::Io(Step::Read, e))),
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
@@ -129,24 +130,35 @@ fn look(path: &Path) -> anyhow::Result<Look> {
     };
     Ok(match Token::new(text) {
         Some(token) => Look::Token(token, meta),
-        None => Look::NotYet("exists but is empty"),
+        None => Look::NotYet("exists but is empty".to_owned()),
     })
 }
 
 /// Why a path that does not resolve is waited for: nothing there yet, or a
 /// symlink whose target sops-nix has not rendered yet.
-fn missing(path: &Path) -> &'static str {
+fn missing(path: &Path) -> String {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => "is a symlink to a file that does not exist",
-        _ => "does not exist",
+        Ok(meta) if meta.file_type().is_symlink() => match std::fs::read_link(path) {
+            Ok(target) => format!(
+                "is a symlink to a file that does not exist ({})",
+                target.display()
+            ),
+            Err(_) => "is a symlink to a file that does not exist".to_owned(),
+        },
+        _ => "does not exist".to_owned(),
     }
 }
 
-fn too_large(path: &Path, size: &str) -> String {
+/// `size`: how much the file holds, when known.
+fn too_large(path: &Path, size: Option<u64>) -> String {
+    let holds = match size {
+        Some(bytes) => format!("holds {bytes} bytes, more than"),
+        None => "holds more than".to_owned(),
+    };
     format!(
-        "the token file {} holds {size}, more than the {MAX_TOKEN_BYTES}-byte limit for a \
-         token: HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file holding only the \
-         node's token",
+        "the token file {} {holds} the {MAX_TOKEN_BYTES}-byte limit for a token: \
+         HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file holding only the node's \
+         token",
         path.display()
     )
 }
@@ -171,7 +183,7 @@ fn refused(path: &Path, error: FileError) -> anyhow::Error {
                  HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file sops-nix renders"
             )
         }
-        FileError::TooLarge { .. } => anyhow!(too_large(path, "more")),
+        FileError::TooLarge { .. } => anyhow!(too_large(path, None)),
         FileError::Io(Step::Look, e) => anyhow!(
             "cannot look at the token file {shown}: {} (check the directories' modes and \
              HOSTENV_COMIN_TOKEN_FILE)",
