@@ -10,11 +10,15 @@
 #[path = "support/fake_provider.rs"]
 mod fake_provider;
 
+#[path = "support/prometheus.rs"]
+mod prometheus;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
 use assert_cmd::Command;
 use fake_provider::{event, fixture_json, FakeHandle, FakeProvider, JobState, Route, Visibility};
+use prometheus::Families;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -814,41 +818,6 @@ fn an_error_message_with_status_done_is_a_failed_switch() {
 
 // ------------------------------------------------------------ metrics
 
-/// Each metric family's samples as (labels, value), by family name.
-type Families = std::collections::BTreeMap<String, Vec<(Vec<(String, String)>, f64)>>;
-
-/// The metrics file, read by a strict parser of the text format.
-fn metrics_of(path: &std::path::Path) -> Families {
-    use openmetrics_parser::prometheus::parse_prometheus;
-    use openmetrics_parser::PrometheusValue;
-    let text = std::fs::read_to_string(path).expect("the metrics file");
-    let parsed = parse_prometheus(&text)
-        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"));
-    parsed
-        .families
-        .iter()
-        .map(|(name, family)| {
-            let samples = family
-                .iter_samples()
-                .map(|s| {
-                    let labels = s
-                        .get_labelset()
-                        .expect("labels")
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    let value = match &s.value {
-                        PrometheusValue::Gauge(n) => n.as_f64(),
-                        other => panic!("{name}: not a gauge: {other:?}"),
-                    };
-                    (labels, value)
-                })
-                .collect();
-            (name.clone(), samples)
-        })
-        .collect()
-}
-
 #[test]
 fn every_run_ends_by_writing_its_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -867,7 +836,7 @@ fn every_run_ends_by_writing_its_metrics() {
         .env("HOSTENV_COMIN_METRICS_FILE", metrics_file)
         .finish()
         .expect_code(0);
-    let m = metrics_of(&file);
+    let m = prometheus::read(&file);
     assert_eq!(value(&m, "hostenv_activate_last_run_success"), 1.0);
     assert_eq!(value(&m, "hostenv_activate_undelivered_events"), 0.0);
     assert!(value(&m, "hostenv_activate_last_run_duration_seconds") >= 0.0);
@@ -896,7 +865,7 @@ fn every_run_ends_by_writing_its_metrics() {
         .env("HOSTENV_COMIN_METRICS_FILE", metrics_file)
         .finish()
         .expect_code(1);
-    let m = metrics_of(&file);
+    let m = prometheus::read(&file);
     assert_eq!(value(&m, "hostenv_activate_last_run_success"), 0.0);
     let actions = &m["hostenv_activate_action_success"];
     assert_eq!(actions.len(), 1, "{actions:?}");
@@ -928,7 +897,7 @@ fn every_run_ends_by_writing_its_metrics() {
     finished
         .expect_code(1)
         .expect_mentions(&["status=failed", "not a regular file"]);
-    let m = metrics_of(&file);
+    let m = prometheus::read(&file);
     assert_eq!(value(&m, "hostenv_activate_last_run_success"), 0.0);
     assert!(m
         .get("hostenv_activate_action_success")

@@ -329,10 +329,8 @@ fn the_dry_run_predicts_exactly_what_the_run_posts() {
 
 #[test]
 fn the_dry_run_shows_what_is_already_done_and_a_run_in_progress() {
-    use hostenv_activate::model::journal::{
-        ActionRecord, ActionState, Delivery, JobRecord, Posted,
-    };
-    use hostenv_activate::model::{IntentDigest, JobId, NodeName, Op, Terminal, UserName};
+    use hostenv_activate::model::journal::Delivery;
+    use hostenv_activate::model::{Op, Terminal};
 
     let intent_json = intent(json!([
         {"op": "backup", "user": "acme", "fromNode": "node-a", "toNode": "node-b", "migrations": ["drupal-migrate"]},
@@ -342,28 +340,15 @@ fn the_dry_run_shows_what_is_already_done_and_a_run_in_progress() {
     w.provider = StubProvider::with_intent(intent_json.clone()).backups(vec![Ok(Some(
         backup_payload("acme", NODE, &[("drupal-migrate", "published")]),
     ))]);
-    let mut record = JobRecord::new(
-        NodeName::parse(NODE).expect("node"),
-        JobId::new(JOB),
-        "abc".into(),
-        IntentDigest::of(&intent_json),
-    );
-    let t = "2026-11-22T09:00:00Z".parse().expect("ts");
-    record.put(ActionRecord {
-        index: 1,
-        op: Op::Activate,
-        user: UserName::parse("acme").expect("user"),
-        state: ActionState::Finished {
-            started_at: t,
-            finished_at: t,
-            adopted: false,
-            event: Posted {
-                terminal: Terminal::success("Activation completed for acme", None),
-                delivery: Delivery::Pending,
-            },
-        },
-    });
-    w.journal.put(record);
+    w.journal.put(earlier_record(
+        &intent_json,
+        [finished(
+            1,
+            Op::Activate,
+            Terminal::success("Activation completed for acme", None),
+            Delivery::Pending,
+        )],
+    ));
     w.lock_busy_until = Some("2026-11-22T11:00:00Z".parse().expect("ts"));
     let report = dry_run(&w);
     let text = render_text(&report);

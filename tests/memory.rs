@@ -15,10 +15,9 @@ use hostenv_activate::model::journal::{
 use hostenv_activate::model::Phase::{self, Activate, Backup, Deactivate, Intent, Restore};
 use hostenv_activate::model::Status::{self, Failed, Running, Success, TimedOut, Waiting};
 use hostenv_activate::model::{
-    BackupPayload, CominStatus, EventPayload, IntentDigest, JobId, NodeName, Op, Terminal, UserName,
+    BackupPayload, CominStatus, EventPayload, IntentDigest, JobId, NodeName, Op, Terminal,
 };
 use hostenv_activate::ports::{ProgramOutcome, ProgramRun, ProviderError};
-use jiff::Timestamp;
 use serde_json::{json, Value};
 use stubs::*;
 
@@ -55,26 +54,6 @@ fn migration_world(provider: StubProvider) -> World {
     w
 }
 
-fn ts(s: &str) -> Timestamp {
-    s.parse().expect("timestamp")
-}
-
-/// The record an earlier run of `intent_json` left.
-fn earlier_record(intent_json: &Value) -> JobRecord {
-    let mut r = JobRecord::new(
-        NodeName::parse(NODE).expect("node"),
-        JobId::new(JOB),
-        "abc".into(),
-        IntentDigest::of(intent_json),
-    );
-    r.begin_run(99, ts("2026-11-22T09:00:00Z"));
-    r
-}
-
-fn acme() -> UserName {
-    UserName::parse("acme").expect("user")
-}
-
 fn first_payload() -> BackupPayload {
     backup_payload("acme", NODE, &[("drupal-migrate", "first-snapshot")])
 }
@@ -86,30 +65,25 @@ fn backup_success() -> Terminal {
     )
 }
 
-fn finished(index: usize, op: Op, terminal: Terminal, delivery: Delivery) -> ActionRecord {
-    let t = ts("2026-11-22T09:00:01Z");
-    ActionRecord {
-        index,
-        op,
-        user: acme(),
-        state: ActionState::Finished {
-            started_at: t,
-            finished_at: t,
-            adopted: false,
-            event: Posted { terminal, delivery },
-        },
-    }
+/// Action 0, acme's activation, as an earlier run finished it.
+fn activated(delivery: Delivery) -> ActionRecord {
+    finished(
+        0,
+        Op::Activate,
+        Terminal::success("Activation completed for acme", None),
+        delivery,
+    )
 }
 
-fn started(index: usize, op: Op) -> ActionRecord {
-    ActionRecord {
-        index,
-        op,
-        user: acme(),
-        state: ActionState::Started {
-            started_at: ts("2026-11-22T09:00:01Z"),
-        },
-    }
+/// [`migration_world`] where an earlier run of [`migration_away`] finished
+/// the backup, its event `delivery`.
+fn backed_up_earlier(provider: StubProvider, delivery: Delivery) -> World {
+    let w = migration_world(provider);
+    w.journal.put(earlier_record(
+        &migration_away(),
+        [finished(0, Op::Backup, backup_success(), delivery)],
+    ));
+    w
 }
 
 fn journal_state(w: &World, index: usize) -> ActionState {
@@ -185,15 +159,10 @@ fn a_journal_that_cannot_be_written_does_not_stop_the_run() {
 
 #[test]
 fn finished_and_delivered_actions_are_skipped_and_nothing_is_posted_again() {
-    let w = migration_world(StubProvider::with_intent(migration_away()));
-    let mut r = earlier_record(&migration_away());
-    r.put(finished(
-        0,
-        Op::Backup,
-        backup_success(),
+    let w = backed_up_earlier(
+        StubProvider::with_intent(migration_away()),
         Delivery::Delivered,
-    ));
-    w.journal.put(r);
+    );
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert!(
         w.systemd.started.borrow().is_empty(),
@@ -213,10 +182,10 @@ fn finished_and_delivered_actions_are_skipped_and_nothing_is_posted_again() {
 
 #[test]
 fn a_finished_action_whose_event_was_not_delivered_posts_the_same_event_again() {
-    let w = migration_world(StubProvider::with_intent(migration_away()));
-    let mut r = earlier_record(&migration_away());
-    r.put(finished(0, Op::Backup, backup_success(), Delivery::Pending));
-    w.journal.put(r);
+    let w = backed_up_earlier(
+        StubProvider::with_intent(migration_away()),
+        Delivery::Pending,
+    );
     // The provider saw only the backup's `running`.
     *w.provider.own.borrow_mut() = Some(Ok(Some(status(NODE, Backup, Running))));
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
@@ -249,10 +218,10 @@ fn a_finished_action_whose_event_was_not_delivered_posts_the_same_event_again() 
 fn an_event_the_provider_already_has_is_not_posted_twice() {
     // The run was killed after the POST went through, before the journal
     // said so: the provider's latest event of this node is that event.
-    let w = migration_world(StubProvider::with_intent(migration_away()));
-    let mut r = earlier_record(&migration_away());
-    r.put(finished(0, Op::Backup, backup_success(), Delivery::Pending));
-    w.journal.put(r);
+    let w = backed_up_earlier(
+        StubProvider::with_intent(migration_away()),
+        Delivery::Pending,
+    );
     let mut latest = status(NODE, Backup, Success);
     latest.message = Some("Migration backups completed for acme".into());
     *w.provider.own.borrow_mut() = Some(Ok(Some(latest)));
@@ -313,15 +282,10 @@ fn started_but_unfinished_actions_run_again() {
         {"op": "reload", "user": "acme"}
     ]));
     let w = World::new(StubProvider::with_intent(intent_json.clone()));
-    let mut r = earlier_record(&intent_json);
-    r.put(finished(
-        0,
-        Op::Activate,
-        Terminal::success("Activation completed for acme", None),
-        Delivery::Delivered,
+    w.journal.put(earlier_record(
+        &intent_json,
+        [activated(Delivery::Delivered), started(1, Op::Reload)],
     ));
-    r.put(started(1, Op::Reload));
-    w.journal.put(r);
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(w.programs.ran_names(), ["activate"], "only the reload ran");
     assert_eq!(
@@ -339,8 +303,7 @@ fn started_but_unfinished_actions_run_again() {
 fn a_started_backup_runs_again_only_when_the_provider_has_no_payload() {
     // No payload: the backup runs again.
     let w = migration_world(StubProvider::with_intent(migration_away()));
-    let mut r = earlier_record(&migration_away());
-    r.put(started(0, Op::Backup));
+    let r = earlier_record(&migration_away(), [started(0, Op::Backup)]);
     w.journal.put(r.clone());
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(w.systemd.started.borrow().len(), 1);
@@ -358,14 +321,15 @@ fn a_started_backup_runs_again_only_when_the_provider_has_no_payload() {
 fn a_journal_written_for_another_intent_is_ignored_and_replaced() {
     let w = migration_world(StubProvider::with_intent(migration_away()));
     let other = intent(json!([{"op": "backup", "user": "acme", "migrations": ["drupal-migrate"]}]));
-    let mut r = earlier_record(&other);
-    r.put(finished(
-        0,
-        Op::Backup,
-        backup_success(),
-        Delivery::Delivered,
+    w.journal.put(earlier_record(
+        &other,
+        [finished(
+            0,
+            Op::Backup,
+            backup_success(),
+            Delivery::Delivered,
+        )],
     ));
-    w.journal.put(r);
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(w.systemd.started.borrow().len(), 1, "the backup ran");
     assert_eq!(w.provider.sequence()[0], (Backup, Running));
@@ -382,14 +346,15 @@ fn an_action_that_failed_earlier_is_not_run_again_and_fails_the_run() {
         {"op": "activate", "user": "other"}
     ]));
     let w = World::new(StubProvider::with_intent(intent_json.clone()));
-    let mut r = earlier_record(&intent_json);
-    r.put(finished(
-        0,
-        Op::Activate,
-        Terminal::failed("Activation failed for acme (exit code 3): boom", None),
-        Delivery::Delivered,
+    w.journal.put(earlier_record(
+        &intent_json,
+        [finished(
+            0,
+            Op::Activate,
+            Terminal::failed("Activation failed for acme (exit code 3): boom", None),
+            Delivery::Delivered,
+        )],
     ));
-    w.journal.put(r);
     let out = w.run();
     assert!(
         matches!(&out, Outcome::Failed(m) if m.contains("in an earlier run")),
@@ -403,13 +368,7 @@ fn an_action_that_failed_earlier_is_not_run_again_and_fails_the_run() {
 fn a_job_this_node_finished_posts_nothing() {
     let intent_json = intent(json!([{"op": "activate", "user": "acme"}]));
     let w = World::new(StubProvider::with_intent(intent_json.clone()));
-    let mut r = earlier_record(&intent_json);
-    r.put(finished(
-        0,
-        Op::Activate,
-        Terminal::success("Activation completed for acme", None),
-        Delivery::Delivered,
-    ));
+    let mut r = earlier_record(&intent_json, [activated(Delivery::Delivered)]);
     r.closing = Some(Posted {
         terminal: Terminal::success("Completed all deploy actions for node node-a", None),
         delivery: Delivery::Delivered,
@@ -762,7 +721,7 @@ fn a_pending_backup_the_provider_already_serves_is_adopted_not_posted_again() {
     // The earlier run's POST went through, then it died before the journal
     // said so; this run's replay of it fails (502), but the provider serves
     // the payload: posting it again would move another backup's row.
-    let w = migration_world(
+    let w = backed_up_earlier(
         StubProvider::with_intent(migration_away())
             .backups(vec![Ok(Some(first_payload()))])
             .fail_post(
@@ -772,11 +731,9 @@ fn a_pending_backup_the_provider_already_serves_is_adopted_not_posted_again() {
                     body: "bad gateway".into(),
                 },
             ),
+        Delivery::Pending,
     );
     *w.provider.own.borrow_mut() = Some(Ok(Some(status(NODE, Backup, Running))));
-    let mut r = earlier_record(&migration_away());
-    r.put(finished(0, Op::Backup, backup_success(), Delivery::Pending));
-    w.journal.put(r);
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert!(
         !w.provider.sequence().contains(&(Backup, Success)),
@@ -807,14 +764,8 @@ fn a_redelivery_the_provider_already_has_is_not_posted_even_when_the_replay_stop
     // Another job's pending event fails first, so the replay stops before
     // this job's; the provider's latest event of this node already is it.
     w.journal.put(pending_elsewhere("job-0"));
-    let mut r = earlier_record(&intent_json);
-    r.put(finished(
-        0,
-        Op::Activate,
-        Terminal::success("Activation completed for acme", None),
-        Delivery::Pending,
-    ));
-    w.journal.put(r);
+    w.journal
+        .put(earlier_record(&intent_json, [activated(Delivery::Pending)]));
     let mut latest = status(NODE, Activate, Success);
     latest.message = Some("Activation completed for acme".into());
     *w.provider.own.borrow_mut() = Some(Ok(Some(latest)));

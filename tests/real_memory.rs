@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use fake_provider::{backup_success, EventSeen, FakeHandle, FakeProvider, JobState};
+use fake_provider::{backup_success, FakeHandle, FakeProvider, JobState};
 use harness::{TestUser, UserSpec};
 use node_run::{
-    intent, processes_matching, show, spawn, start_target, world, Finished, NodeConfig, NodeState,
-    PlanDir,
+    intent, migration_provider, processes_matching, show, spawn, start_target, world, Finished,
+    NodeConfig, NodeState, PlanDir,
 };
 
 const SHA: &str = "5eedfeed";
@@ -60,6 +60,16 @@ fn steps_of(fake: &FakeHandle, node: &str) -> Vec<String> {
         .iter()
         .map(|e| format!("{}/{}", e.phase, e.status))
         .collect()
+}
+
+/// What two runs printed and the job's events, for failure messages.
+fn both_runs(fake: &FakeHandle, a: &Finished, b: &Finished) -> String {
+    format!(
+        "{}\n{}\nevents:\n{}",
+        a.output(),
+        b.output(),
+        show(&fake.events(JOB))
+    )
 }
 
 /// Snapshot ids in the user's repository for `KEY`.
@@ -112,12 +122,7 @@ fn two_runs_for_one_node_never_overlap_and_post_one_clean_sequence() {
     let first = spawn(&fake, &config(NODE_A, TOKEN_A, &state));
     let second = spawn(&fake, &config(NODE_A, TOKEN_A, &state));
     let (a, b) = (first.wait(RUN_LIMIT), second.wait(RUN_LIMIT));
-    let context = format!(
-        "{}\n{}\nevents:\n{}",
-        a.output(),
-        b.output(),
-        show(&fake.events(JOB))
-    );
+    let context = both_runs(&fake, &a, &b);
     assert_eq!(a.code, Some(0), "{context}");
     assert_eq!(b.code, Some(0), "{context}");
     let log = fs::read_to_string(user.home.join("activate.log")).expect("activate.log");
@@ -155,37 +160,6 @@ fn two_runs_for_one_node_never_overlap_and_post_one_clean_sequence() {
 
 // ------------------------------------------------------------ killed and resumed
 
-/// The migration's provider, told to report every event POST to `tx`; the
-/// first `refuse` POSTs of node-a's (backup, success) are answered 503.
-fn migration_provider(user: &str, tx: mpsc::Sender<EventSeen>, refuse: usize) -> FakeHandle {
-    FakeProvider::builder()
-        .node(NODE_A, TOKEN_A)
-        .node(NODE_B, TOKEN_B)
-        .job(
-            JOB,
-            SHA,
-            [
-                (
-                    NODE_A,
-                    intent(vec![
-                        action("backup", user, &[KEY]),
-                        action("deactivate", user, &[]),
-                    ]),
-                ),
-                (
-                    NODE_B,
-                    intent(vec![
-                        action("restore", user, &[KEY]),
-                        action("activate", user, &[]),
-                    ]),
-                ),
-            ],
-        )
-        .fail_event(JOB, NODE_A, ("backup", "success"), refuse, 503)
-        .watch_events(tx)
-        .start()
-}
-
 /// `activate` as node-b's environment runs it: logs the snapshot id of the
 /// restore plan it was given.
 const PLAN_LOGGING_ACTIVATE: &str = r#"#!/bin/sh
@@ -208,7 +182,25 @@ fn killed_after_the_backup_and_resumed(delivered: bool) {
         .expect("activate");
     start_target(user);
     let (tx, rx) = mpsc::channel();
-    let fake = migration_provider(&user.name, tx, if delivered { 0 } else { 1 });
+    // The provider reports every event POST to `tx`; node-a's first
+    // (backup, success) is answered 503 unless `delivered`.
+    let fake = migration_provider(
+        JOB,
+        SHA,
+        &user.name,
+        KEY,
+        (NODE_A, TOKEN_A),
+        (NODE_B, TOKEN_B),
+    )
+    .fail_event(
+        JOB,
+        NODE_A,
+        ("backup", "success"),
+        if delivered { 0 } else { 1 },
+        503,
+    )
+    .watch_events(tx)
+    .start();
     let state = NodeState::new();
     let b = spawn(&fake, &config(NODE_B, TOKEN_B, &NodeState::new()));
     let mut first = spawn(&fake, &config(NODE_A, TOKEN_A, &state));
@@ -232,12 +224,7 @@ fn killed_after_the_backup_and_resumed(delivered: bool) {
     let second = spawn(&fake, &config(NODE_A, TOKEN_A, &state));
     let a = second.wait(RUN_LIMIT);
     let b = b.wait(RUN_LIMIT);
-    let context = format!(
-        "{}\n{}\nevents:\n{}",
-        a.output(),
-        b.output(),
-        show(&fake.events(JOB))
-    );
+    let context = both_runs(&fake, &a, &b);
     assert_eq!(a.code, Some(0), "{context}");
     assert_eq!(b.code, Some(0), "{context}");
     assert_eq!(

@@ -116,30 +116,7 @@ fn activate_provider(user: &str, token: &str) -> FakeHandle {
 /// A provider with the demo's migration job: `node-a` backs up and then
 /// deactivates `user`, `node-b` restores and then activates it.
 fn migration_provider(user: &str, token_a: &str, token_b: &str) -> FakeHandle {
-    FakeProvider::builder()
-        .node(NODE_A, token_a)
-        .node(NODE_B, token_b)
-        .job(
-            JOB,
-            SHA,
-            [
-                (
-                    NODE_A,
-                    intent(vec![
-                        action("backup", user, &[KEY]),
-                        action("deactivate", user, &[]),
-                    ]),
-                ),
-                (
-                    NODE_B,
-                    intent(vec![
-                        action("restore", user, &[KEY]),
-                        action("activate", user, &[]),
-                    ]),
-                ),
-            ],
-        )
-        .start()
+    node_run::migration_provider(JOB, SHA, user, KEY, (NODE_A, token_a), (NODE_B, token_b)).start()
 }
 
 /// `~/.local/bin/activate` as a hostenv environment's activation behaves

@@ -314,61 +314,21 @@ fn escape_label_value(text: &str) -> String {
     escaped
 }
 
+// Declared here, not in `tests`: a `#[path]` inside an inline module is
+// taken relative to `src/adapters/metrics/`, which does not exist.
+#[cfg(test)]
+#[path = "../../tests/support/prometheus.rs"]
+mod prometheus;
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use openmetrics_parser::prometheus::parse_prometheus;
-    use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
-
+    use super::prometheus::{labels, parse, read, Families, Labels};
     use super::*;
 
     const FILE: &str = "hostenv_activate.prom";
-
-    type Labels = BTreeMap<String, String>;
-    /// Each family's samples as (labels, value), families by name.
-    type Families = BTreeMap<String, Vec<(Labels, f64)>>;
-
-    /// `text` read by a strict parser of the text format: it must parse
-    /// whole, and every family must be a described gauge.
-    fn parse(text: &str) -> Families {
-        let parsed: MetricsExposition<PrometheusType, PrometheusValue> = parse_prometheus(text)
-            .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"));
-        parsed
-            .families
-            .iter()
-            .map(|(name, family)| {
-                assert_eq!(family.family_type, PrometheusType::Gauge, "{name}");
-                assert!(!family.help.is_empty(), "{name} has no HELP");
-                let samples = family
-                    .iter_samples()
-                    .map(|s| {
-                        let labels = s
-                            .get_labelset()
-                            .expect("labels")
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        let value = match &s.value {
-                            PrometheusValue::Gauge(n) => n.as_f64(),
-                            other => panic!("{name}: not a gauge sample: {other:?}"),
-                        };
-                        (labels, value)
-                    })
-                    .collect();
-                (name.clone(), samples)
-            })
-            .collect()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn action(op: &str, user: &str, millis: u64, success: bool) -> ActionMetric {
         ActionMetric {
@@ -424,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE);
         write(&path, run).expect("write");
-        parse(&std::fs::read_to_string(&path).expect("read back"))
+        read(&path)
     }
 
     /// What a file written by version 1.2.3 must read back as: the last

@@ -23,7 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::fake_provider::{Event, FakeHandle};
+use crate::fake_provider::{Builder, Event, FakeHandle, FakeProvider};
 use crate::harness::units::HOSTENV_TARGET;
 use crate::harness::{TestUser, UserSpec, World};
 
@@ -99,6 +99,38 @@ pub fn action(
 
 pub fn intent(actions: Vec<Value>) -> Value {
     json!({"schemaVersion": 1, "actions": actions})
+}
+
+/// A provider with the demo's migration job `job` for commit `sha`: the
+/// first node, `from` (name, token), backs up `user`'s `key` and then
+/// deactivates it; the second, `to`, restores it and then activates it. Not
+/// started yet: a test adds what else its provider does.
+pub fn migration_provider(
+    job: &str,
+    sha: &str,
+    user: &str,
+    key: &str,
+    from: (&str, &str),
+    to: (&str, &str),
+) -> Builder {
+    let act = |op, migrations: &[&str]| action(op, user, migrations, Some(from.0), Some(to.0));
+    FakeProvider::builder()
+        .node(from.0, from.1)
+        .node(to.0, to.1)
+        .job(
+            job,
+            sha,
+            [
+                (
+                    from.0,
+                    intent(vec![act("backup", &[key]), act("deactivate", &[])]),
+                ),
+                (
+                    to.0,
+                    intent(vec![act("restore", &[key]), act("activate", &[])]),
+                ),
+            ],
+        )
 }
 
 // ------------------------------------------------------------ running

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostenv_activate::engine::{self, Outcome, Ports, Settings};
-use hostenv_activate::model::journal::JobRecord;
+use hostenv_activate::model::journal::{ActionRecord, ActionState, Delivery, JobRecord, Posted};
 use hostenv_activate::model::{
-    BackupPayload, DeployStatus, FetchedIntent, IntentEnvelope, JobId, MigrationKey, NodeEvent,
-    NodeName, Phase, RestorePlan, Status, UserName,
+    BackupPayload, DeployStatus, FetchedIntent, IntentDigest, IntentEnvelope, JobId, MigrationKey,
+    NodeEvent, NodeName, Op, Phase, RestorePlan, Status, Terminal, UserName,
 };
 use hostenv_activate::ports::{
     Account, Cancel, Clock, JobOutcome, Journal, Level, LockAttempt, LockHolder, Log, LogFields,
@@ -511,6 +511,59 @@ impl Journal for StubJournal {
             .collect()
     }
     fn prune(&self, _now: Timestamp) {}
+}
+
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+/// The record an earlier run (pid 99, an hour before the [`FakeClock`]'s
+/// start) of `intent` left for job [`JOB`], holding `actions`.
+pub fn earlier_record(
+    intent: &Value,
+    actions: impl IntoIterator<Item = ActionRecord>,
+) -> JobRecord {
+    let mut r = JobRecord::new(
+        NodeName::parse(NODE).expect("node"),
+        JobId::new(JOB),
+        "abc".into(),
+        IntentDigest::of(intent),
+    );
+    r.begin_run(99, ts("2026-11-22T09:00:00Z"));
+    for action in actions {
+        r.put(action);
+    }
+    r
+}
+
+/// Action `index` (`op` for acme), finished in an earlier run with
+/// `terminal`, its event `delivery`.
+pub fn finished(index: usize, op: Op, terminal: Terminal, delivery: Delivery) -> ActionRecord {
+    let t = ts("2026-11-22T09:00:01Z");
+    ActionRecord {
+        index,
+        op,
+        user: UserName::parse("acme").expect("user"),
+        state: ActionState::Finished {
+            started_at: t,
+            finished_at: t,
+            adopted: false,
+            event: Posted { terminal, delivery },
+        },
+    }
+}
+
+/// Action `index` (`op` for acme), started in an earlier run that ended
+/// before it did.
+pub fn started(index: usize, op: Op) -> ActionRecord {
+    ActionRecord {
+        index,
+        op,
+        user: UserName::parse("acme").expect("user"),
+        state: ActionState::Started {
+            started_at: ts("2026-11-22T09:00:01Z"),
+        },
+    }
 }
 
 /// The run lock: busy (held by pid 4242) until the clock reaches
