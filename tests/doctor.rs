@@ -265,3 +265,25 @@ fn a_404_and_a_user_known_only_from_the_journal_are_warnings_not_failures() {
     assert!(ghost.detail.contains("journal only"), "{ghost:?}");
     assert!(d.ok, "warnings only: {}", render_text(&d));
 }
+
+#[test]
+fn a_user_manager_that_is_not_running_fails_with_how_to_start_it() {
+    let mut w = healthy();
+    w.systemd = StubSystemd {
+        manager_down: true,
+        ..StubSystemd::default()
+    };
+    let d = diagnose(&w, facts());
+    assert!(!d.ok, "{}", render_text(&d));
+    let manager = finding(&d, "systemd of acme");
+    assert_eq!(manager.verdict, Verdict::Fail, "{manager:?}");
+    assert!(manager.detail.contains("not running"), "{manager:?}");
+    assert!(
+        manager
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("user@1000.service"),
+        "{manager:?}"
+    );
+}

@@ -60,6 +60,42 @@ fn a_migration_plan_lists_steps_and_passing_checks() {
 }
 
 #[test]
+fn a_user_manager_that_is_not_running_is_not_checked_and_not_a_failure() {
+    // A real run starts user@<uid>.service first; the dry run starts
+    // nothing, so it cannot tell the unit's state, and says so.
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "backup", "user": "acme", "migrations": ["drupal-migrate"]},
+        {"op": "deactivate", "user": "acme"}
+    ]))));
+    w.systemd = StubSystemd {
+        manager_down: true,
+        ..StubSystemd::default()
+    };
+    let report = dry_run(&w);
+    assert!(report.ok, "{}", render_text(&report));
+    let skipped: Vec<_> = report
+        .actions
+        .iter()
+        .flat_map(|a| &a.checks)
+        .filter(|c| c.unchecked)
+        .collect();
+    assert_eq!(skipped.len(), 2, "the unit and the manager: {skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .all(|c| c.detail.contains("a real run would start user@")),
+        "{skipped:?}"
+    );
+    let text = render_text(&report);
+    assert!(
+        text.contains("[skip] restic-backups-drupal-migrate.service is loaded"),
+        "{text}"
+    );
+    assert!(text.contains("2 check(s) could not be made now"), "{text}");
+    assert!(!text.contains("All preflight checks passed."), "{text}");
+}
+
+#[test]
 fn failing_checks_make_the_report_fail() {
     let mut w = World::new(StubProvider::with_intent(intent(json!([
         {"op": "backup", "user": "acme", "migrations": ["drupal-migrate"]},

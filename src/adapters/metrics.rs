@@ -327,6 +327,7 @@ mod tests {
 
     use super::prometheus::{labels, parse, read, Families, Labels};
     use super::*;
+    use crate::model::journal::Delivery;
 
     const FILE: &str = "hostenv_activate.prom";
 
@@ -636,5 +637,87 @@ mod tests {
         );
         assert!(split(Path::new("/")).is_err());
         assert!(split(Path::new("textfiles/..")).is_err());
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    /// A job record of node-a whose newest run is `pid`'s, started at `at`,
+    /// with a finished (delivered) activate and a started backup.
+    fn record(job: &str, pid: u32, at: &str, closing: Option<Delivery>) -> JobRecord {
+        use crate::model::journal::{ActionRecord, Posted};
+        use crate::model::{IntentDigest, JobId, NodeName, Op, Terminal, UserName};
+        let mut r = JobRecord::new(
+            NodeName::parse("node-a").expect("node"),
+            JobId::new(job),
+            "abc".into(),
+            IntentDigest::of(&serde_json::json!({})),
+        );
+        r.begin_run(pid, ts(at));
+        let user = UserName::parse("acme").expect("user");
+        r.put(ActionRecord {
+            index: 0,
+            op: Op::Activate,
+            user: user.clone(),
+            state: ActionState::Finished {
+                started_at: ts("2026-12-01T10:00:01Z"),
+                finished_at: ts("2026-12-01T10:00:04Z"),
+                adopted: false,
+                event: Posted {
+                    terminal: Terminal::success("done", None),
+                    delivery: Delivery::Delivered,
+                },
+            },
+        });
+        r.put(ActionRecord {
+            index: 1,
+            op: Op::Backup,
+            user,
+            state: ActionState::Started {
+                started_at: ts("2026-12-01T10:00:05Z"),
+            },
+        });
+        r.closing = closing.map(|delivery| Posted {
+            terminal: Terminal::failed("cut short", None),
+            delivery,
+        });
+        r
+    }
+
+    #[test]
+    fn a_runs_metrics_come_from_its_own_record_and_count_every_undelivered_event() {
+        let started = ts("2026-12-01T10:00:00Z");
+        let finished = ts("2026-12-01T10:00:10Z");
+        let records = [
+            // Another job, an earlier run with this pid: not this run's.
+            record("old", 42, "2026-11-30T10:00:00Z", Some(Delivery::Pending)),
+            record("mine", 42, "2026-12-01T10:00:00Z", Some(Delivery::Pending)),
+        ];
+        let m = RunMetrics::of_run(&records, 42, false, started, finished);
+        assert!(!m.success);
+        assert_eq!(m.duration, Duration::from_secs(10));
+        assert_eq!(m.finished_at, finished);
+        assert_eq!(
+            m.actions,
+            vec![
+                action("activate", "acme", 3_000, true),
+                // Started, never finished: failed, up to the run's end.
+                action("backup", "acme", 5_000, false),
+            ]
+        );
+        assert_eq!(m.undelivered_events, 2, "both records' closing events");
+        let none = RunMetrics::of_run(&records, 7, true, started, finished);
+        assert!(none.actions.is_empty(), "no record is this pid's");
+    }
+
+    #[test]
+    fn the_destination_must_be_a_prom_file_in_a_directory_that_exists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(check_destination(&dir.path().join(FILE)).is_ok());
+        let not_prom = check_destination(&dir.path().join("metrics.txt")).expect_err("name");
+        assert!(not_prom.contains("does not end in .prom"), "{not_prom}");
+        let gone = check_destination(&dir.path().join("gone").join(FILE)).expect_err("dir");
+        assert!(gone.contains("does not exist"), "{gone}");
     }
 }

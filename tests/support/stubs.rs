@@ -264,6 +264,23 @@ pub struct StubSystemd {
     pub reloads: Cell<usize>,
     pub cancel_on_start: Option<Cancel>,
     pub on_start_advance: Cell<Duration>,
+    /// The user's manager is not running, and (as for the dry run and the
+    /// doctor) nothing starts it: every question fails.
+    pub manager_down: bool,
+}
+
+impl StubSystemd {
+    fn answering(&self, a: &Account) -> anyhow::Result<()> {
+        if self.manager_down {
+            return Err(hostenv_activate::ports::ManagerNotRunning {
+                who: format!("user {} (uid {})", a.name, a.uid),
+                bus: PathBuf::from(format!("/run/user/{}/bus", a.uid)),
+                manager: format!("user@{}.service", a.uid),
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 pub fn unit_ok() -> UnitRun {
@@ -287,7 +304,8 @@ impl StubSystemd {
 }
 
 impl UserSystemd for StubSystemd {
-    fn load_state(&self, _a: &Account, unit: &str) -> anyhow::Result<String> {
+    fn load_state(&self, a: &Account, unit: &str) -> anyhow::Result<String> {
+        self.answering(a)?;
         Ok(self
             .load
             .borrow()
@@ -326,7 +344,8 @@ impl UserSystemd for StubSystemd {
         self.reloads.set(self.reloads.get() + 1);
         Ok(())
     }
-    fn list_units(&self, _a: &Account, prefix: &str) -> anyhow::Result<Vec<String>> {
+    fn list_units(&self, a: &Account, prefix: &str) -> anyhow::Result<Vec<String>> {
+        self.answering(a)?;
         Ok(self
             .load
             .borrow()
