@@ -24,23 +24,28 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = config::check_combination(&cli) {
-        return usage(&e);
-    }
-    match cli.command {
-        Some(Command::Status) => return finish(commands::status(&cli)),
-        Some(Command::Doctor) => return finish(commands::doctor(&cli)),
-        None => {}
+    if let Some(command) = cli.command {
+        if let Err(e) = config::check_combination(&cli) {
+            return usage(&e);
+        }
+        return finish(match command {
+            Command::Status => commands::status(&cli),
+            Command::Doctor => commands::doctor(&cli),
+        });
     }
     let sha = match config::requested_sha(&cli) {
         Ok(sha) => sha,
         Err(e) => return usage(&e),
     };
+    // behaviour.md: no commit, nothing to do, before any configuration check.
     if sha.is_none() && !cli.dry_run {
         eprintln!(
             "hostenv-activate: COMIN_GIT_SHA is not set (and no --sha given): no deployment to act on, nothing to do"
         );
         return Exit::Ok.into();
+    }
+    if let Err(e) = config::check_combination(&cli) {
+        return usage(&e);
     }
     let config = match Config::from_cli(&cli) {
         Ok(config) => config,

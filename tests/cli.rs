@@ -29,7 +29,7 @@ const JOB: &str = "job-1";
 const TOKEN: &str = "tok-a-7Qx9-SECRET-do-not-print";
 
 /// Every required and optional setting of the program.
-const VARIABLES: [(&str, &str); 9] = [
+const VARIABLES: [(&str, &str); 14] = [
     ("COMIN_GIT_SHA", "--sha"),
     ("HOSTENV_COMIN_NODE_NAME", "--node-name"),
     ("HOSTENV_COMIN_API_BASE_URL", "--api-base-url"),
@@ -42,6 +42,11 @@ const VARIABLES: [(&str, &str); 9] = [
     ("HOSTENV_COMIN_INTENT_WAIT", "--intent-wait"),
     ("COMIN_STATUS", "--comin-status"),
     ("COMIN_ERROR_MSG", "--comin-error-msg"),
+    ("HOSTENV_COMIN_RUN_TIMEOUT", "--run-timeout"),
+    ("HOSTENV_COMIN_STATE_DIR", "--state-dir"),
+    ("HOSTENV_COMIN_LOCK_FILE", "--lock-file"),
+    ("HOSTENV_COMIN_STORE", "--comin-store"),
+    ("HOSTENV_COMIN_METRICS_FILE", "--metrics-file"),
 ];
 
 /// A provider that knows `node-a` (token [`TOKEN`]) and has one job for
@@ -678,6 +683,22 @@ fn a_dry_run_of_a_deployment_whose_switch_failed_says_nothing_would_run() {
 }
 
 #[test]
+fn a_dry_run_with_comins_error_message_in_the_environment_says_nothing_would_run() {
+    let fake = provider_with(fixture_json("intents/activate-only.json")).start();
+    Run::against(&fake)
+        .env("COMIN_STATUS", "done")
+        .env(
+            "COMIN_ERROR_MSG",
+            "switch-to-configuration exited with status 4",
+        )
+        .arg("--dry-run")
+        .finish()
+        .expect_code(1)
+        .expect_mentions(&["nothing would run; (intent, failed)"]);
+    assert!(posted(&fake).is_empty());
+}
+
+#[test]
 fn a_dry_run_without_a_commit_or_a_store_says_to_pass_sha() {
     let fake = provider_with(fixture_json("intents/empty-actions.json")).start();
     let finished = Run::against(&fake)
@@ -699,6 +720,14 @@ fn output_without_dry_run_is_a_usage_error() {
         .finish()
         .expect_code(2)
         .expect_mentions(&["--output", "--dry-run"]);
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+    // Without a commit there is nothing to do, before any other check.
+    Run::against(&fake)
+        .env_remove("COMIN_GIT_SHA")
+        .arg("--output=json")
+        .finish()
+        .expect_code(0)
+        .expect_mentions(&["COMIN_GIT_SHA"]);
     assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
 }
 

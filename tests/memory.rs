@@ -494,6 +494,66 @@ fn a_terminal_event_that_cannot_be_delivered_stays_pending() {
     assert_eq!(w.programs.ran_names(), ["activate"], "activate ran once");
 }
 
+#[test]
+fn an_action_cut_short_stays_started_in_the_journal() {
+    // The provider fails the action's first POST and the failure after it:
+    // the run stops mid-action. The journal must say the action started, so
+    // the next run runs it again (and `status` shows it unfinished).
+    let mut w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "activate", "user": "acme"}]),
+    )));
+    w.settings.retry.budget = Duration::ZERO;
+    for attempt in [0, 1] {
+        w.provider
+            .post_answers
+            .borrow_mut()
+            .insert(attempt, ProviderError::Transport("connection reset".into()));
+    }
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert!(
+        matches!(journal_state(&w, 0), ActionState::Started { .. }),
+        "{:?}",
+        journal_state(&w, 0)
+    );
+}
+
+#[test]
+fn a_terminal_event_of_a_closed_job_is_dropped_not_kept() {
+    let mut w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "activate", "user": "acme"}]),
+    )));
+    w.settings.retry.budget = Duration::ZERO;
+    // The activate's success answers 409: the job is closed.
+    w.provider
+        .post_answers
+        .borrow_mut()
+        .insert(1, ProviderError::JobClosed);
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(delivery(&journal_state(&w, 0)), Some(Delivery::Dropped));
+    assert!(
+        hostenv_activate::ports::Journal::with_pending(&w.journal).is_empty(),
+        "nothing is left for a later run to post to a closed job"
+    );
+}
+
+#[test]
+fn a_backup_unit_gets_the_runs_time_left_not_a_whole_action_timeout() {
+    let mut w = migration_world(StubProvider::with_intent(migration_away()));
+    short_deadline(&mut w, 20);
+    assert!(matches!(
+        w.run(),
+        Outcome::Succeeded(_) | Outcome::Failed(_)
+    ));
+    let started = w.systemd.started.borrow().clone();
+    assert_eq!(
+        started
+            .first()
+            .map(|(unit, timeout)| (unit.as_str(), *timeout)),
+        Some((UNIT, Duration::from_secs(20))),
+        "the unit was bounded by the 20 s left, not the 900 s action timeout"
+    );
+}
+
 // ------------------------------------------------------------ the lock
 
 #[test]

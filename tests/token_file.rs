@@ -279,3 +279,21 @@ fn a_stop_signal_ends_the_wait_for_a_missing_file_within_two_seconds() {
     );
     assert!(fake.requests().is_empty());
 }
+
+#[test]
+fn the_run_deadline_ends_the_wait_for_a_missing_file() {
+    let fake = provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("not-rendered-yet");
+    let mut invocation = command(&fake, &missing);
+    invocation.cmd.env("HOSTENV_COMIN_RUN_TIMEOUT", "2");
+    let ran = run(invocation);
+    let shown = missing.display().to_string();
+    // The 30 s token wait is cut by the 2 s run deadline.
+    ran.expect(
+        1,
+        Duration::from_secs(10),
+        &["when the run's deadline was reached", &shown],
+    );
+    assert!(fake.requests().is_empty());
+}

@@ -229,6 +229,13 @@ mod tests {
             .expect("write");
         let restore = root.path().join("run/hostenv/user/acme/restore");
         assert_eq!(path, restore.join("plan.json"));
+        // Where the plan (and the dry run) says it goes.
+        let planned = RestorePlan::path(&acct.name);
+        assert_eq!(
+            path,
+            root.path()
+                .join(planned.strip_prefix("/").expect("absolute"))
+        );
 
         let read: RestorePlan =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");

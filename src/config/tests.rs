@@ -335,3 +335,10 @@ fn the_commit_must_look_like_a_commit_id() {
         assert!(text.len() < 300, "the value is cut: {text}");
     }
 }
+
+#[test]
+fn the_run_deadline_reaches_the_engine() {
+    let c = Config::from_cli(&full(&["--run-timeout=5"])).expect("valid");
+    let s = c.settings("abc".into(), CominStatus::Done, Timestamp::UNIX_EPOCH);
+    assert_eq!(s.run_timeout, Duration::from_secs(5));
+}

@@ -87,3 +87,16 @@ impl Settings {
         format!("run deadline of {} s reached", self.run_timeout.as_secs())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// behaviour.md: the run reacts to another node's event within 1 s, so
+    /// it polls at least every second; the intent lookup every 2 s.
+    #[test]
+    fn polls_are_as_often_as_the_contract_says() {
+        assert!(Settings::PEER_POLL <= Duration::from_secs(1));
+        assert_eq!(Settings::INTENT_POLL, Duration::from_secs(2));
+    }
+}

@@ -226,6 +226,12 @@ mod tests {
         let newest = newest_deployment(json).expect("one");
         assert_eq!(newest.commit, "new");
         assert_eq!(newest.switch(), CominStatus::Done);
+        // Newest last, and the older one's time sorts later as a string.
+        let json = br#"{"deployments": [
+            {"generation": {"selected_commit_id": "old"}, "ended_at": "2026-12-01T10:30:00+02:00", "status": "done"},
+            {"generation": {"selected_commit_id": "new"}, "ended_at": "2026-12-01T10:00:00Z", "status": "done"}
+        ]}"#;
+        assert_eq!(newest_deployment(json).expect("one").commit, "new");
     }
 
     #[test]
