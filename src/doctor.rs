@@ -14,7 +14,7 @@ use crate::model::comin::Deployment;
 use crate::model::{Action, CominStatus, IntentError, MigrationKey, UserName};
 use crate::ports::{
     Account, JournalScan, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd,
-    Users,
+    Users, LOOK_LIMIT,
 };
 
 /// The JSON document's version.
@@ -455,7 +455,7 @@ fn user_checks(
         )
     });
     let manager = format!("systemd of {user}");
-    match ports.systemd.load_state(&account, TARGET_UNIT) {
+    match ports.systemd.load_state(&account, TARGET_UNIT, LOOK_LIMIT) {
         Ok(_) => checks.push(ok(manager, "reachable on the user's bus")),
         Err(e) => {
             checks.push(fail(
@@ -471,19 +471,21 @@ fn user_checks(
     }
     for key in &need.keys {
         let unit = key.unit_name();
-        checks.push(match ports.systemd.load_state(&account, &unit) {
-            Ok(state) if state == "loaded" => ok(unit, "LoadState=loaded"),
-            Ok(state) => fail(
-                unit,
-                format!("LoadState={state}"),
-                format!("define a restic backup named {key} in the environment of {user}"),
-            ),
-            Err(e) => fail(
-                unit,
-                format!("{e:#}"),
-                format!("check the systemd of {user}"),
-            ),
-        });
+        checks.push(
+            match ports.systemd.load_state(&account, &unit, LOOK_LIMIT) {
+                Ok(state) if state == "loaded" => ok(unit, "LoadState=loaded"),
+                Ok(state) => fail(
+                    unit,
+                    format!("LoadState={state}"),
+                    format!("define a restic backup named {key} in the environment of {user}"),
+                ),
+                Err(e) => fail(
+                    unit,
+                    format!("{e:#}"),
+                    format!("check the systemd of {user}"),
+                ),
+            },
+        );
         let wrapper = key.wrapper_name();
         checks.push(
             match found(&ports.programs.find_restic_wrapper(&account, key)) {

@@ -12,7 +12,7 @@ use crate::engine::{recall, Settings};
 use crate::model::{Action, CominStatus, JobId, MigrationKey, Terminal};
 use crate::ports::{
     Account, Journal, LockHolder, ManagerNotRunning, Provider, ProviderError, RunLock, Search,
-    UserPrograms, UserSystemd, Users,
+    UserPrograms, UserSystemd, Users, LOOK_LIMIT,
 };
 
 /// The read-only part of the world a dry run looks at.
@@ -321,7 +321,7 @@ fn check_step(
     match step {
         Step::CheckUnit { unit, .. } => Some(systemd_check(
             format!("{unit} is loaded"),
-            world.systemd.load_state(a, unit).map(|state| {
+            world.systemd.load_state(a, unit, LOOK_LIMIT).map(|state| {
                 if state == "loaded" {
                     Ok("LoadState=loaded".into())
                 } else {
@@ -347,7 +347,7 @@ fn check_step(
             "user's systemd reachable".into(),
             world
                 .systemd
-                .load_state(a, unit)
+                .load_state(a, unit, LOOK_LIMIT)
                 .map(|s| Ok(format!("{unit} LoadState={s}"))),
         )),
         _ => None,

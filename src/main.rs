@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use hostenv_activate::adapters::systemd;
 use hostenv_activate::cli::{Cli, Command};
 use hostenv_activate::commands;
 use hostenv_activate::config::{self, Config};
@@ -13,6 +14,11 @@ use hostenv_activate::docs;
 use hostenv_activate::errors::{ConfigError, Exit};
 
 fn main() -> ExitCode {
+    // The bus helper (this binary re-executed as an environment's user)
+    // takes no command line of its own: its request comes on stdin.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(systemd::HELPER_ARG)) {
+        return systemd::helper_main();
+    }
     let cli = Cli::parse();
     if let Some(what) = cli.generate {
         let mut out = std::io::stdout().lock();

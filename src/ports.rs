@@ -145,7 +145,7 @@ impl Cancel {
 // ---------------------------------------------------------------- systemd
 
 /// The unit's state after its job ended, for the operator and the payload.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitStatus {
     /// Service `Result` (`success`, `exit-code`, `timeout`, ...).
     pub result: Option<String>,
@@ -155,7 +155,7 @@ pub struct UnitStatus {
 }
 
 /// How a start job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobOutcome {
     /// `JobRemoved` with result `done`.
     Done,
@@ -167,10 +167,53 @@ pub enum JobOutcome {
     Interrupted,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitRun {
     pub outcome: JobOutcome,
     pub status: UnitStatus,
+}
+
+/// Some of a user's units, for a hint: at most [`UnitList::MAX_NAMED`]
+/// names (sorted), and how many more there are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitList {
+    pub names: Vec<String>,
+    /// Units that matched but are not named.
+    pub more: usize,
+}
+
+impl UnitList {
+    /// A hint names at most this many units.
+    pub const MAX_NAMED: usize = 20;
+
+    /// The first [`Self::MAX_NAMED`] of `names` (sorted, deduplicated) and
+    /// a count of the rest.
+    pub fn of(names: impl IntoIterator<Item = String>) -> Self {
+        let mut all: Vec<String> = names.into_iter().collect();
+        all.sort();
+        all.dedup();
+        let more = all.len().saturating_sub(Self::MAX_NAMED);
+        all.truncate(Self::MAX_NAMED);
+        UnitList { names: all, more }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.more == 0
+    }
+}
+
+impl std::fmt::Display for UnitList {
+    /// `a, b and 3 more`, or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        f.write_str(&self.names.join(", "))?;
+        if self.more > 0 {
+            write!(f, " and {} more", self.more)?;
+        }
+        Ok(())
+    }
 }
 
 /// A read-only [`UserSystemd`] found the user's manager not running (its
@@ -199,12 +242,17 @@ impl std::fmt::Display for ManagerNotRunning {
 
 impl std::error::Error for ManagerNotRunning {}
 
+/// How long a read-only look at a user's systemd may take (`doctor`,
+/// `--dry-run`): a user's bus that does not answer costs at most this.
+pub const LOOK_LIMIT: Duration = Duration::from_secs(10);
+
 /// The environment user's own systemd instance (`systemctl --user`).
 /// Implementations do the D-Bus work with the user's credentials and bring
 /// the user's manager up (`user@<uid>.service`) when its bus is absent.
 pub trait UserSystemd {
-    /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...).
-    fn load_state(&self, account: &Account, unit: &str) -> anyhow::Result<String>;
+    /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...),
+    /// within `limit` whatever the user's bus does.
+    fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String>;
     /// Starts `unit` (subscribed to job removal first) and waits for its job
     /// to end, at most `timeout`. On timeout or cancel the job is cancelled
     /// and the unit stopped before returning.
@@ -225,10 +273,16 @@ pub trait UserSystemd {
         timeout: Duration,
         cancel: &Cancel,
     ) -> anyhow::Result<()>;
-    /// `systemctl --user daemon-reload`.
-    fn reload_manager(&self, account: &Account) -> anyhow::Result<()>;
-    /// Names of the user's loaded units starting with `prefix`, for diagnostics.
-    fn list_units(&self, account: &Account, prefix: &str) -> anyhow::Result<Vec<String>>;
+    /// `systemctl --user daemon-reload`, within `limit`.
+    fn reload_manager(&self, account: &Account, limit: Duration) -> anyhow::Result<()>;
+    /// The user's loaded units whose names start with `prefix`, for a
+    /// hint: a bounded list, whatever the user has.
+    fn list_units(
+        &self,
+        account: &Account,
+        prefix: &str,
+        limit: Duration,
+    ) -> anyhow::Result<UnitList>;
 }
 
 // ---------------------------------------------------------------- programs

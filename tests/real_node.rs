@@ -17,6 +17,18 @@ use harness::units::{
 };
 use harness::{TestUser, UserSpec, World};
 
+/// The adapter as a run builds it, its bus helpers being the binary under
+/// test (`$HOSTENV_ACTIVATE_BIN`, else cargo's build), not this test binary.
+fn bus() -> UserBus {
+    let program = std::env::var_os("HOSTENV_ACTIVATE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hostenv-activate").into());
+    UserBus::new().helper_program(program)
+}
+
+/// Bound on the adapter's reads in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+
 fn world(specs: &[UserSpec]) -> World {
     World::up(specs).unwrap_or_else(|e| panic!("cannot bring up the real test node: {e:#}"))
 }
@@ -42,14 +54,14 @@ fn assert_no_hanging_process(user: &TestUser) {
 fn load_state_tells_loaded_from_not_found() {
     let w = world(&[UserSpec::new("a").backups(&["app"])]);
     let a = w.user("a").account();
-    let bus = UserBus::new();
+    let bus = bus();
     assert_eq!(
-        bus.load_state(&a, "restic-backups-app.service")
+        bus.load_state(&a, "restic-backups-app.service", LIMIT)
             .expect("load_state"),
         "loaded"
     );
     assert_eq!(
-        bus.load_state(&a, "restic-backups-nope.service")
+        bus.load_state(&a, "restic-backups-nope.service", LIMIT)
             .expect("load_state"),
         "not-found"
     );
@@ -59,7 +71,7 @@ fn load_state_tells_loaded_from_not_found() {
 fn run_unit_runs_a_real_restic_backup() {
     let w = world(&[UserSpec::new("a").backups(&["app"])]);
     let user = w.user("a");
-    let run = UserBus::new()
+    let run = bus()
         .run_unit(
             &user.account(),
             "restic-backups-app.service",
@@ -88,7 +100,7 @@ fn run_unit_runs_a_real_restic_backup() {
 #[test]
 fn run_unit_reports_a_failing_unit() {
     let w = world(&[UserSpec::new("a")]);
-    let run = UserBus::new()
+    let run = bus()
         .run_unit(
             &w.user("a").account(),
             FAILING_UNIT,
@@ -113,7 +125,7 @@ fn run_unit_times_out_and_stops_the_unit() {
     let w = world(&[UserSpec::new("a")]);
     let user = w.user("a");
     let started = Instant::now();
-    let run = UserBus::new()
+    let run = bus()
         .run_unit(
             &user.account(),
             HANGING_UNIT,
@@ -148,7 +160,7 @@ fn run_unit_is_interrupted_by_cancel() {
         trigger.cancel();
     });
     let started = Instant::now();
-    let run = UserBus::new()
+    let run = bus()
         .run_unit(
             &user.account(),
             HANGING_UNIT,
@@ -176,7 +188,7 @@ fn run_unit_stops_the_unit_when_the_bus_connection_is_lost() {
     let user = w.user("a");
     let account = user.account();
     let runner = thread::spawn(move || {
-        UserBus::new().run_unit(
+        bus().run_unit(
             &account,
             HANGING_UNIT,
             Duration::from_secs(60),
@@ -234,7 +246,7 @@ fn stop_unit_stops_hostenv_target_and_its_service() {
             .expect("show"),
         "active"
     );
-    UserBus::new()
+    bus()
         .stop_unit(
             &user.account(),
             HOSTENV_TARGET,
@@ -257,7 +269,7 @@ fn stop_unit_stops_hostenv_target_and_its_service() {
 #[test]
 fn stop_unit_of_a_missing_unit_is_fine() {
     let w = world(&[UserSpec::new("a").without_test_units()]);
-    UserBus::new()
+    bus()
         .stop_unit(
             &w.user("a").account(),
             HOSTENV_TARGET,
@@ -271,10 +283,10 @@ fn stop_unit_of_a_missing_unit_is_fine() {
 fn reload_manager_reloads_changed_unit_files() {
     let w = world(&[UserSpec::new("a")]);
     let user = w.user("a");
-    let bus = UserBus::new();
+    let bus = bus();
     let account = user.account();
     assert_eq!(
-        bus.load_state(&account, FAILING_UNIT).expect("load"),
+        bus.load_state(&account, FAILING_UNIT, LIMIT).expect("load"),
         "loaded"
     );
     // Keep the unit in memory (a started unit stays loaded in `failed`).
@@ -291,7 +303,7 @@ fn reload_manager_reloads_changed_unit_files() {
             .expect("show"),
         "yes"
     );
-    bus.reload_manager(&account).expect("reload_manager");
+    bus.reload_manager(&account, LIMIT).expect("reload_manager");
     assert_eq!(
         user.unit_property(FAILING_UNIT, "NeedDaemonReload")
             .expect("show"),
@@ -315,24 +327,25 @@ fn list_units_lists_the_loadable_backup_units() {
     )
     .expect("write unit");
     user.daemon_reload().expect("daemon-reload");
-    let names = UserBus::new()
-        .list_units(&user.account(), "restic-backups-")
+    let names = bus()
+        .list_units(&user.account(), "restic-backups-", LIMIT)
         .expect("list_units");
     assert_eq!(
-        names,
+        names.names,
         vec![
             "restic-backups-app.service".to_owned(),
             "restic-backups-db.service".to_owned()
         ]
     );
+    assert_eq!(names.more, 0);
 }
 
 #[test]
 fn a_missing_bus_names_the_user_and_what_to_check() {
     let w = world(&[UserSpec::new("a").without_manager()]);
     let account = w.user("a").account();
-    let err = UserBus::new()
-        .load_state(&account, FAILING_UNIT)
+    let err = bus()
+        .load_state(&account, FAILING_UNIT, LIMIT)
         .expect_err("no manager, no system bus here: must fail");
     let text = format!("{err:#}");
     eprintln!("the operator reads: {text}");
@@ -372,8 +385,8 @@ fn root_cannot_use_the_users_bus_without_switching_credentials() {
 
     // The adapter's way (connect with the user's effective uid) works.
     assert_eq!(
-        UserBus::new()
-            .load_state(&user.account(), "dbus.socket")
+        bus()
+            .load_state(&user.account(), "dbus.socket", LIMIT)
             .expect("via UserBus"),
         "loaded"
     );
@@ -393,13 +406,15 @@ fn thread_names() -> Vec<String> {
 fn calls_leave_no_threads_or_connections_behind() {
     let w = world(&[UserSpec::new("a")]);
     let account = w.user("a").account();
-    let bus = UserBus::new();
+    let bus = bus();
     // The first call starts zbus's process-wide threads.
-    bus.load_state(&account, FAILING_UNIT).expect("load_state");
+    bus.load_state(&account, FAILING_UNIT, LIMIT)
+        .expect("load_state");
     thread::sleep(Duration::from_millis(300));
     let (threads_before, fds_before) = (thread_names(), open_fds());
     for _ in 0..3 {
-        bus.load_state(&account, FAILING_UNIT).expect("load_state");
+        bus.load_state(&account, FAILING_UNIT, LIMIT)
+            .expect("load_state");
         bus.run_unit(
             &account,
             FAILING_UNIT,

@@ -1,6 +1,7 @@
 //! Credential switching, in one place: the child-side switch to an
-//! environment user before `exec`, and a short effective-id switch around a
-//! single `connect()` to a user's D-Bus socket.
+//! environment user before `exec` (for the user's programs, and for the bus
+//! helper with its resource limits), and a short effective-id switch around
+//! a single `connect()` to a user's D-Bus socket.
 //!
 //! This is the only module allowed `unsafe` (for `pre_exec`); see the SAFETY
 //! note there.
@@ -37,6 +38,67 @@ pub fn run_as(cmd: &mut Command, account: &Account) {
             setgroups(&groups)?;
             setgid(gid)?;
             setuid(uid)?;
+            Ok(())
+        });
+    }
+}
+
+/// What a bus helper may use: it reads whatever the user's bus sends, so
+/// its address space, CPU time and open files are capped, and it never
+/// writes a core file.
+#[derive(Debug, Clone, Copy)]
+pub struct HelperLimits {
+    /// `RLIMIT_AS`, bytes.
+    pub address_space: u64,
+    /// `RLIMIT_CPU`, seconds (SIGXCPU, then SIGKILL one second later).
+    pub cpu_seconds: u64,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: u64,
+}
+
+/// Makes `cmd` a bus helper for `account`: its own process group, the
+/// account's uid, gid and groups (when we are root), [`HelperLimits`], and
+/// `SIGKILL` when this process dies (set after the uid switch, which
+/// clears it).
+pub fn as_bus_helper(cmd: &mut Command, account: &Account, limits: HelperLimits) {
+    use nix::sys::prctl;
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::sys::signal::Signal;
+
+    cmd.process_group(0);
+    let switch = geteuid().as_raw() != account.uid;
+    let uid = Uid::from_raw(account.uid);
+    let gid = Gid::from_raw(account.gid);
+    let groups: Vec<Gid> = account.groups.iter().copied().map(Gid::from_raw).collect();
+    // SAFETY: as in `run_as`: the closure runs in the forked child before
+    // exec and only makes system calls (setgroups, setgid, setuid, prctl,
+    // setrlimit) on data prepared and moved in by the parent: no
+    // allocation, no locks. Groups and gid before uid; the parent-death
+    // signal after the uid switch, which resets it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if switch {
+                setgroups(&groups)?;
+                setgid(gid)?;
+                setuid(uid)?;
+            }
+            prctl::set_pdeathsig(Signal::SIGKILL)?;
+            setrlimit(
+                Resource::RLIMIT_AS,
+                limits.address_space,
+                limits.address_space,
+            )?;
+            setrlimit(
+                Resource::RLIMIT_CPU,
+                limits.cpu_seconds,
+                limits.cpu_seconds + 1,
+            )?;
+            setrlimit(
+                Resource::RLIMIT_NOFILE,
+                limits.open_files,
+                limits.open_files,
+            )?;
+            setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             Ok(())
         });
     }

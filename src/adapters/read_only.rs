@@ -7,18 +7,23 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::ports::{Account, Cancel, UnitRun, UserSystemd};
+use crate::ports::{Account, Cancel, UnitList, UnitRun, UserSystemd};
 
 /// Wraps a [`UserSystemd`] so that nothing can change through it.
 pub struct ReadOnlySystemd<S>(pub S);
 
 impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
-    fn load_state(&self, account: &Account, unit: &str) -> anyhow::Result<String> {
-        self.0.load_state(account, unit)
+    fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String> {
+        self.0.load_state(account, unit, limit)
     }
 
-    fn list_units(&self, account: &Account, prefix: &str) -> anyhow::Result<Vec<String>> {
-        self.0.list_units(account, prefix)
+    fn list_units(
+        &self,
+        account: &Account,
+        prefix: &str,
+        limit: Duration,
+    ) -> anyhow::Result<UnitList> {
+        self.0.list_units(account, prefix, limit)
     }
 
     fn run_unit(
@@ -35,7 +40,7 @@ impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
         bail!("dry run: refusing to stop {unit}")
     }
 
-    fn reload_manager(&self, account: &Account) -> anyhow::Result<()> {
+    fn reload_manager(&self, account: &Account, _: Duration) -> anyhow::Result<()> {
         bail!(
             "dry run: refusing to reload the systemd manager of {}",
             account.name

@@ -16,8 +16,8 @@ use hostenv_activate::model::{
 };
 use hostenv_activate::ports::{
     Account, Cancel, Clock, JobOutcome, Journal, Level, LockAttempt, LockHolder, Log, LogFields,
-    PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError, RunLock, Search, UnitRun,
-    UnitStatus, UserPrograms, UserSystemd, Users,
+    PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError, RunLock, Search, UnitList,
+    UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -304,7 +304,7 @@ impl StubSystemd {
 }
 
 impl UserSystemd for StubSystemd {
-    fn load_state(&self, a: &Account, unit: &str) -> anyhow::Result<String> {
+    fn load_state(&self, a: &Account, unit: &str, _limit: Duration) -> anyhow::Result<String> {
         self.answering(a)?;
         Ok(self
             .load
@@ -340,19 +340,19 @@ impl UserSystemd for StubSystemd {
         self.stopped.borrow_mut().push(unit.into());
         Ok(())
     }
-    fn reload_manager(&self, _a: &Account) -> anyhow::Result<()> {
+    fn reload_manager(&self, _a: &Account, _limit: Duration) -> anyhow::Result<()> {
         self.reloads.set(self.reloads.get() + 1);
         Ok(())
     }
-    fn list_units(&self, a: &Account, prefix: &str) -> anyhow::Result<Vec<String>> {
+    fn list_units(&self, a: &Account, prefix: &str, _limit: Duration) -> anyhow::Result<UnitList> {
         self.answering(a)?;
-        Ok(self
-            .load
-            .borrow()
-            .keys()
-            .filter(|u| u.starts_with(prefix))
-            .cloned()
-            .collect())
+        Ok(UnitList::of(
+            self.load
+                .borrow()
+                .keys()
+                .filter(|u| u.starts_with(prefix))
+                .cloned(),
+        ))
     }
 }
 

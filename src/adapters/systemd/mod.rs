@@ -1,63 +1,78 @@
 //! The environment user's own systemd manager (`systemctl --user`), driven
-//! over the user's session bus with the user's credentials: the real
-//! `ports::UserSystemd`.
+//! over the user's session bus: the real `ports::UserSystemd`.
 //!
-//! dbus-daemon only lets the bus owner register on `/run/user/<uid>/bus`, so
-//! the socket is connected with the user's effective uid
-//! (`creds::as_effective_user`) and the EXTERNAL authentication names that
-//! uid. A side effect worth having: if the user replaced the socket with a
-//! symlink, the connect happens with the user's rights, not root's.
+//! Everything under `/run/user/<uid>` belongs to a user who may be hostile
+//! (behaviour.md, "The environment's user is not trusted"), so this root
+//! process never talks to a user's bus itself. Each exchange runs in a bus
+//! helper: this same binary re-executed with the user's credentials
+//! (`inside.rs`), under address-space and CPU limits, which sends back one
+//! small typed answer (`wire.rs`) and is killed when its time is up
+//! (`helper.rs`). A bus that never answers, floods, or crashes its client
+//! costs the run one failed action, bounded in time, never a hang, memory or
+//! a panic here. dbus-daemon only lets the bus owner in anyway, so the
+//! helper is also how the user's bus can be reached at all.
 //!
-//! Every wait here is bounded and polls in slices of at most 100 ms, looking
-//! at the deadline and (where the port passes one) the cancel flag.
+//! What stays here, as root: starting `user@<uid>.service` on the system bus
+//! when the user's bus socket is absent, and waiting for the socket.
 
+mod helper;
+mod inside;
 mod jobs;
 mod proxies;
 mod session;
+mod wire;
 
-use std::collections::BTreeSet;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 use zbus::blocking::connection;
-use zbus::zvariant::OwnedObjectPath;
 
-use self::jobs::{wait_until, JobEnd};
+use self::helper::{Budget, Ended};
+pub use self::inside::{helper_main, HELPER_ARG};
+use self::jobs::wait_until;
 use self::proxies::ManagerProxy;
-use self::session::Session;
-use crate::adapters::creds;
-use crate::ports::{Account, Cancel, JobOutcome, ManagerNotRunning, UnitRun, UserSystemd};
+use self::wire::{Answer, Envelope, Request};
+use crate::ports::{
+    Account, Cancel, JobOutcome, ManagerNotRunning, UnitList, UnitRun, UnitStatus, UserSystemd,
+};
 
 /// The well-known name of a systemd manager on its bus.
 const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
-/// The longest single sleep of any wait loop here.
+/// The longest single sleep of any polling wait here.
 const SLICE: Duration = Duration::from_millis(100);
+/// What a unit that must stop may take past its job's deadline: 5 s for
+/// its stop job, then `SIGKILL` and up to 3 s for it to settle, plus the
+/// helper's own margin (behaviour.md: the action ends within its deadline
+/// plus 10 s).
+const ABORT_BUDGET: Duration = Duration::from_secs(10);
+/// After a stop signal, what a helper with a job queued may take to stop
+/// the unit and answer (the run ends within 5 s of the signal).
+const INTERRUPTED_BUDGET: Duration = Duration::from_millis(4500);
+/// A helper's own time limits are the exchange's; the root side waits this
+/// much longer, so the helper's message (naming what did not answer) wins.
+const MARGIN: Duration = Duration::from_millis(500);
 
-/// The real [`UserSystemd`]: one D-Bus connection per call, made with the
-/// user's credentials (this process must run as root, or as that user).
+/// The real [`UserSystemd`]: one bus helper per call, run with the user's
+/// credentials (this process must run as root, or as that user).
 #[derive(Debug, Clone)]
 pub struct UserBus {
-    /// How long to wait for `/run/user/<uid>/bus` (and the manager on it)
-    /// after starting `user@<uid>.service`.
+    /// The binary to re-execute as a bus helper: this one.
+    program: PathBuf,
+    /// How long to wait for `/run/user/<uid>/bus` after starting
+    /// `user@<uid>.service`.
     bus_wait: Duration,
-    /// After a timeout or cancel: how long the stop of the unit may take
-    /// before its processes are killed.
-    stop_grace: Duration,
-    /// How long to wait for the unit to settle after `SIGKILL`.
-    kill_grace: Duration,
     /// How long `stop_unit` waits for its stop job.
     stop_timeout: Duration,
-    /// Bound on every single D-Bus method call.
+    /// Bound on an exchange that is not a job (connect, authenticate, call).
     method_timeout: Duration,
     /// Start `user@<uid>.service` when the user's bus is absent (not in a
     /// dry run, which starts nothing).
     start_managers: bool,
-    /// The run deadline: waits end at it, and calls past it get a short
-    /// bound, so a run is never held up long after its deadline.
+    /// The run deadline: exchanges end at it (calls past it get a short
+    /// bound, so a run is never held up long after its deadline).
     deadline: Option<Instant>,
     /// The stop signal, for the calls whose port takes none.
     cancel: Option<Cancel>,
@@ -74,19 +89,31 @@ impl Default for UserBus {
 
 impl UserBus {
     /// The adapter with its production bounds: 30 s for a user's bus to
-    /// appear, 10 s to stop a unit after a timeout (then `SIGKILL`), 90 s for
-    /// `stop_unit`, 30 s per D-Bus call.
+    /// appear, 90 s for `stop_unit`, 30 s for any other exchange; helpers
+    /// are this binary (`/proc/self/exe`).
     pub fn new() -> Self {
         Self {
+            program: PathBuf::from("/proc/self/exe"),
             bus_wait: Duration::from_secs(30),
-            stop_grace: Duration::from_secs(10),
-            kill_grace: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(90),
             method_timeout: Duration::from_secs(30),
             start_managers: true,
             deadline: None,
             cancel: None,
         }
+    }
+
+    /// Re-executes `program` as the bus helper instead of this binary
+    /// (tests, whose own binary is not `hostenv-activate`).
+    pub fn helper_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Bounds every exchange that is not a job (a hung bus costs at most this).
+    pub fn method_timeout(mut self, limit: Duration) -> Self {
+        self.method_timeout = limit;
+        self
     }
 
     /// Bounds every wait and call by the run deadline.
@@ -119,8 +146,8 @@ impl UserBus {
         cancel.or(self.cancel.as_ref())
     }
 
-    /// For `--dry-run`: a user whose manager is not running is an error,
-    /// never a reason to start `user@<uid>.service`.
+    /// For `--dry-run` and `doctor`: a user whose manager is not running is
+    /// an error, never a reason to start `user@<uid>.service`.
     pub fn without_starting_managers() -> Self {
         Self {
             start_managers: false,
@@ -128,58 +155,38 @@ impl UserBus {
         }
     }
 
-    /// Opens a connection to the user's manager, starting the manager first
-    /// (on the system bus) when the user's bus socket is absent.
-    fn session(&self, account: &Account, cancel: Option<&Cancel>) -> anyhow::Result<Session> {
-        let cancel = self.cancel_for(cancel);
+    /// Makes sure the user's bus socket exists, starting the manager first
+    /// (on the system bus, as root) when it is absent.
+    fn ensure_bus(
+        &self,
+        account: &Account,
+        limit: Duration,
+        cancel: Option<&Cancel>,
+    ) -> anyhow::Result<()> {
         let who = who(account);
         let path = bus_socket_path(account.uid);
-        let deadline = Instant::now() + self.bounded(self.bus_wait);
-        if !path_present(&path) {
-            if !self.start_managers {
-                return Err(ManagerNotRunning {
-                    who,
-                    bus: path,
-                    manager: user_manager_unit(account.uid),
-                }
-                .into());
-            }
-            self.start_user_manager(account)?;
-            wait_until(deadline, cancel, || path_present(&path)).map_err(|why| {
-                anyhow::anyhow!(
-                    "{who}: started {unit} but the user's bus {path} {why}; {hint}",
-                    unit = user_manager_unit(account.uid),
-                    path = path.display(),
-                    why = why.describe(self.bus_wait),
-                    hint = manager_hint(account),
-                )
-            })?;
+        if path_present(&path) {
+            return Ok(());
         }
-        let stream = creds::as_effective_user(account, || UnixStream::connect(&path))
-            .with_context(|| format!("{who}: cannot take the user's identity to reach its bus"))?
-            .with_context(|| {
-                format!(
-                    "{who}: cannot connect to the user's bus {}; {}",
-                    path.display(),
-                    manager_hint(account)
-                )
-            })?;
-        let conn = connection::Builder::async_io_unix_stream(stream)
-            .user_id(account.uid)
-            .method_timeout(self.bounded(self.method_timeout))
-            .build()
-            .with_context(|| {
-                format!(
-                    "{who}: the user's bus {} refused the connection (authenticating as uid {})",
-                    path.display(),
-                    account.uid
-                )
-            })?;
-        let manager = ManagerProxy::new(&conn)
-            .with_context(|| format!("{who}: cannot set up the systemd manager proxy"))?;
-        let session = Session { conn, manager, who };
-        session.wait_for_manager(deadline, cancel, account)?;
-        Ok(session)
+        if !self.start_managers {
+            return Err(ManagerNotRunning {
+                who,
+                bus: path,
+                manager: user_manager_unit(account.uid),
+            }
+            .into());
+        }
+        let deadline = Instant::now() + self.bounded(self.bus_wait.min(limit));
+        self.start_user_manager(account)?;
+        wait_until(deadline, cancel, || path_present(&path)).map_err(|why| {
+            anyhow!(
+                "{who}: started {unit} but the user's bus {path} {why}; {hint}",
+                unit = user_manager_unit(account.uid),
+                path = path.display(),
+                why = why.describe(self.bus_wait),
+                hint = manager_hint(account),
+            )
+        })
     }
 
     /// `StartUnit("user@<uid>.service")` on the system manager, as root.
@@ -206,13 +213,87 @@ impl UserBus {
         })?;
         Ok(())
     }
+
+    /// One exchange with the user's manager, in a bus helper, within
+    /// `limit` (a job's own limit for `RunUnit`/`StopUnit`, whose helper
+    /// may then take [`ABORT_BUDGET`] more to stop the unit).
+    fn exchange(
+        &self,
+        account: &Account,
+        mut request: Request,
+        limit: Duration,
+        cancel: Option<&Cancel>,
+    ) -> anyhow::Result<Ended> {
+        let cancel = self.cancel_for(cancel);
+        let asked = Instant::now();
+        self.ensure_bus(account, limit, cancel)?;
+        let now = Instant::now();
+        let limit = limit.saturating_sub(now - asked);
+        if let Request::RunUnit { timeout_ms, .. } | Request::StopUnit { timeout_ms, .. } =
+            &mut request
+        {
+            // What is left of the job's time once the bus is there.
+            *timeout_ms = millis(limit);
+        }
+        let before_job = now + limit + MARGIN;
+        let after_job = match request {
+            Request::RunUnit { .. } => now + limit + ABORT_BUDGET,
+            _ => before_job,
+        };
+        let envelope = Envelope {
+            user: account.name.as_str().to_owned(),
+            uid: account.uid,
+            limit_ms: millis(limit),
+            request,
+        };
+        helper::exchange(
+            &self.program,
+            account,
+            &who(account),
+            &envelope,
+            Budget {
+                before_job,
+                after_job,
+                interrupted: INTERRUPTED_BUDGET,
+            },
+            cancel,
+        )
+    }
+
+    /// An exchange whose answer must be `expected`; a stop signal before it
+    /// started is an error naming what was not done.
+    fn ask(&self, account: &Account, request: Request, limit: Duration) -> anyhow::Result<Answer> {
+        let what = request.describe();
+        let limit = self.bounded(self.method_timeout.min(limit));
+        match self.exchange(account, request, limit, None)? {
+            Ended::Answer(answer) => Ok(answer),
+            Ended::Cancelled => Err(anyhow!(
+                "{}: not {what}: the run is being stopped",
+                who(account)
+            )),
+        }
+    }
+}
+
+/// An answer of the wrong kind: a helper that is not ours (or a bug).
+fn unexpected(account: &Account, answer: &Answer) -> anyhow::Error {
+    anyhow!(
+        "{}: the bus helper answered something else than asked ({:?})",
+        who(account),
+        std::mem::discriminant(answer)
+    )
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl UserSystemd for UserBus {
-    fn load_state(&self, account: &Account, unit: &str) -> anyhow::Result<String> {
-        let session = self.session(account, None)?;
-        let (_, state) = session.load(unit)?;
-        Ok(state)
+    fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String> {
+        match self.ask(account, Request::LoadState { unit: unit.into() }, limit)? {
+            Answer::LoadState { state } => Ok(state),
+            other => Err(unexpected(account, &other)),
+        }
     }
 
     fn run_unit(
@@ -222,54 +303,18 @@ impl UserSystemd for UserBus {
         timeout: Duration,
         cancel: &Cancel,
     ) -> anyhow::Result<UnitRun> {
-        let deadline = Instant::now() + timeout;
-        let session = self.session(account, Some(cancel))?;
-        let who = who(account);
-        // Listen before starting: a fast unit's job can end before StartUnit returns.
-        let jobs = session.watch_jobs()?;
-        if cancel.is_cancelled() {
-            return Ok(UnitRun {
-                outcome: JobOutcome::Interrupted,
-                status: session.status(unit),
-            });
-        }
-        let job = session
-            .manager
-            .start_unit(unit, "replace")
-            .with_context(|| format!("{who}: cannot start {unit} in the user's systemd"))?;
-        let outcome = match jobs.wait_for(&job, deadline, Some(cancel)) {
-            JobEnd::Removed(result) => job_outcome(&result),
-            JobEnd::Deadline => {
-                self.abort(&session, unit, Some(&job))?;
-                JobOutcome::TimedOut
-            }
-            JobEnd::Cancelled => {
-                self.abort(&session, unit, Some(&job))?;
-                JobOutcome::Interrupted
-            }
-            JobEnd::Lost => {
-                // Do not leave the unit running behind the error: stop it
-                // over a fresh connection if the bus is still there.
-                drop(session);
-                let stopped = self
-                    .session(account, None)
-                    .and_then(|fresh| self.abort(&fresh, unit, None));
-                bail!(
-                    "{who}: lost the connection to the user's systemd while {unit} was running \
-                     ({}); check `systemctl --user status {unit}` as the user and the user's \
-                     manager ({})",
-                    match stopped {
-                        Ok(()) => "the unit was then stopped".to_owned(),
-                        Err(e) => format!("stopping it afterwards failed too: {e:#}"),
-                    },
-                    user_manager_unit(account.uid)
-                )
-            }
+        let request = Request::RunUnit {
+            unit: unit.into(),
+            timeout_ms: millis(timeout),
         };
-        Ok(UnitRun {
-            outcome,
-            status: session.status(unit),
-        })
+        match self.exchange(account, request, timeout, Some(cancel))? {
+            Ended::Answer(Answer::UnitRun { run }) => Ok(run),
+            Ended::Answer(other) => Err(unexpected(account, &other)),
+            Ended::Cancelled => Ok(UnitRun {
+                outcome: JobOutcome::Interrupted,
+                status: UnitStatus::default(),
+            }),
+        }
     }
 
     fn stop_unit(
@@ -280,120 +325,43 @@ impl UserSystemd for UserBus {
         cancel: &Cancel,
     ) -> anyhow::Result<()> {
         let limit = self.bounded(self.stop_timeout.min(timeout));
-        let session = self.session(account, Some(cancel))?;
-        let who = &session.who;
-        let (path, load_state) = session.load(unit)?;
-        let active_state = session.unit(&path)?.active_state().with_context(|| {
-            format!("{who}: cannot read the ActiveState of {unit} in the user's systemd")
-        })?;
-        if load_state != "loaded" && is_settled(&active_state) {
-            return Ok(());
-        }
-        let jobs = session.watch_jobs()?;
-        let job = session
-            .manager
-            .stop_unit(unit, "replace")
-            .with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
-        let hint = format!("check `systemctl --user status {unit}` as the user");
-        match jobs.wait_for(&job, Instant::now() + limit, Some(cancel)) {
-            JobEnd::Removed(result) if result == "done" => Ok(()),
-            JobEnd::Removed(result) => {
-                bail!("{who}: stopping {unit} ended with job result {result:?}; {hint}")
-            }
-            JobEnd::Cancelled => bail!(
-                "{who}: interrupted by a stop signal while stopping {unit} (systemd carries on with the stop); {hint}"
-            ),
-            JobEnd::Deadline => bail!(
-                "{who}: {unit} did not stop within {}s; {hint}",
-                limit.as_secs()
-            ),
-            JobEnd::Lost => {
-                bail!("{who}: lost the connection to the user's systemd while stopping {unit}; {hint}")
-            }
+        let request = Request::StopUnit {
+            unit: unit.into(),
+            timeout_ms: millis(limit),
+        };
+        match self.exchange(account, request, limit, Some(cancel))? {
+            Ended::Answer(Answer::Stopped) => Ok(()),
+            Ended::Answer(other) => Err(unexpected(account, &other)),
+            Ended::Cancelled => Err(anyhow!(
+                "{}: interrupted by a stop signal before stopping {unit}; check `systemctl --user status {unit}` as the user",
+                who(account)
+            )),
         }
     }
 
-    fn reload_manager(&self, account: &Account) -> anyhow::Result<()> {
-        let session = self.session(account, None)?;
-        session.manager.reload().with_context(|| {
-            format!(
-                "{}: daemon-reload of the user's systemd failed; check `systemctl --user status` as the user",
-                session.who
-            )
-        })
-    }
-
-    fn list_units(&self, account: &Account, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let session = self.session(account, None)?;
-        let who = &session.who;
-        let pattern = prefix_pattern(prefix);
-        let mut names = BTreeSet::new();
-        // Units in memory...
-        let rows = session
-            .manager
-            .list_units_by_patterns(&[], &[&pattern])
-            .with_context(|| format!("{who}: cannot list the user's units matching {pattern}"))?;
-        names.extend(
-            rows.into_iter()
-                .filter(|row| row.2 == "loaded")
-                .map(|row| row.0),
-        );
-        // ...and unit files that load: an idle oneshot is often not in memory.
-        let files = session
-            .manager
-            .list_unit_files_by_patterns(&[], &[&pattern])
-            .with_context(|| {
-                format!("{who}: cannot list the user's unit files matching {pattern}")
-            })?;
-        for (file, _enablement) in files {
-            let Some(name) = unit_name_of_file(&file) else {
-                continue;
-            };
-            if names.contains(name) || is_template(name) {
-                continue;
-            }
-            if matches!(session.load(name), Ok((_, state)) if state == "loaded") {
-                names.insert(name.to_owned());
-            }
+    fn reload_manager(&self, account: &Account, limit: Duration) -> anyhow::Result<()> {
+        match self.ask(account, Request::ReloadManager, limit)? {
+            Answer::Reloaded => Ok(()),
+            other => Err(unexpected(account, &other)),
         }
-        Ok(names.into_iter().collect())
     }
-}
 
-impl UserBus {
-    /// After a timeout or cancel: cancel the start job, stop the unit, and
-    /// make sure nothing of it is left running (`SIGKILL` after the grace).
-    fn abort(
+    fn list_units(
         &self,
-        session: &Session,
-        unit: &str,
-        job: Option<&OwnedObjectPath>,
-    ) -> anyhow::Result<()> {
-        let who = &session.who;
-        // The job may already be gone; stopping the unit below covers that.
-        if let Some(proxy) = job.and_then(|job| session.job(job).ok()) {
-            let _ = proxy.cancel();
+        account: &Account,
+        prefix: &str,
+        limit: Duration,
+    ) -> anyhow::Result<UnitList> {
+        match self.ask(
+            account,
+            Request::ListUnits {
+                prefix: prefix.into(),
+            },
+            limit,
+        )? {
+            Answer::Units { list } => Ok(list),
+            other => Err(unexpected(account, &other)),
         }
-        let stop_error = session.manager.stop_unit(unit, "replace").err();
-        if session.wait_settled(unit, self.bounded(self.stop_grace)) {
-            return Ok(());
-        }
-        let _ = session.manager.kill_unit(unit, "all", libc_sigkill());
-        if session.wait_settled(unit, self.bounded(self.kill_grace)) {
-            return Ok(());
-        }
-        let state = session
-            .unit_by_name(unit)
-            .and_then(|u| Ok(u.active_state()?))
-            .unwrap_or_else(|e| format!("unknown ({e})"));
-        bail!(
-            "{who}: {unit} is still {state} after stopping it ({}) and SIGKILL; \
-             check `systemctl --user status {unit}` as the user",
-            match stop_error {
-                Some(e) => format!("StopUnit failed: {e}"),
-                None => format!("waited {}s", self.stop_grace.as_secs()),
-            }
-        )
     }
 }
 
@@ -458,23 +426,24 @@ fn who(account: &Account) -> String {
 
 /// What an operator should look at when a user's manager is unreachable.
 fn manager_hint(account: &Account) -> String {
+    manager_hint_for(account.name.as_str(), account.uid)
+}
+
+fn manager_hint_for(name: &str, uid: u32) -> String {
     format!(
         "check that the user's systemd manager runs (`systemctl status {unit}`, `journalctl -u {unit}`) \
          and that lingering is enabled for it (`loginctl enable-linger {name}`)",
-        unit = user_manager_unit(account.uid),
-        name = account.name
+        unit = user_manager_unit(uid),
     )
-}
-
-fn libc_sigkill() -> i32 {
-    nix::sys::signal::Signal::SIGKILL as i32
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
 
-    use super::jobs::{GaveUp, JobRemoved, JobWatch};
+    use zbus::zvariant::OwnedObjectPath;
+
+    use super::jobs::{GaveUp, JobEnd, JobRemoved, JobWatch};
     use super::*;
     use crate::model::UserName;
 

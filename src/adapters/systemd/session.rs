@@ -15,8 +15,8 @@ use zbus::MatchRule;
 
 use super::jobs::{job_removed, wait_until, JobWatch};
 use super::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
-use super::{is_settled, manager_hint, MANAGER_INTERFACE, MANAGER_PATH, SYSTEMD_NAME};
-use crate::ports::{Account, Cancel, UnitStatus};
+use super::{is_settled, MANAGER_INTERFACE, MANAGER_PATH, SYSTEMD_NAME};
+use crate::ports::{Cancel, UnitStatus};
 
 /// One connection to one user's manager. Closing the connection on drop
 /// also ends the job-signal reader thread.
@@ -40,7 +40,7 @@ impl Session {
         &self,
         deadline: Instant,
         cancel: Option<&Cancel>,
-        account: &Account,
+        hint: &str,
     ) -> anyhow::Result<()> {
         let who = &self.who;
         let dbus = DBusProxy::new(&self.conn)
@@ -63,7 +63,7 @@ impl Session {
                 last_error
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default(),
-                manager_hint(account)
+                hint
             )
         })
     }

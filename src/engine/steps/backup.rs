@@ -77,18 +77,25 @@ pub fn check_unit(
 ) -> Result<(), Ended> {
     let k = Key { ctx, key, unit };
     let user = &ctx.action.user;
-    let load_state = ctx.ports.systemd.load_state(account, unit).map_err(|e| {
-        k.failed(
+    let load_state =
+        ctx.ports
+            .systemd
+            .load_state(account, unit, ctx.remaining())
+            .map_err(|e| {
+                k.failed(
             format!("cannot read LoadState of {unit} for user {user}, migration key {key}: {e:#}"),
             None,
         )
-    })?;
+            })?;
     if load_state == "loaded" {
         return Ok(());
     }
-    let known = match ctx.ports.systemd.list_units(account, "restic-backups-") {
-        Ok(units) if units.is_empty() => "none".to_owned(),
-        Ok(units) => units.join(", "),
+    let known = match ctx
+        .ports
+        .systemd
+        .list_units(account, "restic-backups-", ctx.remaining())
+    {
+        Ok(units) => units.to_string(),
         Err(e) => format!("unknown ({e:#})"),
     };
     Err(k.failed(

@@ -31,13 +31,16 @@ pub fn reload_manager(ctx: &Ctx<'_>, account: &Account) -> Result<(), Ended> {
     if let Some(terminal) = ctx.out_of_time("reload the user's systemd") {
         return Err(Ended::With(terminal));
     }
-    ctx.ports.systemd.reload_manager(account).map_err(|e| {
-        ctx.fail(
-            None,
-            None,
-            format!("cannot reload the systemd of {user} after stopping its units: {e:#}"),
-        )
-    })?;
+    ctx.ports
+        .systemd
+        .reload_manager(account, ctx.remaining())
+        .map_err(|e| {
+            ctx.fail(
+                None,
+                None,
+                format!("cannot reload the systemd of {user} after stopping its units: {e:#}"),
+            )
+        })?;
     ctx.log(Level::Info, None, None, "user's systemd reloaded");
     Ok(())
 }

@@ -1,0 +1,354 @@
+//! The bus helper's side: this same binary, re-executed with an environment
+//! user's credentials (`hostenv-activate __user-bus-helper`), does one
+//! exchange with that user's systemd manager and prints [`Line`]s.
+//!
+//! Everything the user controls (the socket, the bytes on it, its units)
+//! is met here, in a process that holds only the user's rights and is
+//! bounded from outside (address space, CPU, and a kill at the deadline by
+//! the root process). A hostile bus can make this process hang, crash or
+//! grow; the root run then reports a failed action and goes on.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use zbus::blocking::connection;
+use zbus::zvariant::OwnedObjectPath;
+
+use super::jobs::JobEnd;
+use super::proxies::ManagerProxy;
+use super::session::Session;
+use super::wire::{bounded_message, Answer, Envelope, Line, Request};
+use super::{bus_socket_path, is_settled, job_outcome, prefix_pattern, unit_name_of_file};
+use super::{is_template, manager_hint_for, user_manager_unit};
+use crate::ports::{Cancel, JobOutcome, UnitList, UnitRun};
+
+/// The first argument that makes the binary a bus helper.
+pub const HELPER_ARG: &str = "__user-bus-helper";
+
+/// The most a helper reads of its request.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// How long a unit that must stop may take before its processes are
+/// killed (behaviour.md: 5 s), and how long to wait after `SIGKILL`.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// The same after a stop signal: the whole run must end within 5 s.
+const STOP_GRACE_INTERRUPTED: Duration = Duration::from_secs(2);
+const KILL_GRACE_INTERRUPTED: Duration = Duration::from_secs(1);
+
+/// The helper's whole life: read the request from stdin, do it, print the
+/// answer on stdout. The exit status says only whether an answer was sent.
+pub fn helper_main() -> ExitCode {
+    let cancel = Cancel::new();
+    // SIGTERM from the root process: stop what was started, then answer.
+    let _ = crate::adapters::signals::install(&cancel);
+    let envelope = match read_request() {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            send(&Line::Failed {
+                message: bounded_message(&format!("bus helper: {e:#}")),
+            });
+            return ExitCode::from(1);
+        }
+    };
+    let helper = Helper {
+        who: format!("user {} (uid {})", envelope.user, envelope.uid),
+        envelope,
+        started: Instant::now(),
+        cancel,
+    };
+    let line = match helper.exchange() {
+        Ok(answer) => Line::Done { answer },
+        Err(e) => Line::Failed {
+            message: bounded_message(&format!("{e:#}")),
+        },
+    };
+    send(&line);
+    ExitCode::SUCCESS
+}
+
+fn read_request() -> anyhow::Result<Envelope> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(MAX_REQUEST)
+        .read_to_end(&mut text)
+        .context("cannot read the request")?;
+    serde_json::from_slice(&text).context("the request does not parse")
+}
+
+/// One line on stdout; a root process that went away ends us.
+fn send(line: &Line) {
+    let Ok(mut text) = serde_json::to_vec(line) else {
+        std::process::exit(1);
+    };
+    text.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    if out.write_all(&text).and_then(|()| out.flush()).is_err() {
+        std::process::exit(1);
+    }
+}
+
+struct Helper {
+    envelope: Envelope,
+    who: String,
+    started: Instant,
+    cancel: Cancel,
+}
+
+impl Helper {
+    fn deadline(&self) -> Instant {
+        self.started + Duration::from_millis(self.envelope.limit_ms)
+    }
+
+    fn exchange(&self) -> anyhow::Result<Answer> {
+        match &self.envelope.request {
+            Request::LoadState { unit } => {
+                let session = self.connect(self.deadline())?;
+                let (_, state) = session.load(unit)?;
+                Ok(Answer::LoadState { state })
+            }
+            Request::RunUnit { unit, timeout_ms } => {
+                let deadline = self.started + Duration::from_millis(*timeout_ms);
+                Ok(Answer::UnitRun {
+                    run: self.run_unit(unit, deadline)?,
+                })
+            }
+            Request::StopUnit { unit, timeout_ms } => {
+                let deadline = self.started + Duration::from_millis(*timeout_ms);
+                self.stop_unit(unit, deadline)?;
+                Ok(Answer::Stopped)
+            }
+            Request::ReloadManager => {
+                let session = self.connect(self.deadline())?;
+                session.manager.reload().with_context(|| {
+                    format!(
+                        "{}: daemon-reload of the user's systemd failed; check `systemctl --user status` as the user",
+                        self.who
+                    )
+                })?;
+                Ok(Answer::Reloaded)
+            }
+            Request::ListUnits { prefix } => {
+                let session = self.connect(self.deadline())?;
+                Ok(Answer::Units {
+                    list: list_units(&session, prefix)?,
+                })
+            }
+        }
+    }
+
+    /// Connects to the user's bus (as the user: this process is the user)
+    /// and waits for the manager on it; says [`Line::Connected`].
+    fn connect(&self, deadline: Instant) -> anyhow::Result<Session> {
+        let who = &self.who;
+        let uid = self.envelope.uid;
+        let path = bus_socket_path(uid);
+        let hint = manager_hint_for(&self.envelope.user, uid);
+        let stream = UnixStream::connect(&path).with_context(|| {
+            format!(
+                "{who}: cannot connect to the user's bus {}; {hint}",
+                path.display()
+            )
+        })?;
+        let conn = connection::Builder::async_io_unix_stream(stream)
+            .user_id(uid)
+            .method_timeout(deadline.saturating_duration_since(Instant::now()))
+            .build()
+            .with_context(|| {
+                format!(
+                    "{who}: the user's bus {} refused the connection (authenticating as uid {uid})",
+                    path.display()
+                )
+            })?;
+        let manager = ManagerProxy::new(&conn)
+            .with_context(|| format!("{who}: cannot set up the systemd manager proxy"))?;
+        let session = Session {
+            conn,
+            manager,
+            who: who.clone(),
+        };
+        session.wait_for_manager(deadline, Some(&self.cancel), &hint)?;
+        send(&Line::Connected);
+        Ok(session)
+    }
+
+    fn run_unit(&self, unit: &str, deadline: Instant) -> anyhow::Result<UnitRun> {
+        let who = &self.who;
+        let cancel = &self.cancel;
+        let session = self.connect(deadline)?;
+        // Listen before starting: a fast unit's job can end before StartUnit returns.
+        let jobs = session.watch_jobs()?;
+        if cancel.is_cancelled() {
+            return Ok(UnitRun {
+                outcome: JobOutcome::Interrupted,
+                status: session.status(unit),
+            });
+        }
+        let job = session
+            .manager
+            .start_unit(unit, "replace")
+            .with_context(|| format!("{who}: cannot start {unit} in the user's systemd"))?;
+        send(&Line::JobQueued);
+        let outcome = match jobs.wait_for(&job, deadline, Some(cancel)) {
+            JobEnd::Removed(result) => job_outcome(&result),
+            JobEnd::Deadline => {
+                self.abort(&session, unit, Some(&job))?;
+                JobOutcome::TimedOut
+            }
+            JobEnd::Cancelled => {
+                self.abort(&session, unit, Some(&job))?;
+                JobOutcome::Interrupted
+            }
+            JobEnd::Lost => {
+                // Do not leave the unit running behind the error: stop it
+                // over a fresh connection if the bus is still there.
+                drop(session);
+                let stopped = self
+                    .connect(Instant::now() + STOP_GRACE)
+                    .and_then(|fresh| self.abort(&fresh, unit, None));
+                bail!(
+                    "{who}: lost the connection to the user's systemd while {unit} was running \
+                     ({}); check `systemctl --user status {unit}` as the user and the user's \
+                     manager ({})",
+                    match stopped {
+                        Ok(()) => "the unit was then stopped".to_owned(),
+                        Err(e) => format!("stopping it afterwards failed too: {e:#}"),
+                    },
+                    user_manager_unit(self.envelope.uid)
+                )
+            }
+        };
+        Ok(UnitRun {
+            outcome,
+            status: session.status(unit),
+        })
+    }
+
+    fn stop_unit(&self, unit: &str, deadline: Instant) -> anyhow::Result<()> {
+        let session = self.connect(deadline)?;
+        let who = &session.who;
+        let (path, load_state) = session.load(unit)?;
+        let active_state = session.unit(&path)?.active_state().with_context(|| {
+            format!("{who}: cannot read the ActiveState of {unit} in the user's systemd")
+        })?;
+        if load_state != "loaded" && is_settled(&active_state) {
+            return Ok(());
+        }
+        let jobs = session.watch_jobs()?;
+        let job = session
+            .manager
+            .stop_unit(unit, "replace")
+            .with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
+        send(&Line::JobQueued);
+        let hint = format!("check `systemctl --user status {unit}` as the user");
+        match jobs.wait_for(&job, deadline, Some(&self.cancel)) {
+            JobEnd::Removed(result) if result == "done" => Ok(()),
+            JobEnd::Removed(result) => {
+                bail!("{who}: stopping {unit} ended with job result {result:?}; {hint}")
+            }
+            JobEnd::Cancelled => bail!(
+                "{who}: interrupted by a stop signal while stopping {unit} (systemd carries on with the stop); {hint}"
+            ),
+            JobEnd::Deadline => bail!(
+                "{who}: {unit} did not stop within {}s; {hint}",
+                deadline.saturating_duration_since(self.started).as_secs()
+            ),
+            JobEnd::Lost => {
+                bail!("{who}: lost the connection to the user's systemd while stopping {unit}; {hint}")
+            }
+        }
+    }
+
+    /// After a timeout or cancel: cancel the start job, stop the unit, and
+    /// when its stop has not finished within the grace, `KillUnit(all, 9)`.
+    fn abort(
+        &self,
+        session: &Session,
+        unit: &str,
+        job: Option<&OwnedObjectPath>,
+    ) -> anyhow::Result<()> {
+        let who = &session.who;
+        let (stop_grace, kill_grace) = if self.cancel.is_cancelled() {
+            (STOP_GRACE_INTERRUPTED, KILL_GRACE_INTERRUPTED)
+        } else {
+            (STOP_GRACE, KILL_GRACE)
+        };
+        // The job may already be gone; stopping the unit below covers that.
+        if let Some(proxy) = job.and_then(|job| session.job(job).ok()) {
+            let _ = proxy.cancel();
+        }
+        let stop_error = session.manager.stop_unit(unit, "replace").err();
+        if session.wait_settled(unit, stop_grace) {
+            return Ok(());
+        }
+        let killed =
+            session
+                .manager
+                .kill_unit(unit, "all", nix::sys::signal::Signal::SIGKILL as i32);
+        if session.wait_settled(unit, kill_grace) {
+            return Ok(());
+        }
+        let state = session
+            .unit_by_name(unit)
+            .and_then(|u| Ok(u.active_state()?))
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        bail!(
+            "{who}: {unit} is still {state} after stopping it ({}) and killing its processes ({}); \
+             check `systemctl --user status {unit}` as the user",
+            match stop_error {
+                Some(e) => format!("StopUnit failed: {e}"),
+                None => format!("waited {}s", stop_grace.as_secs()),
+            },
+            match killed {
+                Ok(()) => "SIGKILL sent".to_owned(),
+                Err(e) => format!("KillUnit failed: {e}"),
+            }
+        )
+    }
+}
+
+/// The loaded units named `prefix*`: those in the manager's memory (one
+/// `ListUnitsByPatterns`), then, while fewer than [`UnitList::MAX_NAMED`]
+/// are named, unit files that load (an idle oneshot is often not in
+/// memory; at most that many `LoadUnit` calls). The rest is counted.
+fn list_units(session: &Session, prefix: &str) -> anyhow::Result<UnitList> {
+    let who = &session.who;
+    let pattern = prefix_pattern(prefix);
+    let rows = session
+        .manager
+        .list_units_by_patterns(&[], &[&pattern])
+        .with_context(|| format!("{who}: cannot list the user's units matching {pattern}"))?;
+    let mut loaded: std::collections::BTreeSet<String> = rows
+        .into_iter()
+        .filter(|row| row.2 == "loaded")
+        .map(|row| row.0)
+        .collect();
+    let files = session
+        .manager
+        .list_unit_files_by_patterns(&[], &[&pattern])
+        .with_context(|| format!("{who}: cannot list the user's unit files matching {pattern}"))?;
+    let mut candidates: Vec<String> = files
+        .iter()
+        .filter_map(|(file, _)| unit_name_of_file(file))
+        .filter(|name| !is_template(name) && !loaded.contains(*name))
+        .map(str::to_owned)
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    let mut unchecked = candidates.len();
+    for name in candidates {
+        if loaded.len() >= UnitList::MAX_NAMED {
+            break;
+        }
+        unchecked -= 1;
+        if matches!(session.load(&name), Ok((_, state)) if state == "loaded") {
+            loaded.insert(name);
+        }
+    }
+    let mut list = UnitList::of(loaded);
+    list.more += unchecked;
+    Ok(list)
+}
