@@ -317,8 +317,8 @@ fn reload_manager_reloads_changed_unit_files() {
 }
 
 #[test]
-fn list_units_lists_the_loadable_backup_units() {
-    let w = world(&[UserSpec::new("a").backups(&["app", "db"])]);
+fn list_units_lists_the_loaded_backup_units() {
+    let w = world(&[UserSpec::new("a").backups(&["app", "db", "idle"])]);
     let user = w.user("a");
     // A unit file that does not load (a service without ExecStart).
     user.write_unit(
@@ -326,6 +326,13 @@ fn list_units_lists_the_loadable_backup_units() {
         "[Unit]\nDescription=broken\n[Service]\nType=oneshot\n",
     )
     .expect("write unit");
+    // In memory, as a node's backup units are through their timers: wanted
+    // by the active default.target. `idle` is only a unit file.
+    user.write_unit(
+        "default.target.d/hat-backups.conf",
+        "[Unit]\nWants=restic-backups-app.service restic-backups-db.service restic-backups-broken.service\n",
+    )
+    .expect("write drop-in");
     user.daemon_reload().expect("daemon-reload");
     let names = bus()
         .list_units(&user.account(), "restic-backups-", LIMIT)

@@ -20,9 +20,9 @@ use zbus::zvariant::OwnedObjectPath;
 use super::jobs::JobEnd;
 use super::proxies::ManagerProxy;
 use super::session::Session;
+use super::user_manager_unit;
 use super::wire::{bounded_message, Answer, Envelope, Line, Request};
-use super::{bus_socket_path, is_settled, job_outcome, prefix_pattern, unit_name_of_file};
-use super::{is_template, manager_hint_for, user_manager_unit};
+use super::{bus_socket_path, is_settled, job_outcome, manager_hint_for, prefix_pattern};
 use crate::ports::{Cancel, JobOutcome, UnitList, UnitRun};
 
 /// The first argument that makes the binary a bus helper.
@@ -310,10 +310,10 @@ impl Helper {
     }
 }
 
-/// The loaded units named `prefix*`: those in the manager's memory (one
-/// `ListUnitsByPatterns`), then, while fewer than [`UnitList::MAX_NAMED`]
-/// are named, unit files that load (an idle oneshot is often not in
-/// memory; at most that many `LoadUnit` calls). The rest is counted.
+/// The loaded units named `prefix*`: one `ListUnitsByPatterns` (the units
+/// in the manager's memory; a backup unit is there through its timer),
+/// at most [`UnitList::MAX_NAMED`] named, the rest counted. Unit files are
+/// not listed: with thousands of them that call alone outlasts an action.
 fn list_units(session: &Session, prefix: &str) -> anyhow::Result<UnitList> {
     let who = &session.who;
     let pattern = prefix_pattern(prefix);
@@ -321,34 +321,9 @@ fn list_units(session: &Session, prefix: &str) -> anyhow::Result<UnitList> {
         .manager
         .list_units_by_patterns(&[], &[&pattern])
         .with_context(|| format!("{who}: cannot list the user's units matching {pattern}"))?;
-    let mut loaded: std::collections::BTreeSet<String> = rows
-        .into_iter()
-        .filter(|row| row.2 == "loaded")
-        .map(|row| row.0)
-        .collect();
-    let files = session
-        .manager
-        .list_unit_files_by_patterns(&[], &[&pattern])
-        .with_context(|| format!("{who}: cannot list the user's unit files matching {pattern}"))?;
-    let mut candidates: Vec<String> = files
-        .iter()
-        .filter_map(|(file, _)| unit_name_of_file(file))
-        .filter(|name| !is_template(name) && !loaded.contains(*name))
-        .map(str::to_owned)
-        .collect();
-    candidates.sort();
-    candidates.dedup();
-    let mut unchecked = candidates.len();
-    for name in candidates {
-        if loaded.len() >= UnitList::MAX_NAMED {
-            break;
-        }
-        unchecked -= 1;
-        if matches!(session.load(&name), Ok((_, state)) if state == "loaded") {
-            loaded.insert(name);
-        }
-    }
-    let mut list = UnitList::of(loaded);
-    list.more += unchecked;
-    Ok(list)
+    Ok(UnitList::of(
+        rows.into_iter()
+            .filter(|row| row.2 == "loaded")
+            .map(|row| row.0),
+    ))
 }

@@ -406,16 +406,6 @@ fn prefix_pattern(prefix: &str) -> String {
     pattern
 }
 
-/// `/home/u/.config/systemd/user/x.service` -> `x.service`.
-fn unit_name_of_file(path: &str) -> Option<&str> {
-    Path::new(path).file_name().and_then(|n| n.to_str())
-}
-
-/// `foo@.service` cannot be loaded by itself.
-fn is_template(name: &str) -> bool {
-    name.contains("@.")
-}
-
 fn path_present(path: &Path) -> bool {
     path.symlink_metadata().is_ok()
 }
@@ -502,16 +492,6 @@ mod tests {
     fn prefix_patterns_escape_glob_characters() {
         assert_eq!(prefix_pattern("restic-backups-"), "restic-backups-*");
         assert_eq!(prefix_pattern("a*b?[c]"), "a\\*b\\?\\[c\\]*");
-    }
-
-    #[test]
-    fn unit_names_from_files_and_templates() {
-        assert_eq!(
-            unit_name_of_file("/home/u/.config/systemd/user/restic-backups-x.service"),
-            Some("restic-backups-x.service")
-        );
-        assert!(is_template("restic-backups-@.service"));
-        assert!(!is_template("restic-backups-x.service"));
     }
 
     #[test]

@@ -53,12 +53,6 @@ pub trait Manager {
         states: &[&str],
         patterns: &[&str],
     ) -> zbus::Result<Vec<UnitRow>>;
-    /// (unit file path, enablement state)
-    fn list_unit_files_by_patterns(
-        &self,
-        states: &[&str],
-        patterns: &[&str],
-    ) -> zbus::Result<Vec<(String, String)>>;
 }
 
 #[proxy(
