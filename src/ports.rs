@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use crate::model::journal::JobRecord;
 use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, JobId, MigrationKey, NodeEvent, NodeName,
-    RestorePlan, UserName,
+    RestorePlan, UnhealthyUnit, UserName,
 };
 
 // ---------------------------------------------------------------- provider
@@ -216,6 +216,18 @@ impl std::fmt::Display for UnitList {
     }
 }
 
+/// What the health check after an activation found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Health {
+    /// Every unit `default.target` and `hostenv.target` want or require is
+    /// settled and none failed (or there are none).
+    Healthy { looked_at: usize },
+    /// Units failed, or still activating at the bound.
+    Unhealthy { units: Vec<UnhealthyUnit> },
+    /// A stop signal came first.
+    Interrupted,
+}
+
 /// A read-only [`UserSystemd`] found the user's manager not running (its
 /// bus socket absent) and did not start it, as a real run would: what it
 /// was asked cannot be told, which need not stop a run.
@@ -273,6 +285,17 @@ pub trait UserSystemd {
         timeout: Duration,
         cancel: &Cancel,
     ) -> anyhow::Result<()>;
+    /// Waits, at most `limit`, until the units that `default.target` and
+    /// `hostenv.target` (each where loaded) want or require have no job
+    /// pending and none is `activating`, looking again at units that became
+    /// active less than 2 s ago; then tells which are failed or still not
+    /// settled (behaviour.md, "Healthy, not just exited").
+    fn check_health(
+        &self,
+        account: &Account,
+        limit: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<Health>;
     /// `systemctl --user daemon-reload`, within `limit`.
     fn reload_manager(&self, account: &Account, limit: Duration) -> anyhow::Result<()>;
     /// The user's loaded units whose names start with `prefix`, for a

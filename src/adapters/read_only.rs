@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::ports::{Account, Cancel, UnitList, UnitRun, UserSystemd};
+use crate::ports::{Account, Cancel, Health, UnitList, UnitRun, UserSystemd};
 
 /// Wraps a [`UserSystemd`] so that nothing can change through it.
 pub struct ReadOnlySystemd<S>(pub S);
@@ -24,6 +24,15 @@ impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
         limit: Duration,
     ) -> anyhow::Result<UnitList> {
         self.0.list_units(account, prefix, limit)
+    }
+
+    fn check_health(
+        &self,
+        account: &Account,
+        limit: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<Health> {
+        self.0.check_health(account, limit, cancel)
     }
 
     fn run_unit(

@@ -143,7 +143,7 @@ pub struct ActionPlan {
 }
 
 /// One step of an action. The last step of every plan ends the action
-/// (`Activate`, `PublishBackup` or `Finish`); any step may end it early with
+/// (`CheckHealth`, `PublishBackup` or `Finish`); any step may end it early with
 /// a failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "step")]
@@ -178,9 +178,17 @@ pub enum Step {
     },
     /// Write the restore plan with the awaited snapshot ids.
     WriteRestorePlan { path: PathBuf, source: NodeName },
-    /// Run the user's `activate` program; exit 0 ends the action with
+    /// Run the user's `activate` program; anything but exit 0 ends the
+    /// action.
+    Activate,
+    /// Wait up to `within` for the services of `default.target` and
+    /// `hostenv.target` to settle; none failed ends the action with
     /// `success` and this message.
-    Activate { success: String },
+    CheckHealth {
+        #[serde(rename = "withinSeconds", serialize_with = "seconds")]
+        within: Duration,
+        success: String,
+    },
     /// Stop a unit of the user's systemd (not loaded is fine).
     StopUnit { unit: String },
     /// `daemon-reload` of the user's systemd.
@@ -347,6 +355,22 @@ fn other<'a>(settings: &Settings, node: Option<&'a NodeName>) -> Option<&'a Node
     node.filter(|n| **n != settings.node)
 }
 
+/// Run `activate`, then (unless the check is off) the health check, which
+/// ends the action with `success`.
+fn activation(settings: &Settings, success: String) -> [Step; 2] {
+    let within = settings.health_timeout;
+    [
+        Step::Activate,
+        if within.is_zero() {
+            Step::Finish {
+                terminal: Terminal::success(success, None),
+            }
+        } else {
+            Step::CheckHealth { within, success }
+        },
+    ]
+}
+
 fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
     let user = &action.user;
     let running = Step::Announce {
@@ -364,13 +388,9 @@ fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
             } else {
                 "Activation completed"
             };
-            vec![
-                running,
-                Step::ResolveUser,
-                Step::Activate {
-                    success: format!("{done} for {user}"),
-                },
-            ]
+            let mut steps = vec![running, Step::ResolveUser];
+            steps.extend(activation(settings, format!("{done} for {user}")));
+            steps
         }
         Op::Backup if keys.is_empty() => vec![
             running,
@@ -443,9 +463,10 @@ fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
                 path: RestorePlan::path(user),
                 source: source.clone(),
             });
-            steps.push(Step::Activate {
-                success: format!("Restore and activation completed for {user}"),
-            });
+            steps.extend(activation(
+                settings,
+                format!("Restore and activation completed for {user}"),
+            ));
             steps
         }
         Op::Deactivate => {
@@ -510,8 +531,10 @@ impl Step {
                 "write {} with the snapshot ids from {source}",
                 path.display()
             ),
-            Step::Activate { success } => format!(
-                "run {user}'s activate program as {user}; on exit 0 post ({op}, success) \"{success}\""
+            Step::Activate => format!("run {user}'s activate program as {user}"),
+            Step::CheckHealth { within, success } => format!(
+                "wait up to {}s for the services that default.target and hostenv.target want in {user}'s systemd to settle; none failed: post ({op}, success) \"{success}\"",
+                within.as_secs()
             ),
             Step::StopUnit { unit } => format!("stop {unit} in {user}'s systemd"),
             Step::ReloadManager => format!("reload {user}'s systemd manager"),
@@ -565,7 +588,7 @@ impl ActionPlan {
                 Step::AwaitTarget { .. } => {
                     events.push(event(Status::Running, &running_message(&self.action.user)));
                 }
-                Step::Activate { success } => events.push(event(Status::Success, success)),
+                Step::CheckHealth { success, .. } => events.push(event(Status::Success, success)),
                 Step::PublishBackup { message } => events.push(event(Status::Success, message)),
                 Step::Finish { terminal } => {
                     events.push(event(terminal.status.into(), &terminal.message));

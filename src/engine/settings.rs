@@ -19,6 +19,9 @@ pub struct Settings {
     pub action_timeout: Duration,
     pub target_observe_timeout: Duration,
     pub intent_wait: Duration,
+    /// How long the services may take to settle after `activate` exits 0
+    /// (zero: no health check).
+    pub health_timeout: Duration,
     /// How long the whole run may take, from `started_at`.
     pub run_timeout: Duration,
     /// When the process started: the run deadline counts from here.
@@ -36,6 +39,7 @@ impl Settings {
     pub const DEFAULT_TARGET_OBSERVE_TIMEOUT: Duration = Duration::from_secs(120);
     pub const DEFAULT_INTENT_WAIT: Duration = Duration::from_secs(30);
     pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
     /// behaviour.md: a 404 intent lookup is retried every 2 s.
     pub const INTENT_POLL: Duration = Duration::from_secs(2);
     /// behaviour.md: another node's event is noticed within 1 s.
@@ -58,6 +62,7 @@ impl Settings {
             action_timeout,
             target_observe_timeout: Self::DEFAULT_TARGET_OBSERVE_TIMEOUT,
             intent_wait: Self::DEFAULT_INTENT_WAIT,
+            health_timeout: Self::DEFAULT_HEALTH_TIMEOUT,
             run_timeout: Self::DEFAULT_RUN_TIMEOUT,
             started_at,
             pid: 0,

@@ -193,7 +193,44 @@ impl Terminal {
 pub enum EventPayload {
     Backup(BackupPayload),
     UnitFailed(Box<UnitFailure>),
+    Unhealthy(HealthFailure),
     ProgramFailed(ProgramFailure),
+}
+
+/// Payload of an activation that exited 0 but whose services are not
+/// healthy (behaviour.md, "Healthy, not just exited").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthFailure {
+    pub user: UserName,
+    /// The `activate` program's: always 0 here.
+    pub exit_code: i32,
+    pub unhealthy: Vec<UnhealthyUnit>,
+}
+
+/// A unit of `default.target`/`hostenv.target` that is failed, or still
+/// not settled, when the health check ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnhealthyUnit {
+    pub unit: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// The service's `Result` (`exit-code`, `signal`, ...); none for units
+    /// that are not services.
+    pub result: Option<String>,
+    pub exec_main_status: Option<i32>,
+}
+
+impl std::fmt::Display for UnhealthyUnit {
+    /// `app.service failed/failed (exit-code)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.unit, self.active_state, self.sub_state)?;
+        if let Some(result) = &self.result {
+            write!(f, " ({result})")?;
+        }
+        Ok(())
+    }
 }
 
 /// Payload of a successful `backup`; served later, verbatim, to the restoring

@@ -12,8 +12,8 @@ pub mod snapshot;
 
 pub use comin::CominStatus;
 pub use event::{
-    BackupPayload, DeployStatus, EventPayload, NodeEvent, Phase, ProgramFailure, RestorePlan,
-    Status, Terminal, TerminalStatus, UnitFailure,
+    BackupPayload, DeployStatus, EventPayload, HealthFailure, NodeEvent, Phase, ProgramFailure,
+    RestorePlan, Status, Terminal, TerminalStatus, UnhealthyUnit, UnitFailure,
 };
 pub use intent::{
     Action, ActionProblem, FetchedIntent, Intent, IntentDigest, IntentEnvelope, IntentError, JobId,

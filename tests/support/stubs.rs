@@ -15,9 +15,9 @@ use hostenv_activate::model::{
     NodeEvent, NodeName, Op, Phase, RestorePlan, Status, Terminal, UserName,
 };
 use hostenv_activate::ports::{
-    Account, Cancel, Clock, JobOutcome, Journal, Level, LockAttempt, LockHolder, Log, LogFields,
-    PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError, RunLock, Search, UnitList,
-    UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
+    Account, Cancel, Clock, Health, JobOutcome, Journal, Level, LockAttempt, LockHolder, Log,
+    LogFields, PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError, RunLock, Search,
+    UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -267,6 +267,10 @@ pub struct StubSystemd {
     /// The user's manager is not running, and (as for the dry run and the
     /// doctor) nothing starts it: every question fails.
     pub manager_down: bool,
+    /// What each health check finds, in order; none left: healthy.
+    pub health: RefCell<VecDeque<anyhow::Result<Health>>>,
+    /// The limit of each health check asked for.
+    pub health_checks: RefCell<Vec<Duration>>,
 }
 
 impl StubSystemd {
@@ -303,7 +307,24 @@ impl StubSystemd {
     }
 }
 
+impl StubSystemd {
+    /// The next health check finds `health`.
+    pub fn health_finds(self, health: Health) -> Self {
+        self.health.borrow_mut().push_back(Ok(health));
+        self
+    }
+}
+
 impl UserSystemd for StubSystemd {
+    fn check_health(&self, a: &Account, limit: Duration, _c: &Cancel) -> anyhow::Result<Health> {
+        self.answering(a)?;
+        self.health_checks.borrow_mut().push(limit);
+        self.health
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(Ok(Health::Healthy { looked_at: 0 }))
+    }
+
     fn load_state(&self, a: &Account, unit: &str, _limit: Duration) -> anyhow::Result<String> {
         self.answering(a)?;
         Ok(self

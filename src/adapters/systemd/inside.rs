@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use zbus::blocking::connection;
 use zbus::zvariant::OwnedObjectPath;
 
+use super::health;
 use super::jobs::JobEnd;
 use super::proxies::ManagerProxy;
 use super::session::Session;
@@ -130,6 +131,13 @@ impl Helper {
                     )
                 })?;
                 Ok(Answer::Reloaded)
+            }
+            Request::CheckHealth { timeout_ms } => {
+                let deadline = self.started + Duration::from_millis(*timeout_ms);
+                let session = self.connect(deadline)?;
+                Ok(Answer::Health {
+                    health: health::check(&session, deadline)?,
+                })
             }
             Request::ListUnits { prefix } => {
                 let session = self.connect(self.deadline())?;

@@ -15,6 +15,7 @@
 //! What stays here, as root: starting `user@<uid>.service` on the system bus
 //! when the user's bus socket is absent, and waiting for the socket.
 
+mod health;
 mod helper;
 mod inside;
 mod jobs;
@@ -34,7 +35,8 @@ use self::jobs::wait_until;
 use self::proxies::ManagerProxy;
 use self::wire::{Answer, Envelope, Request};
 use crate::ports::{
-    Account, Cancel, JobOutcome, ManagerNotRunning, UnitList, UnitRun, UnitStatus, UserSystemd,
+    Account, Cancel, Health, JobOutcome, ManagerNotRunning, UnitList, UnitRun, UnitStatus,
+    UserSystemd,
 };
 
 /// The well-known name of a systemd manager on its bus.
@@ -229,8 +231,9 @@ impl UserBus {
         self.ensure_bus(account, limit, cancel)?;
         let now = Instant::now();
         let limit = limit.saturating_sub(now - asked);
-        if let Request::RunUnit { timeout_ms, .. } | Request::StopUnit { timeout_ms, .. } =
-            &mut request
+        if let Request::RunUnit { timeout_ms, .. }
+        | Request::StopUnit { timeout_ms, .. }
+        | Request::CheckHealth { timeout_ms } = &mut request
         {
             // What is left of the job's time once the bus is there.
             *timeout_ms = millis(limit);
@@ -336,6 +339,22 @@ impl UserSystemd for UserBus {
                 "{}: interrupted by a stop signal before stopping {unit}; check `systemctl --user status {unit}` as the user",
                 who(account)
             )),
+        }
+    }
+
+    fn check_health(
+        &self,
+        account: &Account,
+        limit: Duration,
+        cancel: &Cancel,
+    ) -> anyhow::Result<Health> {
+        let request = Request::CheckHealth {
+            timeout_ms: millis(limit),
+        };
+        match self.exchange(account, request, limit, Some(cancel))? {
+            Ended::Answer(Answer::Health { health }) => Ok(health),
+            Ended::Answer(other) => Err(unexpected(account, &other)),
+            Ended::Cancelled => Ok(Health::Interrupted),
         }
     }
 

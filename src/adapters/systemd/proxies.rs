@@ -78,6 +78,16 @@ pub trait Unit {
     fn active_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
+    /// The pending job (id 0: none).
+    #[zbus(property)]
+    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
+    /// CLOCK_MONOTONIC, microseconds; 0 when never active.
+    #[zbus(property)]
+    fn active_enter_timestamp_monotonic(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn wants(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn requires(&self) -> zbus::Result<Vec<String>>;
 }
 
 #[proxy(

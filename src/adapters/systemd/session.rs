@@ -139,6 +139,49 @@ impl Session {
         .is_ok()
     }
 
+    /// `Subscribe`, match rules for `PropertiesChanged` of any unit and for
+    /// `JobRemoved`, and a reader thread that sends `()` on each such
+    /// signal: a wait for units to settle wakes on their changes.
+    pub(super) fn watch_changes(&self) -> anyhow::Result<mpsc::Receiver<()>> {
+        let who = &self.who;
+        let context = || format!("{who}: cannot listen for unit changes in the user's systemd");
+        self.manager.subscribe().with_context(context)?;
+        let dbus = DBusProxy::new(&self.conn).with_context(context)?;
+        let messages = MessageIterator::from(&self.conn);
+        let rules = [
+            MatchRule::builder()
+                .msg_type(MessageType::Signal)
+                .sender(SYSTEMD_NAME)?
+                .interface("org.freedesktop.DBus.Properties")?
+                .member("PropertiesChanged")?
+                .path_namespace("/org/freedesktop/systemd1/unit")?
+                .build(),
+            MatchRule::builder()
+                .msg_type(MessageType::Signal)
+                .sender(SYSTEMD_NAME)?
+                .path(MANAGER_PATH)?
+                .interface(MANAGER_INTERFACE)?
+                .member("JobRemoved")?
+                .build(),
+        ];
+        for rule in rules {
+            dbus.add_match_rule(rule).with_context(context)?;
+        }
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("systemd-changes".into())
+            .spawn(move || {
+                for message in messages {
+                    let Ok(message) = message else { break };
+                    if message.message_type() == MessageType::Signal && tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .with_context(context)?;
+        Ok(rx)
+    }
+
     /// `Subscribe`, a match rule for `JobRemoved` and a reader thread
     /// forwarding each one to a channel, so waits can use `recv_timeout`.
     pub(super) fn watch_jobs(&self) -> anyhow::Result<JobWatch> {

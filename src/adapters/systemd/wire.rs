@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{UnitList, UnitRun};
+use crate::ports::{Health, UnitList, UnitRun};
 
 /// The most the root process reads of a helper's answer (all its lines).
 pub const MAX_ANSWER: usize = 64 * 1024;
@@ -33,6 +33,9 @@ pub enum Request {
     /// The loaded units whose names start with `prefix` (a few named, the
     /// rest counted).
     ListUnits { prefix: String },
+    /// Wait up to `timeout_ms` for the services of `default.target` and
+    /// `hostenv.target` to settle, then say which are not healthy.
+    CheckHealth { timeout_ms: u64 },
 }
 
 impl Request {
@@ -44,6 +47,9 @@ impl Request {
             Request::StopUnit { unit, .. } => format!("stopping {unit}"),
             Request::ReloadManager => "daemon-reload".to_owned(),
             Request::ListUnits { prefix } => format!("listing the units named {prefix}*"),
+            Request::CheckHealth { .. } => {
+                "looking at the services of default.target and hostenv.target".to_owned()
+            }
         }
     }
 }
@@ -84,6 +90,7 @@ pub enum Answer {
     Stopped,
     Reloaded,
     Units { list: UnitList },
+    Health { health: Health },
 }
 
 /// `text` cut to [`MAX_MESSAGE`] characters at most, saying so.

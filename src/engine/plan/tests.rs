@@ -51,24 +51,54 @@ fn running(user: &str) -> Step {
     }
 }
 
+fn health(success: &str) -> Step {
+    Step::CheckHealth {
+        within: Settings::DEFAULT_HEALTH_TIMEOUT,
+        success: success.into(),
+    }
+}
+
 #[test]
-fn activate_and_reload_resolve_the_user_then_activate() {
+fn activate_and_reload_resolve_the_user_activate_then_check_health() {
     assert_eq!(
         steps_of(json!({"op": "activate", "user": "acme"})),
         vec![
             running("acme"),
             Step::ResolveUser,
-            Step::Activate {
-                success: "Activation completed for acme".into()
-            },
+            Step::Activate,
+            health("Activation completed for acme"),
         ]
     );
     assert_eq!(
-        steps_of(json!({"op": "reload", "user": "acme"}))[2],
-        Step::Activate {
-            success: "Reload completed for acme".into()
-        }
+        steps_of(json!({"op": "reload", "user": "acme"}))[3],
+        health("Reload completed for acme")
     );
+}
+
+#[test]
+fn with_the_health_check_off_activation_ends_at_exit_0() {
+    let settings = Settings {
+        health_timeout: Duration::ZERO,
+        ..settings()
+    };
+    let intent = fetched(json!([{"op": "activate", "user": "acme"}]));
+    let plan = plan(&settings, &intent, &Memory::default());
+    let Body::Perform { actions, .. } = &plan.body else {
+        panic!("a plan that performs: {plan:?}");
+    };
+    assert_eq!(
+        actions[0].steps[2..],
+        [
+            Step::Activate,
+            Step::Finish {
+                terminal: Terminal::success("Activation completed for acme", None)
+            }
+        ]
+    );
+    assert!(plan
+        .would_post()
+        .iter()
+        .any(|e| e.message == "Activation completed for acme"));
 }
 
 #[test]
@@ -147,9 +177,8 @@ fn restore_from_another_node_waits_then_writes_the_plan_and_activates() {
                 path: PathBuf::from("/run/hostenv/user/acme/restore/plan.json"),
                 source: node("node-b")
             },
-            Step::Activate {
-                success: "Restore and activation completed for acme".into()
-            },
+            Step::Activate,
+            health("Restore and activation completed for acme"),
         ]
     );
 }
@@ -258,7 +287,7 @@ fn every_plan_ends_the_action() {
             assert!(
                 matches!(
                     steps.last(),
-                    Some(Step::Activate { .. } | Step::PublishBackup { .. } | Step::Finish { .. })
+                    Some(Step::CheckHealth { .. } | Step::PublishBackup { .. } | Step::Finish { .. })
                 ),
                 "{op}: {steps:?}"
             );

@@ -1,18 +1,27 @@
 //! `Activate` step: run the user's `activate` program as the user, within
-//! the action's deadline (`activate`, `reload`, and the end of `restore`).
+//! the action's deadline (`activate`, `reload`, and the end of `restore`);
+//! exit 0 goes on to the health check.
 
 use crate::engine::text::{fold_output, truncate_tail};
 use crate::model::{EventPayload, ProgramFailure, Terminal};
 use crate::ports::{Account, Level, ProgramOutcome};
 
-use super::Ctx;
+use super::{Ctx, Ended};
 
 /// Characters of output in a failure message and in its payload.
 const SUMMARY_CHARS: usize = 220;
 const DETAIL_CHARS: usize = 4000;
 
-/// Finds and runs `activate`; exit 0 gives `success` with `done`.
-pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
+/// Finds and runs `activate`; anything but exit 0 ends the action.
+pub fn run(ctx: &Ctx<'_>, account: &Account) -> Result<(), Ended> {
+    match attempt(ctx, account) {
+        None => Ok(()),
+        Some(terminal) => Err(Ended::With(terminal)),
+    }
+}
+
+/// `None` when `activate` exited 0, else how the action ends.
+fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
     let user = &ctx.action.user;
     let search = ctx.ports.programs.find_activate(account);
     let Some(program) = search.found else {
@@ -21,10 +30,10 @@ pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
             search.looked_at()
         );
         ctx.log(Level::Error, None, None, &msg);
-        return Terminal::failed(msg, None);
+        return Some(Terminal::failed(msg, None));
     };
     if let Some(terminal) = ctx.out_of_time(&format!("run {}", program.display())) {
-        return terminal;
+        return Some(terminal);
     }
     ctx.log(
         Level::Info,
@@ -40,10 +49,10 @@ pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
         {
             Ok(run) => run,
             Err(e) => {
-                return Terminal::failed(
+                return Some(Terminal::failed(
                     format!("could not start {} as {user}: {e:#}", program.display()),
                     None,
-                )
+                ))
             }
         };
     let payload = |exit_code: Option<i32>| {
@@ -54,8 +63,16 @@ pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
         }))
     };
     let summary = fold_output(&run.output, SUMMARY_CHARS);
-    match run.outcome {
-        ProgramOutcome::Exited(0) => Terminal::success(done, None),
+    Some(match run.outcome {
+        ProgramOutcome::Exited(0) => {
+            ctx.log(
+                Level::Info,
+                None,
+                None,
+                &format!("{} exited 0", program.display()),
+            );
+            return None;
+        }
         ProgramOutcome::Exited(code) => Terminal::failed(
             format!("Activation failed for {user} (exit code {code}): {summary}"),
             payload(Some(code)),
@@ -81,5 +98,5 @@ pub fn run(ctx: &Ctx<'_>, account: &Account, done: &str) -> Terminal {
             payload: payload(None),
             ..ctx.interrupted("activating")
         },
-    }
+    })
 }

@@ -4,6 +4,7 @@
 
 mod activate;
 mod backup;
+mod health;
 mod restore;
 mod systemd;
 pub mod wait;
@@ -268,9 +269,11 @@ fn run_step(ctx: &Ctx<'_>, step: &Step, progress: &mut Progress) -> Result<(), E
             source,
             progress.snapshots.clone(),
         ),
-        Step::Activate { success } => Err(Ended::With(activate::run(
+        Step::Activate => activate::run(ctx, progress.account(action)?),
+        Step::CheckHealth { within, success } => Err(Ended::With(health::check(
             ctx,
             progress.account(action)?,
+            *within,
             success,
         ))),
         Step::StopUnit { unit } => systemd::stop_unit(ctx, progress.account(action)?, unit),

@@ -1,0 +1,182 @@
+//! The health check, inside a bus helper: the units that `default.target`
+//! and `hostenv.target` want or require, watched until they settle
+//! (behaviour.md, "Healthy, not just exited"). It wakes on the manager's
+//! signals (`PropertiesChanged`, `JobRemoved`) and on the 2 s second look
+//! at young units, never on a timer slice: a healthy activation that
+//! started nothing costs one round of reads.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::time::{clock_gettime, ClockId};
+
+use super::session::Session;
+use crate::model::UnhealthyUnit;
+use crate::ports::Health;
+
+/// The targets whose units make the environment.
+const TARGETS: [&str; 2] = ["default.target", "hostenv.target"];
+/// A unit that became active less than this ago is looked at again.
+const SECOND_LOOK: Duration = Duration::from_secs(2);
+/// Units reported at most (the answer stays small whatever the user has).
+const MAX_REPORTED: usize = 50;
+
+/// One unit as last read.
+struct Seen {
+    unit: String,
+    active_state: String,
+    sub_state: String,
+    /// A job is pending, or the unit is between states.
+    settling: bool,
+    /// Active for less than [`SECOND_LOOK`]: when to look again.
+    young_until: Option<Instant>,
+}
+
+/// Waits until every unit has settled (or `deadline`), then tells which
+/// are failed or still not settled.
+pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Health> {
+    let changes = session.watch_changes()?;
+    let units = wanted_units(session)?;
+    loop {
+        // Drop the changes read below: they are in what this round sees.
+        while changes.try_recv().is_ok() {}
+        let seen: Vec<Seen> = units
+            .iter()
+            .filter_map(|unit| look(session, unit).transpose())
+            .collect::<anyhow::Result<_>>()?;
+        let now = Instant::now();
+        let next_look = seen.iter().filter_map(|s| s.young_until).min();
+        let settling = seen.iter().any(|s| s.settling);
+        if (!settling && next_look.is_none()) || now >= deadline {
+            return Ok(verdict(session, seen, units.len()));
+        }
+        // Wake on the next change, the next second look or the deadline.
+        let wake = if settling {
+            next_look.map_or(deadline, |t| t.min(deadline))
+        } else {
+            next_look.map_or(deadline, |t| t.min(deadline))
+        };
+        match changes.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!(
+                "{}: lost the connection to the user's systemd while watching its services settle",
+                session.who
+            ),
+        }
+    }
+}
+
+/// The names in `Wants` and `Requires` of each target that is loaded.
+fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
+    let mut units = BTreeSet::new();
+    for target in TARGETS {
+        let (path, state) = session.load(target)?;
+        if state != "loaded" {
+            continue;
+        }
+        let proxy = session.unit(&path)?;
+        let context = || format!("{}: cannot read what {target} wants", session.who);
+        units.extend(proxy.wants().with_context(context)?);
+        units.extend(proxy.requires().with_context(context)?);
+    }
+    Ok(units)
+}
+
+/// The unit's state; `None` for a unit that is not loaded (a `Wants=` of
+/// something absent is no failure).
+fn look(session: &Session, unit: &str) -> anyhow::Result<Option<Seen>> {
+    let (path, load_state) = session.load(unit)?;
+    if load_state != "loaded" {
+        return Ok(None);
+    }
+    let proxy = session.unit(&path)?;
+    let context = || format!("{}: cannot read the state of {unit}", session.who);
+    let active_state = proxy.active_state().with_context(context)?;
+    let sub_state = proxy.sub_state().with_context(context)?;
+    let (job, _) = proxy.job().with_context(context)?;
+    let settling = job != 0
+        || matches!(
+            active_state.as_str(),
+            "activating" | "deactivating" | "reloading" | "refreshing"
+        );
+    let young_until = if active_state == "active" {
+        let entered = proxy
+            .active_enter_timestamp_monotonic()
+            .with_context(context)?;
+        young_until(entered, monotonic_micros())
+    } else {
+        None
+    };
+    Ok(Some(Seen {
+        unit: unit.to_owned(),
+        active_state,
+        sub_state,
+        settling,
+        young_until,
+    }))
+}
+
+/// When a unit that entered `active` at `entered` (µs, CLOCK_MONOTONIC)
+/// has been active for [`SECOND_LOOK`], if that is still ahead at `now`.
+fn young_until(entered: u64, now: u64) -> Option<Instant> {
+    let second_look = u64::try_from(SECOND_LOOK.as_micros()).unwrap_or(u64::MAX);
+    let ripe = entered.saturating_add(second_look);
+    (entered != 0 && ripe > now).then(|| Instant::now() + Duration::from_micros(ripe - now))
+}
+
+fn monotonic_micros() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+            + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1000
+    })
+}
+
+/// Failed units, and (at the bound) units still not settled.
+fn verdict(session: &Session, seen: Vec<Seen>, looked_at: usize) -> Health {
+    let mut units: Vec<UnhealthyUnit> = seen
+        .into_iter()
+        .filter(|s| s.active_state == "failed" || s.settling || s.young_until.is_some())
+        .take(MAX_REPORTED)
+        .map(|s| {
+            let status = session.status(&s.unit);
+            UnhealthyUnit {
+                result: status.result.filter(|_| s.unit.ends_with(".service")),
+                exec_main_status: status
+                    .exec_main_status
+                    .filter(|_| s.unit.ends_with(".service")),
+                unit: s.unit,
+                active_state: s.active_state,
+                sub_state: s.sub_state,
+            }
+        })
+        .collect();
+    units.sort_by(|a, b| a.unit.cmp(&b.unit));
+    if units.is_empty() {
+        Health::Healthy { looked_at }
+    } else {
+        Health::Unhealthy { units }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn young_units_are_looked_at_again_two_seconds_after_they_became_active() {
+        let now = 100_000_000;
+        assert!(young_until(0, now).is_none(), "never active");
+        assert!(
+            young_until(now - 3_000_000, now).is_none(),
+            "active for 3 s"
+        );
+        let again = young_until(now - 500_000, now).expect("active for 0.5 s");
+        let wait = again.saturating_duration_since(Instant::now());
+        assert!(
+            wait <= Duration::from_millis(1500) && wait > Duration::from_millis(1000),
+            "{wait:?}"
+        );
+    }
+}
