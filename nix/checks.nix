@@ -1,7 +1,8 @@
 # `nix flake check`: build, clippy, rustfmt, Nix formatting, the NixOS
 # module's evaluation, and the hermetic harness against the packaged binaries.
 # None of these can run on the project's own machines (nixpkgs cannot be
-# fetched there); `.ci/nix-checks` runs the parse and formatting part.
+# fetched there); `.ci/nix-checks` runs the parse and formatting part, and
+# evaluates the module with the vendored lib and comin options (tests/nix_module.rs).
 {
   lib,
   pkgs,

@@ -75,8 +75,9 @@
     '';
   };
 
-  # A number of seconds, accepted exactly as the binary accepts it (the
-  # crate's tests compare these bounds with src/config.rs).
+  # A number of seconds, accepted exactly as the binary accepts it
+  # (tests/nix_module.rs evaluates these bounds and compares them with
+  # src/config.rs).
   seconds = {
     variable,
     default,

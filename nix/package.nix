@@ -11,12 +11,11 @@
   manifest = (lib.importTOML ../Cargo.toml).package;
 
   # The crate and nothing else, so editing the Nix files or CI does not
-  # rebuild it; but the module, whose option bounds a unit test compares
-  # with the binary's.
+  # rebuild it.
   src = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.difference ../. (lib.fileset.unions [
-      (lib.fileset.difference ../nix ../nix/module.nix)
+      ../nix
       ../flake.nix
       (lib.fileset.maybeMissing ../flake.lock)
       (lib.fileset.maybeMissing ../.ci)
@@ -26,12 +25,14 @@
 
   # Integration test targets (tests/*.rs) that need no root. The `real_*`
   # targets run real systemd user managers as root in mount namespaces: they
-  # cannot run in the build sandbox, so they are left to `.ci/run`.
+  # cannot run in the build sandbox, so they are left to `.ci/run`; nor can
+  # `nix_module`, which runs Nix on the module with ../shared/vendor
+  # (`.ci/nix-checks`; here, checks.nix's `module` does that job).
   hermeticTests = lib.pipe (builtins.readDir ../tests) [
     (lib.filterAttrs (name: type: type == "regular" && lib.hasSuffix ".rs" name))
     lib.attrNames
     (map (lib.removeSuffix ".rs"))
-    (lib.filter (name: !lib.hasPrefix "real_" name))
+    (lib.filter (name: !lib.hasPrefix "real_" name && name != "nix_module"))
   ];
 in
   rustPlatform.buildRustPackage {

@@ -27,7 +27,6 @@ mod node_run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,8 +36,8 @@ use fake_provider::{FakeHandle, FakeProvider, JobState, Route};
 use harness::units::{HOSTENV_TARGET, TARGET_SERVICE};
 use harness::{TestUser, UserSpec};
 use node_run::{
-    intent, position, processes_matching, settled, show, spawn, start_target, world, Finished,
-    NodeConfig, PlanDir, Running,
+    intent, position, processes_matching, random_hex, restoring_activate, settled, show, spawn,
+    start_target, world, Finished, NodeConfig, PlanDir, Running,
 };
 
 const SHA: &str = "5eedc0ffee";
@@ -55,16 +54,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(90);
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 // ------------------------------------------------------------ support
-
-/// `len` random hex characters (from the kernel; no extra dependency).
-fn random_hex(len: usize) -> String {
-    let mut bytes = vec![0u8; len.div_ceil(2)];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("read /dev/urandom");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..len].to_owned()
-}
 
 /// Waits until `done` holds, at most `limit`; panics naming `what`.
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -117,44 +106,6 @@ fn activate_provider(user: &str, token: &str) -> FakeHandle {
 /// deactivates `user`, `node-b` restores and then activates it.
 fn migration_provider(user: &str, token_a: &str, token_b: &str) -> FakeHandle {
     node_run::migration_provider(JOB, SHA, user, KEY, (NODE_A, token_a), (NODE_B, token_b)).start()
-}
-
-/// `~/.local/bin/activate` as a hostenv environment's activation behaves
-/// during a migration: with a restore plan, restore its snapshot with the
-/// environment's own restic wrapper and check the data came back. Each
-/// call appends one line to `~/activate.log`:
-/// `restored <id> marker-ok|marker-MISSING <what was found>` or `no-plan`.
-fn restoring_activate(expected_marker: &str) -> String {
-    format!(
-        r#"#!/bin/sh
-log="$HOME/activate.log"
-plan="/run/hostenv/user/$USER/restore/plan.json"
-if [ ! -f "$plan" ]; then
-  echo "no-plan" >> "$log"
-  exit 0
-fi
-id=$(sed -n 's/.*"{KEY}" *: *"\([0-9a-f]*\)".*/\1/p' "$plan")
-if [ -z "$id" ]; then
-  echo "no-id-in-plan" >> "$log"
-  echo "no snapshot id for {KEY} in $plan"
-  exit 3
-fi
-rm -rf "$HOME/restored"
-if ! restic-{KEY} restore "$id" --target "$HOME/restored" > "$HOME/restore.out" 2>&1; then
-  echo "restore-failed $id" >> "$log"
-  cat "$HOME/restore.out"
-  exit 4
-fi
-found=$(find "$HOME/restored" -name marker.txt -type f -exec cat {{}} \;)
-if [ "$found" = "{expected_marker}" ]; then
-  echo "restored $id marker-ok $found" >> "$log"
-else
-  echo "restored $id marker-MISSING [$found]" >> "$log"
-  echo "the restored data does not hold the marker"
-  exit 5
-fi
-"#
-    )
 }
 
 /// Starts the user's `hostenv.target` and checks it is active.
@@ -234,8 +185,12 @@ fn migration_moves_the_environment_data_from_node_a_to_node_b() {
     let marker = format!("marker-{}", random_hex(24));
     user.write_file(MARKER_REL, &format!("{marker}\n"), 0o644)
         .expect("marker");
-    user.write_file(".local/bin/activate", &restoring_activate(&marker), 0o755)
-        .expect("activate");
+    user.write_file(
+        ".local/bin/activate",
+        &restoring_activate(KEY, &marker, false),
+        0o755,
+    )
+    .expect("activate");
     start_target_active(user);
 
     let (token_a, token_b) = (
@@ -379,8 +334,12 @@ impl FailedMigration {
 fn failed_backup_migration(user: &TestUser) -> FailedMigration {
     user.write_file(MARKER_REL, "marker\n", 0o644)
         .expect("marker");
-    user.write_file(".local/bin/activate", &restoring_activate("marker"), 0o755)
-        .expect("activate");
+    user.write_file(
+        ".local/bin/activate",
+        &restoring_activate(KEY, "marker", false),
+        0o755,
+    )
+    .expect("activate");
     user.write_unit(
         &format!("restic-backups-{KEY}.service"),
         "[Unit]\nDescription=broken backup\n\n[Service]\nType=oneshot\n\

@@ -130,7 +130,7 @@ impl World {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let needs_restic = specs.iter().any(|s| !s.backup_keys.is_empty());
         let tools = preflight(needs_restic)?;
-        remove_stale_users(&tools.cgroup_root);
+        remove_stale_users(&tools.cgroup_root, None);
         let logs = tempfile::Builder::new()
             .prefix("hat-logs-")
             .tempdir()
@@ -591,16 +591,20 @@ fn preflight(needs_restic: bool) -> anyhow::Result<Tools> {
     if needs_restic && restic.is_none() {
         bail!("restic is not installed: apt-get install -y restic (.ci/run does this in CI)");
     }
-    let cgroup_root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").exists())
+    let cgroup_root = cgroup_root()
         .context("no cgroup v2 hierarchy (looked at /sys/fs/cgroup/unified and /sys/fs/cgroup)")?;
     Ok(Tools {
         systemd,
         restic,
         cgroup_root,
     })
+}
+
+fn cgroup_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").exists())
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -758,9 +762,32 @@ fn processes_of(uid: u32) -> Vec<(i32, String)> {
     found
 }
 
+/// Removes the `hat-<pid>-*` users of `pid`, a process that has ended
+/// without its teardown (the demo's worker, killed on Ctrl-C), with their
+/// processes, cgroups and runtime dirs. Returns the accounts still there.
+pub fn remove_users_of(pid: u32) -> Vec<String> {
+    if let Some(root) = cgroup_root() {
+        remove_stale_users(&root, Some(pid));
+    }
+    users_of(pid)
+}
+
+/// The `hat-<pid>-*` accounts of `pid`.
+pub fn users_of(pid: u32) -> Vec<String> {
+    let prefix = format!("{NAME_PREFIX}{pid}-");
+    fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(':').next())
+        .filter(|name| name.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Removes `hat-<pid>-*` users whose test process is gone (a run that was
-/// killed before its teardown), with their processes, cgroups and runtime dirs.
-fn remove_stale_users(cgroup_root: &Path) {
+/// killed before its teardown), with their processes, cgroups and runtime
+/// dirs; with `only`, just those of that pid.
+fn remove_stale_users(cgroup_root: &Path, only: Option<u32>) {
     let Ok(passwd) = fs::read_to_string("/etc/passwd") else {
         return;
     };
@@ -778,7 +805,10 @@ fn remove_stale_users(cgroup_root: &Path) {
         let Ok(uid) = uid.parse::<u32>() else {
             continue;
         };
-        if uid == 0 || Path::new(&format!("/proc/{pid}")).exists() {
+        if uid == 0
+            || only.is_some_and(|only| only != pid)
+            || Path::new(&format!("/proc/{pid}")).exists()
+        {
             continue;
         }
         let cgroup = cgroup_root.join(name);

@@ -33,17 +33,25 @@ pub const BIN_VARIABLE: &str = "HOSTENV_ACTIVATE_BIN";
 
 /// The shipped binary: `$HOSTENV_ACTIVATE_BIN` when set (it must be an
 /// executable file, or every test using it fails saying so), else the one
-/// cargo built for this test run. Which one is printed once, past the test
+/// cargo built for this test run (for the demo, an example, which cargo
+/// gives no such variable: `hostenv-activate` in its build profile's
+/// directory, beside `examples/`). Which one is printed once, past the test
 /// harness's output capture.
 pub fn bin() -> &'static Path {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let chosen = BIN.get_or_init(|| {
         let (path, from) = match std::env::var_os(BIN_VARIABLE) {
             Some(path) => (PathBuf::from(path), BIN_VARIABLE),
-            None => (
-                PathBuf::from(env!("CARGO_BIN_EXE_hostenv-activate")),
-                "cargo's build",
-            ),
+            None => match option_env!("CARGO_BIN_EXE_hostenv-activate") {
+                Some(path) => (PathBuf::from(path), "cargo's build"),
+                None => (
+                    std::env::current_exe()
+                        .ok()
+                        .and_then(|exe| Some(exe.parent()?.parent()?.join("hostenv-activate")))
+                        .unwrap_or_default(),
+                    "the build beside this program (run `cargo build` first)",
+                ),
+            },
         };
         let executable = fs::metadata(&path)
             .map(|meta| meta.is_file() && meta.mode() & 0o111 != 0)
@@ -521,4 +529,60 @@ pub fn start_target(user: &TestUser) {
         .systemctl(&["start", HOSTENV_TARGET])
         .expect("systemctl start");
     assert!(ran.ok(), "start {HOSTENV_TARGET}: {}", ran.stderr);
+}
+
+/// `len` random hex characters (from the kernel; no extra dependency).
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len.div_ceil(2)];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..len].to_owned()
+}
+
+/// `~/.local/bin/activate` as a hostenv environment's activation behaves
+/// during a migration: with a restore plan, restore its snapshot of `key`
+/// with the environment's own restic wrapper and check the data came back
+/// (`marker.txt` holds `expected_marker`). Each call appends one line to
+/// `~/activate.log`: `restored <id> marker-ok|marker-MISSING <what was
+/// found>` or `no-plan`. With `start_target`, a successful call then starts
+/// the environment's `hostenv.target`, as a real activation starts its
+/// services.
+pub fn restoring_activate(key: &str, expected_marker: &str, start_target: bool) -> String {
+    let start = if start_target {
+        format!("systemctl --user start {HOSTENV_TARGET}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"#!/bin/sh
+log="$HOME/activate.log"
+plan="/run/hostenv/user/$USER/restore/plan.json"
+if [ ! -f "$plan" ]; then
+  echo "no-plan" >> "$log"
+  {start}exit 0
+fi
+id=$(sed -n 's/.*"{key}" *: *"\([0-9a-f]*\)".*/\1/p' "$plan")
+if [ -z "$id" ]; then
+  echo "no-id-in-plan" >> "$log"
+  echo "no snapshot id for {key} in $plan"
+  exit 3
+fi
+rm -rf "$HOME/restored"
+if ! restic-{key} restore "$id" --target "$HOME/restored" > "$HOME/restore.out" 2>&1; then
+  echo "restore-failed $id" >> "$log"
+  cat "$HOME/restore.out"
+  exit 4
+fi
+found=$(find "$HOME/restored" -name marker.txt -type f -exec cat {{}} \;)
+if [ "$found" = "{expected_marker}" ]; then
+  echo "restored $id marker-ok $found" >> "$log"
+else
+  echo "restored $id marker-MISSING [$found]" >> "$log"
+  echo "the restored data does not hold the marker"
+  exit 5
+fi
+{start}"#
+    )
 }
