@@ -1,7 +1,7 @@
 //! Credential switching, in one place: the child-side switch to an
-//! environment user before `exec` (for the user's programs, and for the bus
-//! helper with its resource limits), and a short effective-id switch around
-//! a single `connect()` to a user's D-Bus socket.
+//! environment user before `exec`, for the user's programs and for the bus
+//! helpers (with their resource limits). This process itself never changes
+//! its own ids: what must be done as a user runs in a child.
 //!
 //! This is the only module allowed `unsafe` (for `pre_exec`); see the SAFETY
 //! note there.
@@ -9,10 +9,8 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Mutex;
 
-use anyhow::{bail, Context};
-use nix::unistd::{getegid, geteuid, setegid, seteuid, setgid, setgroups, setuid, Gid, Uid};
+use nix::unistd::{geteuid, setgid, setgroups, setuid, Gid, Uid};
 
 use crate::ports::Account;
 
@@ -101,50 +99,5 @@ pub fn as_bus_helper(cmd: &mut Command, account: &Account, limits: HelperLimits)
             setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             Ok(())
         });
-    }
-}
-
-static EFFECTIVE_SWITCH: Mutex<()> = Mutex::new(());
-
-/// Runs `f` with the effective uid/gid of `account`, then switches back.
-///
-/// Used only around `connect()` to `/run/user/<uid>/bus`: dbus-daemon records
-/// the peer's credentials at connect time and only lets the bus owner in.
-/// glibc applies `seteuid` to every thread of the process, so `f` must be
-/// short and the other threads must not be opening files meanwhile (ours are
-/// an idle HTTP runtime and D-Bus readers on already-open sockets).
-pub fn as_effective_user<T>(account: &Account, f: impl FnOnce() -> T) -> anyhow::Result<T> {
-    let _guard = EFFECTIVE_SWITCH
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (euid, egid) = (geteuid(), getegid());
-    if euid.as_raw() == account.uid {
-        return Ok(f());
-    }
-    if !euid.is_root() {
-        bail!(
-            "cannot act as user {} (uid {}): this process runs as uid {}, not root",
-            account.name,
-            account.uid,
-            euid
-        );
-    }
-    setegid(Gid::from_raw(account.gid))
-        .with_context(|| format!("setegid({}) for user {}", account.gid, account.name))?;
-    if let Err(e) = seteuid(Uid::from_raw(account.uid)) {
-        restore(euid, egid);
-        return Err(e)
-            .with_context(|| format!("seteuid({}) for user {}", account.uid, account.name));
-    }
-    let out = f();
-    restore(euid, egid);
-    Ok(out)
-}
-
-fn restore(euid: Uid, egid: Gid) {
-    if seteuid(euid).is_err() || setegid(egid).is_err() {
-        // Continuing with another user's identity would be worse than dying.
-        eprintln!("hostenv-activate: cannot switch back to uid {euid}/gid {egid}; aborting");
-        std::process::abort();
     }
 }
