@@ -686,8 +686,15 @@ fn backup_of_a_unit_that_is_not_found_fails_and_starts_nothing() {
         )
         .expect("write a decoy unit");
     }
-    user.daemon_reload().expect("daemon-reload");
     let own_unit = format!("restic-backups-{KEY}.service");
+    // The user's own backup unit is in the manager's memory, as a node's
+    // backup units are through their timers (the hint lists those).
+    user.write_unit(
+        "default.target.d/hat-backups.conf",
+        &format!("[Unit]\nWants={own_unit}\n"),
+    )
+    .expect("write drop-in");
+    user.daemon_reload().expect("daemon-reload");
     let watched: Vec<String> = decoys
         .iter()
         .cloned()

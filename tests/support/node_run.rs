@@ -276,6 +276,17 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
 
 /// [`spawn`], with arguments (`status`, `doctor`, `--dry-run`, ...).
 pub fn spawn_with(fake: &FakeHandle, cfg: &NodeConfig<'_>, args: &[&str]) -> Running {
+    spawn_binary(bin(), fake, cfg, args)
+}
+
+/// [`spawn_with`], running `program` (a wrapper around the binary, such as
+/// the benchmark's `strace`) instead of the binary itself.
+pub fn spawn_binary(
+    program: &Path,
+    fake: &FakeHandle,
+    cfg: &NodeConfig<'_>,
+    args: &[&str],
+) -> Running {
     let mut token_file = tempfile::Builder::new()
         .prefix("hat-token-")
         .tempfile()
@@ -291,7 +302,7 @@ pub fn spawn_with(fake: &FakeHandle, cfg: &NodeConfig<'_>, args: &[&str]) -> Run
 
     let own_state = cfg.state.is_none().then(NodeState::new);
     let state = cfg.state.or(own_state.as_ref()).expect("a state");
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
         .env("PATH", PATH)

@@ -53,11 +53,7 @@ pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Heal
             return Ok(verdict(session, seen, units.len()));
         }
         // Wake on the next change, the next second look or the deadline.
-        let wake = if settling {
-            next_look.map_or(deadline, |t| t.min(deadline))
-        } else {
-            next_look.map_or(deadline, |t| t.min(deadline))
-        };
+        let wake = next_look.map_or(deadline, |t| t.min(deadline));
         match changes.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => anyhow::bail!(

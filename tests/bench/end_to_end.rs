@@ -1,0 +1,246 @@
+//! `cargo bench --bench end_to_end` (root): the whole program as a node
+//! runs it. The binary under test (`$HOSTENV_ACTIVATE_BIN`, the static musl
+//! build in practice, else cargo's) against a real user systemd and the fake
+//! provider on loopback, with an `activate` program and a backup unit that
+//! finish at once, so that only the program's own overhead counts:
+//!
+//! - wall time of a one-action `activate` run and a one-action `backup` run
+//!   (medians), beside the bash hook's 253 ms / 422 ms measured on the
+//!   same kind of machine (issue 17);
+//! - per-action time at 1, 10, 100 and 1,000 `activate` actions, and for the
+//!   same runs, traced with `strace`, the bytes written to the state
+//!   directory and the fsyncs per event;
+//! - this process's peak RSS (sampled) in each run.
+//!
+//! Never fails on timings. Without `--bench` (`cargo test --benches`) it
+//! only says how to run it.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+#[path = "../support/fake_provider.rs"]
+mod fake_provider;
+
+#[path = "../support/node_run.rs"]
+mod node_run;
+
+use std::fs;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use fake_provider::{FakeHandle, FakeProvider};
+use harness::{TestUser, UserSpec};
+use node_run::{action, intent, spawn, world, NodeConfig, NodeState};
+
+const NODE: &str = "node-a";
+const OTHER: &str = "node-b";
+const SHA: &str = "be4c4b00";
+const TOKEN: &str = "tok-bench-SECRET";
+const KEY: &str = "bench";
+const ROUNDS: usize = 15;
+
+/// The bash hook on the same kind of machine (issue 17's table).
+const BASH_ACTIVATE: Duration = Duration::from_millis(253);
+const BASH_BACKUP: Duration = Duration::from_millis(422);
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn provider(job: &str, actions: Vec<Value>) -> FakeHandle {
+    FakeProvider::builder()
+        .node(NODE, TOKEN)
+        .node(OTHER, "tok-other")
+        .job(job, SHA, [(NODE, intent(actions))])
+        .start()
+}
+
+fn config<'a>(state: Option<&'a NodeState>) -> NodeConfig<'a> {
+    NodeConfig {
+        node: NODE,
+        sha: SHA,
+        token: TOKEN,
+        action_timeout: 120,
+        target_observe_timeout: 30,
+        intent_wait: 0,
+        extra_env: &[],
+        stdin: None,
+        state,
+        run_timeout: None,
+    }
+}
+
+/// `VmHWM` of `pid`, KiB.
+fn peak_rss(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One run of `actions`: wall time and sampled peak RSS (KiB).
+fn timed_run(actions: Vec<Value>) -> (Duration, u64) {
+    let fake = provider("job-bench", actions);
+    let mut run = spawn(&fake, &config(None));
+    let pid = run.pid();
+    let mut peak = 0;
+    while !run.has_exited() {
+        peak = peak.max(peak_rss(pid));
+        thread::sleep(Duration::from_micros(500));
+    }
+    let finished = run.wait(Duration::from_secs(600));
+    assert_eq!(finished.code, Some(0), "{}", finished.output());
+    (finished.elapsed, peak)
+}
+
+/// What `strace` saw a run write to its state directory.
+struct Io {
+    events: usize,
+    bytes: u64,
+    fsyncs: usize,
+}
+
+/// The same run under `strace -f -y`: bytes written to files of the state
+/// directory and fsync/fdatasync calls on them, per event posted.
+fn traced_run(actions: Vec<Value>) -> Io {
+    let count = actions.len();
+    let fake = provider("job-traced", actions);
+    let state = NodeState::new();
+    let dir = state.state_dir();
+    let trace = tempfile::NamedTempFile::new().expect("trace file");
+    // strace runs the binary: NodeConfig's environment reaches it through
+    // strace, which passes its own environment on.
+    let cfg = config(Some(&state));
+    let wrapper = tempfile::Builder::new()
+        .prefix("hat-strace-")
+        .tempfile()
+        .expect("wrapper");
+    fs::write(
+        wrapper.path(),
+        format!(
+            "#!/bin/sh\nexec strace -f -y -qq -e trace=write,pwrite64,writev,fsync,fdatasync -o {} {} \"$@\"\n",
+            trace.path().display(),
+            node_run::bin().display()
+        ),
+    )
+    .expect("write wrapper");
+    fs::set_permissions(
+        wrapper.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod wrapper");
+    let wrapper_path = wrapper.into_temp_path();
+    let finished =
+        node_run::spawn_binary(&wrapper_path, &fake, &cfg, &[]).wait(Duration::from_secs(1200));
+    assert_eq!(finished.code, Some(0), "{}", finished.output());
+    let text = fs::read_to_string(trace.path()).expect("read trace");
+    let marker = dir.display().to_string();
+    let mut io = Io {
+        events: 2 * count + 1,
+        bytes: 0,
+        fsyncs: 0,
+    };
+    for line in text.lines() {
+        if !line.contains(&marker) {
+            continue;
+        }
+        if line.contains("fsync(") || line.contains("fdatasync(") {
+            io.fsyncs += 1;
+        } else if let Some(n) = line
+            .rsplit("= ")
+            .next()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+        {
+            io.bytes += n;
+        }
+    }
+    io
+}
+
+fn activate_user(user: &TestUser) {
+    user.write_file(".local/bin/activate", "#!/bin/sh\nexit 0\n", 0o755)
+        .expect("activate");
+}
+
+/// A backup unit and a wrapper that finish at once: the unit runs
+/// `/bin/true`, the wrapper prints one snapshot of now.
+fn instant_backup(user: &TestUser) {
+    user.write_unit(
+        &format!("restic-backups-{KEY}.service"),
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    )
+    .expect("unit");
+    user.write_file(
+        &format!(".local/bin/restic-{KEY}"),
+        &format!(
+            "#!/bin/sh\nprintf '[{{\"time\":\"%s\",\"id\":\"%s\",\"short_id\":\"x\",\"tags\":[\"{KEY}\"]}}]\\n' \"$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)\" \"$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')\"\n"
+        ),
+        0o755,
+    )
+    .expect("wrapper");
+    user.daemon_reload().expect("daemon-reload");
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("end_to_end: not measuring (run `cargo bench --bench end_to_end` as root)");
+        return;
+    }
+    let w = world(&[UserSpec::new("bench").without_test_units()]);
+    let user = w.user("bench");
+    activate_user(user);
+    instant_backup(user);
+    let activate = || action("activate", &user.name, &[], None, None);
+    let backup = || action("backup", &user.name, &[KEY], Some(NODE), Some(OTHER));
+    // Warm the page cache and the user's manager.
+    timed_run(vec![activate()]);
+    timed_run(vec![backup()]);
+
+    let mut rows = Vec::new();
+    for (name, make, bash) in [
+        ("activate", &activate as &dyn Fn() -> Value, BASH_ACTIVATE),
+        ("backup", &backup as &dyn Fn() -> Value, BASH_BACKUP),
+    ] {
+        let mut times = Vec::new();
+        let mut peak = 0;
+        for _ in 0..ROUNDS {
+            let (t, p) = timed_run(vec![make()]);
+            times.push(t);
+            peak = peak.max(p);
+        }
+        let m = median(times);
+        rows.push(format!(
+            "| one-action {name} run | {m:>9.1?} | {:.3}x of the bash hook's {bash:?} | peak RSS {peak} KiB |",
+            m.as_secs_f64() / bash.as_secs_f64()
+        ));
+    }
+    println!(
+        "hostenv-activate end to end ({}), medians of {ROUNDS}",
+        node_run::bin().display()
+    );
+    println!("| run | wall | vs bash | memory |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
+    println!("| activate actions | per action | bytes to the state dir per event | fsyncs per event | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for n in [1usize, 10, 100, 1000] {
+        let (t, peak) = timed_run((0..n).map(|_| activate()).collect());
+        let io = traced_run((0..n).map(|_| activate()).collect());
+        println!(
+            "| {n} | {:>9.2?} | {} | {:.2} | {peak} KiB |",
+            t / n as u32,
+            io.bytes / io.events as u64,
+            io.fsyncs as f64 / io.events as f64
+        );
+    }
+}
