@@ -287,7 +287,9 @@ fn every_plan_ends_the_action() {
             assert!(
                 matches!(
                     steps.last(),
-                    Some(Step::CheckHealth { .. } | Step::PublishBackup { .. } | Step::Finish { .. })
+                    Some(
+                        Step::CheckHealth { .. } | Step::PublishBackup { .. } | Step::Finish { .. }
+                    )
                 ),
                 "{op}: {steps:?}"
             );
