@@ -337,7 +337,7 @@ fn check_step(
                 user,
             ),
         )),
-        Step::Activate { .. } => Some(check(
+        Step::Activate => Some(check(
             "activate program found",
             found(world.programs.find_activate(a), "activate script", user),
         )),
