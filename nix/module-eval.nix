@@ -118,6 +118,7 @@
       targetObserveTimeoutSeconds = 121;
       intentWaitSeconds = 31;
       runTimeoutSeconds = 3601;
+      healthTimeoutSeconds = 61;
       stateDir = "/var/lib/hostenv-state";
       metrics.enable = true;
     };

@@ -52,6 +52,7 @@
       HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT = cfg.targetObserveTimeoutSeconds;
       HOSTENV_COMIN_INTENT_WAIT = cfg.intentWaitSeconds;
       HOSTENV_COMIN_RUN_TIMEOUT = cfg.runTimeoutSeconds;
+      HOSTENV_COMIN_HEALTH_TIMEOUT = cfg.healthTimeoutSeconds;
       HOSTENV_COMIN_STATE_DIR = cfg.stateDir;
     }
     // lib.optionalAttrs cfg.metrics.enable {
@@ -164,6 +165,14 @@ in {
       min = 1;
       max = 604800;
       description = "Seconds the whole run may take, from start to exit: every wait ends at it, and an action still running is ended as on its own timeout";
+    };
+
+    healthTimeoutSeconds = seconds {
+      variable = "HOSTENV_COMIN_HEALTH_TIMEOUT";
+      default = 60;
+      min = 0;
+      max = 604800;
+      description = "Seconds the environment's services (the units default.target and hostenv.target want) may take to settle after the user's activate program exits 0; a unit failed, or still activating then, fails the action. 0 turns this health check off";
     };
 
     metrics = {

@@ -131,6 +131,21 @@ pub struct Cli {
     )]
     pub run_timeout: OsString,
 
+    /// Seconds the environment's services may take to settle after the
+    /// user's activate program exits 0: the units default.target and
+    /// hostenv.target want must then run (none failed, none still
+    /// activating), else the action fails. 0 turns the check off.
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTENV_COMIN_HEALTH_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_os_t = Settings::DEFAULT_HEALTH_TIMEOUT.as_secs().to_string().into(),
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub health_timeout: OsString,
+
     /// Directory of the run journal (one file per job), which lets a run
     /// resume after a crash without redoing finished work.
     #[arg(

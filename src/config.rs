@@ -57,12 +57,22 @@ pub const RUN_TIMEOUT: Seconds = Seconds {
     max: WEEK,
 };
 
+/// How long the environment's services may take to settle after
+/// `activate` exits 0; 0 turns the health check off.
+pub const HEALTH_TIMEOUT: Seconds = Seconds {
+    variable: "HOSTENV_COMIN_HEALTH_TIMEOUT",
+    flag: "health-timeout",
+    min: 0,
+    max: WEEK,
+};
+
 /// Every setting in seconds, for the check against the NixOS module.
-pub const SECONDS: [Seconds; 4] = [
+pub const SECONDS: [Seconds; 5] = [
     ACTION_TIMEOUT,
     TARGET_OBSERVE_TIMEOUT,
     INTENT_WAIT,
     RUN_TIMEOUT,
+    HEALTH_TIMEOUT,
 ];
 
 impl Seconds {
@@ -117,6 +127,9 @@ pub struct Config {
     pub target_observe_timeout: Duration,
     pub intent_wait: Duration,
     pub run_timeout: Duration,
+    /// How long the services may take to settle after `activate` (zero:
+    /// no health check).
+    pub health_timeout: Duration,
     /// The run journal's directory.
     pub state_dir: PathBuf,
     pub lock_file: PathBuf,
@@ -309,6 +322,7 @@ impl Config {
         let target_observe_timeout = TARGET_OBSERVE_TIMEOUT.parse(&cli.target_observe_timeout)?;
         let intent_wait = INTENT_WAIT.parse(&cli.intent_wait)?;
         let run_timeout = RUN_TIMEOUT.parse(&cli.run_timeout)?;
+        let health_timeout = HEALTH_TIMEOUT.parse(&cli.health_timeout)?;
         let state_dir = absolute(&cli.state_dir, "HOSTENV_COMIN_STATE_DIR", "state-dir")?;
         let lock_file = absolute(&cli.lock_file, "HOSTENV_COMIN_LOCK_FILE", "lock-file")?;
         let metrics_file = match &cli.metrics_file {
@@ -346,6 +360,7 @@ impl Config {
             target_observe_timeout,
             intent_wait,
             run_timeout,
+            health_timeout,
             state_dir,
             lock_file,
             metrics_file,
@@ -363,6 +378,7 @@ impl Config {
             target_observe_timeout: self.target_observe_timeout,
             intent_wait: self.intent_wait,
             run_timeout: self.run_timeout,
+            health_timeout: self.health_timeout,
             pid: std::process::id(),
             ..Settings::new(self.node.clone(), sha, self.action_timeout, started_at)
         }

@@ -118,6 +118,8 @@ mod tests {
             "HOSTENV_COMIN_ACTION_TIMEOUT",
             "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
             "HOSTENV_COMIN_INTENT_WAIT",
+            "HOSTENV_COMIN_RUN_TIMEOUT",
+            "HOSTENV_COMIN_HEALTH_TIMEOUT",
         ] {
             assert!(man.contains(var), "man page lacks {var}");
         }

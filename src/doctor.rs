@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::engine::plan::{no_intent_message, Uses, TARGET_UNIT};
 use crate::model::comin::Deployment;
-use crate::model::{Action, CominStatus, IntentError, MigrationKey, UserName};
+use crate::model::journal::ActionRecord;
+use crate::model::{Action, CominStatus, EventPayload, IntentError, MigrationKey, UserName};
 use crate::ports::{
     Account, JournalScan, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd,
     Users, LOOK_LIMIT,
@@ -305,7 +306,9 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
     }
 
     // Users of the journal's newest job, with what their actions need.
-    // The journal keeps each action's op and user, not its keys or nodes.
+    // The journal keeps each action's op and user, not its nodes; a backup's
+    // keys are in its terminal event (the snapshots taken, or the unit that
+    // failed), so its units and wrappers are checked too.
     if let Some(record) = facts.journal.records.first() {
         for a in &record.actions {
             let action = Action {
@@ -313,7 +316,7 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
                 user: a.user.clone(),
                 from_node: None,
                 to_node: None,
-                migrations: Vec::new(),
+                migrations: journal_keys(a),
             };
             needs
                 .entry(a.user.clone())
@@ -331,6 +334,19 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
         node: facts.node.clone(),
         checks,
         ok,
+    }
+}
+
+/// The migration keys a journal's action record names in its terminal
+/// event: a backup's snapshots, or its backup unit that failed.
+fn journal_keys(action: &ActionRecord) -> Vec<MigrationKey> {
+    match action
+        .finished()
+        .and_then(|posted| posted.terminal.payload.as_ref())
+    {
+        Some(EventPayload::Backup(backup)) => backup.snapshots.keys().cloned().collect(),
+        Some(EventPayload::UnitFailed(failure)) => vec![failure.migration_key.clone()],
+        _ => Vec::new(),
     }
 }
 
@@ -469,6 +485,7 @@ fn user_checks(
             return;
         }
     }
+    checks.push(failed_units(user, &account, ports));
     for key in &need.keys {
         let unit = key.unit_name();
         checks.push(
@@ -507,6 +524,36 @@ fn user_checks(
                 format!("deploy the environment of {user}: it provides `activate`"),
             ),
         });
+    }
+}
+
+/// The user's units that are failed now: a warning naming each with its
+/// `Result` (an activation with one of its services among them fails its
+/// health check).
+fn failed_units(user: &UserName, account: &Account, ports: &Ports<'_>) -> Finding {
+    let check = format!("failed units of {user}");
+    match ports.systemd.failed_units(account, LOOK_LIMIT) {
+        Ok(failed) if failed.is_empty() => ok(check, "none failed now"),
+        Ok(failed) => {
+            let count = failed.units.len() + failed.more;
+            let first = failed
+                .units
+                .first()
+                .map_or("<unit>", |u| u.unit.as_str())
+                .to_owned();
+            warn(
+                check,
+                format!("{count} unit(s) failed now: {failed}"),
+                format!(
+                    "as {user}: systemctl --user status {first} and journalctl --user -u {first}; once fixed, systemctl --user reset-failed"
+                ),
+            )
+        }
+        Err(e) => warn(
+            check,
+            format!("cannot list them: {e:#}"),
+            format!("check the systemd of {user} (systemctl --user --failed as the user)"),
+        ),
     }
 }
 

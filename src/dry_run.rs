@@ -350,6 +350,15 @@ fn check_step(
                 .load_state(a, unit, LOOK_LIMIT)
                 .map(|s| Ok(format!("{unit} LoadState={s}"))),
         )),
+        // The health check reads the user's systemd; what it will find is
+        // only known after `activate`, so the dry run asks that it answers.
+        Step::CheckHealth { .. } => Some(systemd_check(
+            "user's systemd reachable".into(),
+            world
+                .systemd
+                .load_state(a, plan::TARGET_UNIT, LOOK_LIMIT)
+                .map(|s| Ok(format!("{} LoadState={s}", plan::TARGET_UNIT))),
+        )),
         _ => None,
     }
 }

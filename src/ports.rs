@@ -216,6 +216,55 @@ impl std::fmt::Display for UnitList {
     }
 }
 
+/// A unit of the user's that is `failed` now, with its service `Result`
+/// (none for units that are not services).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedUnit {
+    pub unit: String,
+    pub result: Option<String>,
+}
+
+impl std::fmt::Display for FailedUnit {
+    /// `app.service (exit-code)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.unit)?;
+        if let Some(result) = &self.result {
+            write!(f, " ({result})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The user's failed units, for `doctor`: at most `limit` of them named
+/// (sorted by name), and how many more there are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedUnits {
+    pub units: Vec<FailedUnit>,
+    /// Failed units that are not named.
+    pub more: usize,
+}
+
+impl FailedUnits {
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.more == 0
+    }
+}
+
+impl std::fmt::Display for FailedUnits {
+    /// `a.service (exit-code), b.service (signal) and 3 more`, or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let named: Vec<String> = self.units.iter().map(ToString::to_string).collect();
+        f.write_str(&named.join(", "))?;
+        if self.more > 0 {
+            write!(f, " and {} more", self.more)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the health check after an activation found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Health {
@@ -306,6 +355,10 @@ pub trait UserSystemd {
         prefix: &str,
         limit: Duration,
     ) -> anyhow::Result<UnitList>;
+    /// The user's units that are `failed` now, each with its service
+    /// `Result`: at most [`UnitList::MAX_NAMED`] named, the rest counted,
+    /// within `limit` (read-only; for `doctor`).
+    fn failed_units(&self, account: &Account, limit: Duration) -> anyhow::Result<FailedUnits>;
 }
 
 // ---------------------------------------------------------------- programs

@@ -29,7 +29,7 @@ const JOB: &str = "job-1";
 const TOKEN: &str = "tok-a-7Qx9-SECRET-do-not-print";
 
 /// Every required and optional setting of the program.
-const VARIABLES: [(&str, &str); 14] = [
+const VARIABLES: [(&str, &str); 15] = [
     ("COMIN_GIT_SHA", "--sha"),
     ("HOSTENV_COMIN_NODE_NAME", "--node-name"),
     ("HOSTENV_COMIN_API_BASE_URL", "--api-base-url"),
@@ -47,6 +47,7 @@ const VARIABLES: [(&str, &str); 14] = [
     ("HOSTENV_COMIN_LOCK_FILE", "--lock-file"),
     ("HOSTENV_COMIN_STORE", "--comin-store"),
     ("HOSTENV_COMIN_METRICS_FILE", "--metrics-file"),
+    ("HOSTENV_COMIN_HEALTH_TIMEOUT", "--health-timeout"),
 ];
 
 /// A provider that knows `node-a` (token [`TOKEN`]) and has one job for
@@ -249,6 +250,9 @@ fn malformed_values_are_usage_errors() {
             "--target-observe-timeout",
         ),
         ("HOSTENV_COMIN_INTENT_WAIT", "-1", "--intent-wait"),
+        ("HOSTENV_COMIN_HEALTH_TIMEOUT", "1m", "--health-timeout"),
+        ("HOSTENV_COMIN_HEALTH_TIMEOUT", "-5", "--health-timeout"),
+        ("HOSTENV_COMIN_HEALTH_TIMEOUT", "604801", "--health-timeout"),
         (
             "HOSTENV_COMIN_API_BASE_URL",
             "ftp://provider",
@@ -545,6 +549,53 @@ fn dry_run_prints_every_action_and_posts_nothing() {
     let requests = fake.requests();
     assert_eq!(fake.requests_to(Route::IntentBySha).len(), 1);
     assert!(requests.iter().all(|r| r.method == "GET"), "{requests:#?}");
+}
+
+#[test]
+fn dry_run_shows_the_health_check_with_its_seconds_and_0_turns_it_off() {
+    let fake = provider_with(absent_users_intent()).start();
+    let check = "for the services that default.target and hostenv.target want";
+    // The default, from the variable, and from the flag (which wins).
+    for (variable, flag, seconds) in [
+        (None, None, 60),
+        (Some("17"), None, 17),
+        (Some("17"), Some("--health-timeout=5"), 5),
+    ] {
+        let mut run = Run::against(&fake);
+        run.arg("--dry-run");
+        if let Some(value) = variable {
+            run.env("HOSTENV_COMIN_HEALTH_TIMEOUT", value);
+        }
+        if let Some(flag) = flag {
+            run.arg(flag);
+        }
+        let finished = run.finish();
+        finished.expect_code(1);
+        let out = finished.stdout();
+        assert!(
+            out.contains(&format!("would: wait up to {seconds}s {check}")),
+            "{variable:?} {flag:?}:\n{out}"
+        );
+    }
+    // 0 is accepted (not a usage error) and the check is not planned: the
+    // activation posts its success as soon as `activate` exits 0.
+    for off in [
+        Run::against(&fake)
+            .env("HOSTENV_COMIN_HEALTH_TIMEOUT", "0")
+            .arg("--dry-run")
+            .finish(),
+        Run::against(&fake)
+            .arg("--dry-run")
+            .arg("--health-timeout=0")
+            .finish(),
+    ] {
+        off.expect_code(1);
+        let out = off.stdout();
+        assert!(out.contains("activate hostenv-absent-b"), "{out}");
+        assert!(!out.contains("default.target"), "{out}");
+        assert!(!off.stderr().contains("HOSTENV_COMIN_HEALTH_TIMEOUT"));
+    }
+    assert!(posted(&fake).is_empty());
 }
 
 #[test]

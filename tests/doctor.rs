@@ -287,3 +287,145 @@ fn a_user_manager_that_is_not_running_fails_with_how_to_start_it() {
         "{manager:?}"
     );
 }
+
+#[test]
+fn a_known_users_failed_units_are_a_warning_naming_each_and_its_result() {
+    use hostenv_activate::ports::{FailedUnit, FailedUnits};
+
+    let w = healthy();
+    *w.systemd.failed.borrow_mut() = FailedUnits {
+        units: vec![
+            FailedUnit {
+                unit: "app.service".into(),
+                result: Some("exit-code".into()),
+            },
+            FailedUnit {
+                unit: "queue.socket".into(),
+                result: None,
+            },
+        ],
+        more: 3,
+    };
+    let d = diagnose(&w, facts());
+    // A warning, not a failure: the next activation may fix it.
+    assert!(d.ok, "{}", render_text(&d));
+    for user in ["acme", "other"] {
+        let f = finding(&d, &format!("failed units of {user}"));
+        assert_eq!(f.verdict, Verdict::Warn, "{f:?}");
+        assert_eq!(
+            f.detail,
+            "5 unit(s) failed now: app.service (exit-code), queue.socket and 3 more"
+        );
+        let fix = f.fix.as_deref().unwrap_or("");
+        assert!(
+            fix.contains(&format!("as {user}: systemctl --user status app.service")),
+            "{fix}"
+        );
+    }
+    let text = render_text(&d);
+    assert!(
+        text.contains("[WARN] failed units of acme: 5 unit(s) failed now: app.service (exit-code)"),
+        "{text}"
+    );
+
+    // None failed: ok.
+    let w = healthy();
+    let d = diagnose(&w, facts());
+    let f = finding(&d, "failed units of acme");
+    assert_eq!(
+        (f.verdict, f.detail.as_str()),
+        (Verdict::Ok, "none failed now")
+    );
+}
+
+#[test]
+fn a_user_known_only_from_the_journal_has_its_backup_units_and_wrappers_checked() {
+    use hostenv_activate::model::journal::{
+        ActionRecord, ActionState, Delivery, JobRecord, Posted,
+    };
+    use hostenv_activate::model::{
+        EventPayload, IntentDigest, JobId, MigrationKey, NodeName, Op, Terminal, UnitFailure,
+        UserName,
+    };
+
+    // comin's newest commit has no intent (404): the users are known from
+    // the journal's newest job alone, whose backups name their keys in
+    // their events (the snapshots taken; the unit that failed).
+    let mut w = World::new(StubProvider::answering(vec![Ok(None)]));
+    w.programs.wrappers = false;
+    let mut record = JobRecord::new(
+        NodeName::parse(NODE).expect("node"),
+        JobId::new("job-0"),
+        "old".into(),
+        IntentDigest::of(&intent_json()),
+    );
+    let at = |t: &str| t.parse().expect("timestamp");
+    let finished = |index: usize, user: &str, terminal: Terminal| ActionRecord {
+        index,
+        op: Op::Backup,
+        user: UserName::parse(user).expect("user"),
+        state: ActionState::Finished {
+            started_at: at("2026-11-30T10:00:00Z"),
+            finished_at: at("2026-11-30T10:01:00Z"),
+            adopted: false,
+            event: Posted {
+                terminal,
+                delivery: Delivery::Delivered,
+            },
+        },
+    };
+    record.put(finished(
+        0,
+        "acme",
+        Terminal::success(
+            "Backup complete for acme",
+            Some(EventPayload::Backup(backup_payload(
+                "acme",
+                NODE,
+                &[("drupal-migrate", "snap1")],
+            ))),
+        ),
+    ));
+    record.put(finished(
+        1,
+        "beta",
+        Terminal::failed(
+            "restic-backups-files.service failed",
+            Some(EventPayload::UnitFailed(Box::new(UnitFailure {
+                user: UserName::parse("beta").expect("user"),
+                migration_key: MigrationKey::parse("files").expect("key"),
+                unit_name: "restic-backups-files.service".into(),
+                exit_code: Some(1),
+                result: Some("exit-code".into()),
+                active_state: Some("failed".into()),
+                sub_state: Some("failed".into()),
+                exec_main_status: Some(1),
+                detail: None,
+            }))),
+        ),
+    ));
+    let mut f = facts();
+    f.journal.records = vec![record];
+    let d = diagnose(&w, f);
+
+    for (unit, wrapper) in [
+        (
+            "restic-backups-drupal-migrate.service",
+            "restic-drupal-migrate",
+        ),
+        ("restic-backups-files.service", "restic-files"),
+    ] {
+        let u = finding(&d, unit);
+        assert_eq!(u.verdict, Verdict::Warn, "{u:?}");
+        assert!(u.detail.contains("LoadState=not-found"), "{u:?}");
+        assert!(u.detail.ends_with("(known from the journal only)"), "{u:?}");
+        let wr = finding(&d, wrapper);
+        assert_eq!(wr.verdict, Verdict::Warn, "{wr:?}");
+        assert!(wr.detail.contains("not found"), "{wr:?}");
+        assert!(
+            wr.detail.ends_with("(known from the journal only)"),
+            "{wr:?}"
+        );
+    }
+    assert!(d.ok, "warnings only: {}", render_text(&d));
+}

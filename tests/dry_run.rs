@@ -60,6 +60,48 @@ fn a_migration_plan_lists_steps_and_passing_checks() {
 }
 
 #[test]
+fn an_activation_shows_its_health_check_unless_it_is_off() {
+    let mut w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "acme"}
+    ]))));
+    w.settings.health_timeout = std::time::Duration::from_secs(42);
+    let report = dry_run(&w);
+    assert!(report.ok, "{}", render_text(&report));
+    let text = render_text(&report);
+    assert!(
+        text.contains("would: run acme's activate program as acme"),
+        "{text}"
+    );
+    assert!(
+        text.contains("would: wait up to 42s for the services that default.target and hostenv.target want in acme's systemd to settle; none failed: post (activate, success)"),
+        "{text}"
+    );
+    let reachable = report.actions[0]
+        .checks
+        .iter()
+        .find(|c| c.check == "user's systemd reachable")
+        .unwrap_or_else(|| panic!("no systemd check: {text}"));
+    assert!(reachable.ok && !reachable.unchecked, "{reachable:?}");
+    let with_check = predicted(&report);
+
+    // Off: no such step, no such check, the same events.
+    w.settings.health_timeout = std::time::Duration::ZERO;
+    let report = dry_run(&w);
+    assert!(report.ok, "{}", render_text(&report));
+    let text = render_text(&report);
+    assert!(!text.contains("default.target"), "{text}");
+    assert!(!text.contains("wait up to"), "{text}");
+    assert!(
+        report.actions[0]
+            .checks
+            .iter()
+            .all(|c| c.check != "user's systemd reachable"),
+        "{text}"
+    );
+    assert_eq!(predicted(&report), with_check);
+}
+
+#[test]
 fn a_user_manager_that_is_not_running_is_not_checked_and_not_a_failure() {
     // A real run starts user@<uid>.service first; the dry run starts
     // nothing, so it cannot tell the unit's state, and says so.

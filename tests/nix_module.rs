@@ -15,17 +15,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use hostenv_activate::config::{
-    Seconds, ACTION_TIMEOUT, INTENT_WAIT, RUN_TIMEOUT, SECONDS, TARGET_OBSERVE_TIMEOUT,
+    Seconds, ACTION_TIMEOUT, HEALTH_TIMEOUT, INTENT_WAIT, RUN_TIMEOUT, SECONDS,
+    TARGET_OBSERVE_TIMEOUT,
 };
 use hostenv_activate::engine::Settings;
 use serde_json::Value;
 
 /// The module's option for each of the binary's settings in seconds.
-const OPTIONS: [(&str, Seconds); 4] = [
+const OPTIONS: [(&str, Seconds); 5] = [
     ("actionTimeoutSeconds", ACTION_TIMEOUT),
     ("targetObserveTimeoutSeconds", TARGET_OBSERVE_TIMEOUT),
     ("intentWaitSeconds", INTENT_WAIT),
     ("runTimeoutSeconds", RUN_TIMEOUT),
+    ("healthTimeoutSeconds", HEALTH_TIMEOUT),
 ];
 
 /// nix-instantiate and nix-build against a store of their own in a
@@ -237,6 +239,7 @@ fn the_modules_bounds_and_defaults_are_the_binarys() {
         ),
         ("intentWaitSeconds", Settings::DEFAULT_INTENT_WAIT),
         ("runTimeoutSeconds", Settings::DEFAULT_RUN_TIMEOUT),
+        ("healthTimeoutSeconds", Settings::DEFAULT_HEALTH_TIMEOUT),
     ] {
         assert_eq!(
             defaults[option].as_u64(),
@@ -275,6 +278,7 @@ fn comins_hook_is_a_wrapper_that_runs_the_binary_with_every_setting() {
         [
             "export HOSTENV_COMIN_ACTION_TIMEOUT=901",
             "export HOSTENV_COMIN_API_BASE_URL=https://provider.example",
+            "export HOSTENV_COMIN_HEALTH_TIMEOUT=61",
             "export HOSTENV_COMIN_INTENT_WAIT=31",
             "export HOSTENV_COMIN_METRICS_FILE=/var/lib/textfiles/hostenv-activate.prom",
             "export HOSTENV_COMIN_NODE_NAME=node-a",
@@ -327,7 +331,7 @@ fn comins_hook_is_a_wrapper_that_runs_the_binary_with_every_setting() {
     );
     for shown in [
         "doctor for node node-a",
-        "node node-a, provider https://provider.example, action timeout 901s, run timeout 3601s",
+        "node node-a, provider https://provider.example, action timeout 901s, run timeout 3601s, health check up to 61s",
         "the token file /run/secrets/hostenv-token does not exist",
         "/var/lib/hostenv-state",
         "metrics directory /var/lib/textfiles",

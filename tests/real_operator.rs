@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use fake_provider::{FakeHandle, FakeProvider, Route};
+use harness::units::FAILING_UNIT;
 use harness::{TestUser, UserSpec};
 use node_run::{intent, spawn, spawn_with, world, Finished, NodeConfig, NodeState};
 
@@ -414,6 +415,106 @@ fn doctor_passes_a_healthy_node_and_names_each_problem_with_its_fix() {
         !Path::new(&format!("/run/user/{}/bus", idle.uid)).exists(),
         "no user manager was started"
     );
+}
+
+/// The check of `doctor` whose name is `check`, whole.
+fn check_of(v: &Value, check: &str) -> Value {
+    v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == check)
+        .cloned()
+        .unwrap_or_else(|| panic!("no check {check:?} in {v:#}"))
+}
+
+#[test]
+fn doctor_names_a_users_failed_unit_and_its_result_and_leaves_it_failed() {
+    let w = world(&[UserSpec::new("flr")]);
+    let user = w.user("flr");
+    user.write_file(".local/bin/activate", "#!/bin/sh\nexit 0\n", 0o755)
+        .expect("activate");
+    let _linger = Linger::on(user);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sha = "fa11ed";
+    let store = comin_store(dir.path(), sha);
+    let fake = FakeProvider::builder()
+        .node(NODE, TOKEN)
+        .job(
+            "job-flr",
+            sha,
+            [(NODE, intent(vec![activate_of(&user.name)]))],
+        )
+        .start();
+    let state = NodeState::new();
+    let env = [("HOSTENV_COMIN_STORE", store.as_str())];
+    let check = format!("failed units of {}", user.name);
+
+    // Nothing failed yet.
+    let clean = operator(&fake, &state, &env, &["doctor", "--output=json"]);
+    clean.expect_code(0);
+    let found = check_of(&json_of(&clean), &check);
+    assert_eq!(found["verdict"], "ok", "{}", clean.output());
+
+    // A real unit that fails when started (exit 3: Result=exit-code).
+    let started = user.systemctl(&["start", FAILING_UNIT]).expect("systemctl");
+    assert!(!started.ok(), "{FAILING_UNIT} should fail");
+    assert_eq!(
+        user.unit_property(FAILING_UNIT, "ActiveState")
+            .expect("ActiveState"),
+        "failed"
+    );
+    let warned = operator(&fake, &state, &env, &["doctor", "--output=json"]);
+    if std::env::var_os("REAL_OPERATOR_SHOW_OUTPUT").is_some() {
+        println!("{}", warned.stdout);
+    }
+    // A warning, not a failure.
+    warned.expect_code(0);
+    let found = check_of(&json_of(&warned), &check);
+    assert_eq!(found["verdict"], "warn", "{}", warned.output());
+    assert_eq!(
+        found["detail"],
+        format!("1 unit(s) failed now: {FAILING_UNIT} (exit-code)"),
+        "{}",
+        warned.output()
+    );
+    let fix = found["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains(&format!("systemctl --user status {FAILING_UNIT}")),
+        "{fix}"
+    );
+    let text = operator(&fake, &state, &env, &["doctor"]);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains(&format!(
+            "[WARN] {check}: 1 unit(s) failed now: {FAILING_UNIT} (exit-code)"
+        )),
+        "{}",
+        text.output()
+    );
+
+    // The doctor looked only: the unit is still failed, nothing posted or
+    // written.
+    assert_eq!(
+        user.unit_property(FAILING_UNIT, "ActiveState")
+            .expect("ActiveState"),
+        "failed"
+    );
+    assert!(
+        fake.posted().is_empty(),
+        "the doctor posted: {:?}",
+        fake.posted()
+    );
+    assert!(!state.state_dir().exists(), "no journal was written");
+
+    // Once reset, ok again.
+    assert!(user
+        .systemctl(&["reset-failed", FAILING_UNIT])
+        .expect("systemctl")
+        .ok());
+    let reset = operator(&fake, &state, &env, &["doctor", "--output=json"]);
+    reset.expect_code(0);
+    assert_eq!(check_of(&json_of(&reset), &check)["verdict"], "ok");
 }
 
 // ------------------------------------------------------------ journal message ids

@@ -711,6 +711,53 @@ mod tests {
         assert!(none.actions.is_empty(), "no record is this pid's");
     }
 
+    /// A failed health check (`activate` exited 0, a service did not come
+    /// up) counts as a failed action like any other.
+    #[test]
+    fn an_unhealthy_activation_is_a_failed_action() {
+        use crate::model::journal::{ActionRecord, Posted};
+        use crate::model::{EventPayload, HealthFailure, Op, Terminal, UnhealthyUnit, UserName};
+
+        // The record's activate, replaced by one whose health check failed.
+        let mut r = record("mine", 42, "2026-12-01T10:00:00Z", None);
+        let user = UserName::parse("acme").expect("user");
+        r.put(ActionRecord {
+            index: 0,
+            op: Op::Activate,
+            user: user.clone(),
+            state: ActionState::Finished {
+                started_at: ts("2026-12-01T10:00:01Z"),
+                finished_at: ts("2026-12-01T10:00:04Z"),
+                adopted: false,
+                event: Posted {
+                    terminal: Terminal::failed(
+                        "1 service(s) of acme not healthy after activation: app.service failed/failed (exit-code)",
+                        Some(EventPayload::Unhealthy(HealthFailure {
+                            user,
+                            exit_code: 0,
+                            unhealthy: vec![UnhealthyUnit {
+                                unit: "app.service".into(),
+                                active_state: "failed".into(),
+                                sub_state: "failed".into(),
+                                result: Some("exit-code".into()),
+                                exec_main_status: Some(1),
+                            }],
+                        })),
+                    ),
+                    delivery: Delivery::Delivered,
+                },
+            },
+        });
+        let m = RunMetrics::of_run(
+            &[r],
+            42,
+            false,
+            ts("2026-12-01T10:00:00Z"),
+            ts("2026-12-01T10:00:10Z"),
+        );
+        assert_eq!(m.actions[0], action("activate", "acme", 3_000, false));
+    }
+
     #[test]
     fn the_destination_must_be_a_prom_file_in_a_directory_that_exists() {
         let dir = tempfile::tempdir().expect("tempdir");

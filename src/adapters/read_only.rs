@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::ports::{Account, Cancel, Health, UnitList, UnitRun, UserSystemd};
+use crate::ports::{Account, Cancel, FailedUnits, Health, UnitList, UnitRun, UserSystemd};
 
 /// Wraps a [`UserSystemd`] so that nothing can change through it.
 pub struct ReadOnlySystemd<S>(pub S);
@@ -24,6 +24,10 @@ impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
         limit: Duration,
     ) -> anyhow::Result<UnitList> {
         self.0.list_units(account, prefix, limit)
+    }
+
+    fn failed_units(&self, account: &Account, limit: Duration) -> anyhow::Result<FailedUnits> {
+        self.0.failed_units(account, limit)
     }
 
     fn check_health(

@@ -30,11 +30,15 @@ pub fn doctor(cli: &Cli) -> anyhow::Result<Exit> {
     let (summary, token) = match &config {
         Ok(c) => (
             Ok(format!(
-                "valid: node {}, provider {}, action timeout {}s, run timeout {}s",
+                "valid: node {}, provider {}, action timeout {}s, run timeout {}s, {}",
                 c.node,
                 c.api_base,
                 c.action_timeout.as_secs(),
-                c.run_timeout.as_secs()
+                c.run_timeout.as_secs(),
+                match c.health_timeout.as_secs() {
+                    0 => "health check off".to_owned(),
+                    s => format!("health check up to {s}s"),
+                }
             )),
             token_facts(&c.token_file),
         ),

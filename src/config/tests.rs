@@ -49,7 +49,53 @@ fn a_complete_configuration_resolves_to_the_engine_settings() {
         Settings::DEFAULT_TARGET_OBSERVE_TIMEOUT
     );
     assert_eq!(s.intent_wait, Settings::DEFAULT_INTENT_WAIT);
+    assert_eq!(s.health_timeout, Settings::DEFAULT_HEALTH_TIMEOUT);
     assert_eq!(s.sha, "abc");
+}
+
+#[test]
+fn the_health_timeout_reaches_the_engine_and_0_turns_the_check_off() {
+    let settings = |extra: &[&str]| {
+        Config::from_cli(&full(extra)).expect("valid").settings(
+            "abc".into(),
+            CominStatus::Done,
+            Timestamp::UNIX_EPOCH,
+        )
+    };
+    assert_eq!(
+        settings(&["--health-timeout=5"]).health_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        settings(&["--health-timeout=0"]).health_timeout,
+        Duration::ZERO
+    );
+    assert_eq!(
+        settings(&["--health-timeout=604800"]).health_timeout,
+        Duration::from_secs(WEEK)
+    );
+    for (value, problem) in [
+        (
+            "1m",
+            "must be whole seconds between 0 and 604800, got \"1m\" (not a whole number)",
+        ),
+        (
+            "-1",
+            "is negative (\"-1\"): it must be whole seconds between 0 and 604800",
+        ),
+        (
+            "604801",
+            "must be whole seconds between 0 and 604800, got 604801",
+        ),
+    ] {
+        let err = Config::from_cli(&full(&[&format!("--health-timeout={value}")]))
+            .expect_err("malformed")
+            .to_string();
+        assert_eq!(
+            err,
+            format!("HOSTENV_COMIN_HEALTH_TIMEOUT (--health-timeout) {problem}")
+        );
+    }
 }
 
 #[test]

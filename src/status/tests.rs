@@ -177,3 +177,66 @@ fn a_lock_that_cannot_be_looked_at_is_said_so() {
     );
     assert!(!text.contains("No run is recorded"), "{text}");
 }
+
+/// A failed health check shows like any failed action: the message names
+/// the units (behaviour.md, "Healthy, not just exited").
+#[test]
+fn a_failed_health_check_shows_its_message_with_the_units() {
+    use crate::model::{HealthFailure, UnhealthyUnit};
+
+    let message =
+        "1 service(s) of acme not healthy after activation: app.service failed/failed (exit-code)";
+    let mut record = JobRecord::new(
+        NodeName::parse("node-a").expect("node"),
+        JobId::new("job-3"),
+        "ccc".into(),
+        IntentDigest::of(&json!({})),
+    );
+    record.begin_run(30, ts("2026-12-01T09:59:59Z"));
+    record.put(finished(
+        0,
+        Op::Activate,
+        Terminal::failed(
+            message,
+            Some(EventPayload::Unhealthy(HealthFailure {
+                user: UserName::parse("acme").expect("user"),
+                exit_code: 0,
+                unhealthy: vec![UnhealthyUnit {
+                    unit: "app.service".into(),
+                    active_state: "failed".into(),
+                    sub_state: "failed".into(),
+                    result: Some("exit-code".into()),
+                    exec_main_status: Some(3),
+                }],
+            })),
+        ),
+        Delivery::Delivered,
+    ));
+    record.end_run(RunEnd {
+        at: ts("2026-12-01T10:00:13Z"),
+        success: false,
+        message: "action 1 of 1 (activate for acme) ended failed".into(),
+    });
+    let status = gather(
+        Some("node-a"),
+        "/var/lib/hostenv-activate",
+        &JournalScan {
+            records: vec![record],
+            ..JournalScan::default()
+        },
+        Ok(None),
+    );
+    let action = &status.runs[0].actions[0];
+    assert_eq!(action.status, Some(TerminalStatus::Failed));
+    assert_eq!(action.message.as_deref(), Some(message));
+    let v = serde_json::to_value(&status).expect("json");
+    assert_eq!(v["runs"][0]["actions"][0]["message"], message);
+    let text = render_text(&status);
+    for needle in [
+        "FAILED: action 1 of 1 (activate for acme) ended failed",
+        "1. activate acme: failed in 12.5s",
+        &format!("\n      \"{message}\""),
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+}

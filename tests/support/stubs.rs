@@ -15,9 +15,9 @@ use hostenv_activate::model::{
     NodeEvent, NodeName, Op, Phase, RestorePlan, Status, Terminal, UserName,
 };
 use hostenv_activate::ports::{
-    Account, Cancel, Clock, Health, JobOutcome, Journal, Level, LockAttempt, LockHolder, Log,
-    LogFields, PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError, RunLock, Search,
-    UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
+    Account, Cancel, Clock, FailedUnits, Health, JobOutcome, Journal, Level, LockAttempt,
+    LockHolder, Log, LogFields, PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError,
+    RunLock, Search, UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -271,6 +271,8 @@ pub struct StubSystemd {
     pub health: RefCell<VecDeque<anyhow::Result<Health>>>,
     /// The limit of each health check asked for.
     pub health_checks: RefCell<Vec<Duration>>,
+    /// What `failed_units` answers (the user's units failed now).
+    pub failed: RefCell<FailedUnits>,
 }
 
 impl StubSystemd {
@@ -364,6 +366,10 @@ impl UserSystemd for StubSystemd {
     fn reload_manager(&self, _a: &Account, _limit: Duration) -> anyhow::Result<()> {
         self.reloads.set(self.reloads.get() + 1);
         Ok(())
+    }
+    fn failed_units(&self, a: &Account, _limit: Duration) -> anyhow::Result<FailedUnits> {
+        self.answering(a)?;
+        Ok(self.failed.borrow().clone())
     }
     fn list_units(&self, a: &Account, prefix: &str, _limit: Duration) -> anyhow::Result<UnitList> {
         self.answering(a)?;

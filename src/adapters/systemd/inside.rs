@@ -24,7 +24,7 @@ use super::session::Session;
 use super::user_manager_unit;
 use super::wire::{bounded_message, Answer, Envelope, Line, Request};
 use super::{bus_socket_path, is_settled, job_outcome, manager_hint_for, prefix_pattern};
-use crate::ports::{Cancel, JobOutcome, UnitList, UnitRun};
+use crate::ports::{Cancel, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun};
 
 /// The first argument that makes the binary a bus helper.
 pub const HELPER_ARG: &str = "__user-bus-helper";
@@ -143,6 +143,12 @@ impl Helper {
                 let session = self.connect(self.deadline())?;
                 Ok(Answer::Units {
                     list: list_units(&session, prefix)?,
+                })
+            }
+            Request::FailedUnits => {
+                let session = self.connect(self.deadline())?;
+                Ok(Answer::Failed {
+                    failed: failed_units(&session)?,
                 })
             }
         }
@@ -334,4 +340,31 @@ fn list_units(session: &Session, prefix: &str) -> anyhow::Result<UnitList> {
             .filter(|row| row.2 == "loaded")
             .map(|row| row.0),
     ))
+}
+
+/// The units that are `failed` now: one `ListUnitsByPatterns(["failed"],
+/// [])`, the first [`UnitList::MAX_NAMED`] by name each with its service
+/// `Result` (none for other kinds of unit), the rest counted.
+fn failed_units(session: &Session) -> anyhow::Result<FailedUnits> {
+    let who = &session.who;
+    let mut rows = session
+        .manager
+        .list_units_by_patterns(&["failed"], &[])
+        .with_context(|| format!("{who}: cannot list the user's failed units"))?;
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.dedup_by(|a, b| a.0 == b.0);
+    let more = rows.len().saturating_sub(UnitList::MAX_NAMED);
+    rows.truncate(UnitList::MAX_NAMED);
+    let units = rows
+        .into_iter()
+        .map(|row| FailedUnit {
+            result: row
+                .0
+                .ends_with(".service")
+                .then(|| session.service_result(&row.6))
+                .flatten(),
+            unit: row.0,
+        })
+        .collect();
+    Ok(FailedUnits { units, more })
 }

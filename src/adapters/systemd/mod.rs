@@ -35,8 +35,8 @@ use self::jobs::wait_until;
 use self::proxies::ManagerProxy;
 use self::wire::{Answer, Envelope, Request};
 use crate::ports::{
-    Account, Cancel, Health, JobOutcome, ManagerNotRunning, UnitList, UnitRun, UnitStatus,
-    UserSystemd,
+    Account, Cancel, FailedUnit, FailedUnits, Health, JobOutcome, ManagerNotRunning, UnitList,
+    UnitRun, UnitStatus, UserSystemd,
 };
 
 /// The well-known name of a systemd manager on its bus.
@@ -382,9 +382,41 @@ impl UserSystemd for UserBus {
             other => Err(unexpected(account, &other)),
         }
     }
+
+    fn failed_units(&self, account: &Account, limit: Duration) -> anyhow::Result<FailedUnits> {
+        match self.ask(account, Request::FailedUnits, limit)? {
+            Answer::Failed { failed } => Ok(bounded_failed(failed)),
+            other => Err(unexpected(account, &other)),
+        }
+    }
 }
 
 // ------------------------------------------------------------ pure helpers
+
+/// A helper's list of failed units made fit to show: it comes from a
+/// process the user can take over, so no more names than asked, each text
+/// cut and without control characters.
+pub fn bounded_failed(failed: FailedUnits) -> FailedUnits {
+    let clean = |text: &str| {
+        crate::model::cut(text)
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+    };
+    let more = failed
+        .more
+        .saturating_add(failed.units.len().saturating_sub(UnitList::MAX_NAMED));
+    let units = failed
+        .units
+        .iter()
+        .take(UnitList::MAX_NAMED)
+        .map(|u| FailedUnit {
+            unit: clean(&u.unit),
+            result: u.result.as_deref().map(clean),
+        })
+        .collect();
+    FailedUnits { units, more }
+}
 
 /// `/run/user/<uid>/bus`: where the user's session bus listens.
 pub fn bus_socket_path(uid: u32) -> PathBuf {
@@ -582,5 +614,24 @@ mod tests {
             watch.wait_for(&job, Instant::now() + Duration::from_secs(60), None),
             JobEnd::Lost
         );
+    }
+
+    #[test]
+    fn a_helpers_failed_units_are_bounded_before_anyone_shows_them() {
+        let many = FailedUnits {
+            units: (0..UnitList::MAX_NAMED + 5)
+                .map(|i| FailedUnit {
+                    unit: format!("u{i:02}\x1b[2J.service"),
+                    result: Some("x".repeat(10_000)),
+                })
+                .collect(),
+            more: 7,
+        };
+        let shown = bounded_failed(many);
+        assert_eq!(shown.units.len(), UnitList::MAX_NAMED);
+        assert_eq!(shown.more, 12);
+        assert_eq!(shown.units[0].unit, "u00?[2J.service");
+        let result = shown.units[0].result.as_deref().unwrap_or_default();
+        assert!(result.len() < 500, "{} characters", result.len());
     }
 }

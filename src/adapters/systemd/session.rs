@@ -129,6 +129,17 @@ impl Session {
         status
     }
 
+    /// The service `Result` of the unit at `path`; `None` when it cannot be
+    /// read (a unit that is not a service has none).
+    pub(super) fn service_result(&self, path: &OwnedObjectPath) -> Option<String> {
+        ServiceProxy::builder(&self.conn)
+            .path(path.clone())
+            .and_then(|b| b.cache_properties(CacheProperties::No).build())
+            .ok()?
+            .result()
+            .ok()
+    }
+
     /// Polls until the unit is `inactive` or `failed`, at most `limit`.
     pub(super) fn wait_settled(&self, unit: &str, limit: Duration) -> bool {
         wait_until(Instant::now() + limit, None, || {

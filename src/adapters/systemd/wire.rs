@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{Health, UnitList, UnitRun};
+use crate::ports::{FailedUnits, Health, UnitList, UnitRun};
 
 /// The most the root process reads of a helper's answer (all its lines).
 pub const MAX_ANSWER: usize = 64 * 1024;
@@ -36,6 +36,9 @@ pub enum Request {
     /// Wait up to `timeout_ms` for the services of `default.target` and
     /// `hostenv.target` to settle, then say which are not healthy.
     CheckHealth { timeout_ms: u64 },
+    /// The units that are `failed` now, each with its service `Result`
+    /// (a few named, the rest counted). Read-only.
+    FailedUnits,
 }
 
 impl Request {
@@ -50,6 +53,7 @@ impl Request {
             Request::CheckHealth { .. } => {
                 "looking at the services of default.target and hostenv.target".to_owned()
             }
+            Request::FailedUnits => "listing the failed units".to_owned(),
         }
     }
 }
@@ -91,6 +95,7 @@ pub enum Answer {
     Reloaded,
     Units { list: UnitList },
     Health { health: Health },
+    Failed { failed: FailedUnits },
 }
 
 /// `text` cut to [`MAX_MESSAGE`] characters at most, saying so.
