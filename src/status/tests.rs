@@ -207,7 +207,9 @@ fn a_user_text_in_a_message_stays_on_its_line_in_the_text_but_not_in_json() {
         "{text}"
     );
     assert!(
-        !text.lines().any(|l| l.starts_with("hostenv-activate")),
+        !text
+            .lines()
+            .any(|l| l.starts_with("hostenv-activate: info")),
         "{text}"
     );
     assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
