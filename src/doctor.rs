@@ -557,8 +557,13 @@ fn failed_units(user: &UserName, account: &Account, ports: &Ports<'_>) -> Findin
     }
 }
 
-/// Human-readable rendering.
+/// Human-readable rendering. Each check's text is escaped
+/// ([`crate::model::text::escape`]): a detail may carry a user's text (a bus
+/// error, a file name, a journal message) and stays on its one line. The
+/// JSON rendering keeps it as it is.
 pub fn render_text(d: &Diagnosis) -> String {
+    use crate::model::text::escape;
+
     let mut out = format!(
         "hostenv-activate doctor{}\n",
         d.node
@@ -572,9 +577,13 @@ pub fn render_text(d: &Diagnosis) -> String {
             Verdict::Warn => "WARN",
             Verdict::Fail => "FAIL",
         };
-        out.push_str(&format!("[{mark}] {}: {}\n", c.check, c.detail));
+        out.push_str(&format!(
+            "[{mark}] {}: {}\n",
+            escape(&c.check),
+            escape(&c.detail)
+        ));
         if let Some(fix) = &c.fix {
-            out.push_str(&format!("       fix: {fix}\n"));
+            out.push_str(&format!("       fix: {}\n", escape(fix)));
         }
     }
     let count = |v: Verdict| d.checks.iter().filter(|c| c.verdict == v).count();
@@ -586,4 +595,30 @@ pub fn render_text(d: &Diagnosis) -> String {
         count(Verdict::Fail)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_text_in_a_check_stays_on_its_line() {
+        let d = Diagnosis {
+            format_version: FORMAT_VERSION,
+            node: Some("node-a".into()),
+            checks: vec![fail(
+                "systemd of acme",
+                "org.freedesktop.DBus.Error.Failed: no\n[ok  ] forged: fine\x1b[2J",
+                "check the systemd of acme",
+            )],
+            ok: false,
+        };
+        let text = render_text(&d);
+        assert!(
+            text.contains("[FAIL] systemd of acme: org.freedesktop.DBus.Error.Failed: no\\n[ok  ] forged: fine\\x1b[2J\n"),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("[ok  ]")), "{text}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
+    }
 }

@@ -363,8 +363,10 @@ fn check_step(
     }
 }
 
-/// Human-readable rendering.
+/// Human-readable rendering. Text that may come from a user (check
+/// details, messages) is escaped ([`escape`]), as in `status` and `doctor`.
 pub fn render_text(report: &Report) -> String {
+    use crate::model::text::escape;
     let mut out = String::new();
     let job = report
         .job_id
@@ -387,10 +389,10 @@ pub fn render_text(report: &Report) -> String {
         ));
     }
     for note in &report.notes {
-        out.push_str(&format!("Note: {note}\n"));
+        out.push_str(&format!("Note: {}\n", escape(note)));
     }
     if let Some(problem) = &report.problem {
-        out.push_str(&format!("{problem}\n"));
+        out.push_str(&format!("{}\n", escape(problem)));
         return out;
     }
     if let Some(refused) = &report.refused {
@@ -400,7 +402,7 @@ pub fn render_text(report: &Report) -> String {
         };
         out.push_str(&format!(
             "{why}: nothing would run; (intent, failed) \"{}\" would be posted.\n",
-            refused.message
+            escape(&refused.message)
         ));
         return out;
     }
@@ -445,7 +447,9 @@ pub fn render_text(report: &Report) -> String {
         if let Some(t) = &planned.fails_before_running {
             out.push_str(&format!(
                 "   [FAIL] fails before running: ({}, {}) \"{}\"\n",
-                a.op, t.status, t.message
+                a.op,
+                t.status,
+                escape(&t.message)
             ));
         }
         for c in &planned.checks {
@@ -454,13 +458,19 @@ pub fn render_text(report: &Report) -> String {
                 (true, false) => "ok  ",
                 (false, false) => "FAIL",
             };
-            out.push_str(&format!("   [{mark}] {}: {}\n", c.check, c.detail));
+            out.push_str(&format!(
+                "   [{mark}] {}: {}\n",
+                escape(&c.check),
+                escape(&c.detail)
+            ));
         }
     }
     if let Some(last) = report.would_post.last() {
         out.push_str(&format!(
             "\nLast event when all goes as planned: ({}, {}) \"{}\"\n",
-            last.phase, last.status, last.message
+            last.phase,
+            last.status,
+            escape(&last.message)
         ));
     }
     let failed: usize = report

@@ -1,5 +1,6 @@
 //! Entry point: parse the command line, hand the job to `commands`, print
-//! the error chain (`{:#}`) and exit 0/1/2 (`errors::Exit`).
+//! the error chain (`{:#}`, escaped like every line of ours) and exit 0/1/2
+//! (`errors::Exit`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use hostenv_activate::commands;
 use hostenv_activate::config::{self, Config};
 use hostenv_activate::docs;
 use hostenv_activate::errors::{ConfigError, Exit};
+use hostenv_activate::model::text::escape;
 
 fn main() -> ExitCode {
     // The bus helper (this binary re-executed as an environment's user)
@@ -67,7 +69,7 @@ fn finish(result: anyhow::Result<Exit>) -> ExitCode {
         Err(e) => {
             match e.downcast_ref::<ConfigError>() {
                 Some(usage_error) => return usage(usage_error),
-                None => eprintln!("hostenv-activate: {e:#}"),
+                None => eprintln!("hostenv-activate: {}", escape(&format!("{e:#}"))),
             }
             Exit::Failed.into()
         }
@@ -75,6 +77,6 @@ fn finish(result: anyhow::Result<Exit>) -> ExitCode {
 }
 
 fn usage(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("hostenv-activate: {e}");
+    eprintln!("hostenv-activate: {}", escape(&e.to_string()));
     Exit::Usage.into()
 }

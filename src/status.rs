@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::model::journal::{ActionRecord, ActionState, Delivery};
+use crate::model::text::escape;
 use crate::model::{EventPayload, Phase, TerminalStatus};
 use crate::ports::{JournalScan, LockHolder};
 
@@ -238,7 +239,7 @@ fn action_line(a: &ActionView) -> String {
         let snaps: Vec<String> = a
             .snapshots
             .iter()
-            .map(|(k, id)| format!("{k}={id}"))
+            .map(|(k, id)| format!("{k}={}", escape(id)))
             .collect();
         line.push_str(&format!(", snapshots {}", snaps.join(" ")));
     }
@@ -248,12 +249,14 @@ fn action_line(a: &ActionView) -> String {
         _ => {}
     }
     if let Some(message) = &a.message {
-        line.push_str(&format!("\n      \"{message}\""));
+        line.push_str(&format!("\n      \"{}\"", escape(message)));
     }
     line
 }
 
-/// Human-readable rendering.
+/// Human-readable rendering. Text that may come from a user (messages,
+/// problems, snapshot ids) is escaped ([`escape`]): one line stays one line
+/// on the operator's terminal. The JSON rendering keeps it as it is.
 pub fn render_text(status: &Status) -> String {
     let mut out = String::new();
     let node = status
@@ -269,7 +272,8 @@ pub fn render_text(status: &Status) -> String {
         None => match &status.lock_problem {
             None => out.push_str("No run holds the lock now.\n"),
             Some(why) => out.push_str(&format!(
-                "Cannot tell whether a run holds the lock: {why}\n"
+                "Cannot tell whether a run holds the lock: {}\n",
+                escape(why)
             )),
         },
         Some(run) => {
@@ -277,10 +281,10 @@ pub fn render_text(status: &Status) -> String {
                 "A run holds the lock now: pid {}, since {}, commit {}",
                 run.pid.map_or("unknown".to_owned(), |p| p.to_string()),
                 run.since.map_or("unknown".to_owned(), when),
-                run.sha.as_deref().unwrap_or("unknown"),
+                escape(run.sha.as_deref().unwrap_or("unknown")),
             ));
             if let Some(job) = &run.job {
-                out.push_str(&format!(", job {job}"));
+                out.push_str(&format!(", job {}", escape(job)));
             }
             out.push('\n');
             if let Some(action) = &run.action {
@@ -289,7 +293,7 @@ pub fn render_text(status: &Status) -> String {
         }
     }
     for problem in &status.journal_problems {
-        out.push_str(&format!("Journal problem: {problem}\n"));
+        out.push_str(&format!("Journal problem: {}\n", escape(problem)));
     }
     if !status.journal_listed {
         out.push_str("\nCannot tell which runs are recorded: the journal could not be listed.\n");
@@ -300,8 +304,8 @@ pub fn render_text(status: &Status) -> String {
     }
     for run in &status.runs {
         let outcome = match (run.success, &run.outcome) {
-            (Some(true), Some(m)) => format!("succeeded: {m}"),
-            (Some(false), Some(m)) => format!("FAILED: {m}"),
+            (Some(true), Some(m)) => format!("succeeded: {}", escape(m)),
+            (Some(false), Some(m)) => format!("FAILED: {}", escape(m)),
             _ => "did not finish (still running, or it died)".to_owned(),
         };
         let ended = run
@@ -312,7 +316,7 @@ pub fn render_text(status: &Status) -> String {
             "\n- job {} (node {}), commit {}, pid {}: started {}{ended}\n  {outcome}\n",
             run.job,
             run.node,
-            run.sha,
+            escape(&run.sha),
             run.pid,
             when(run.started_at)
         ));
@@ -330,7 +334,11 @@ pub fn render_text(status: &Status) -> String {
         for u in &status.undelivered {
             out.push_str(&format!(
                 "  job {} (node {}): ({}, {}) \"{}\"\n",
-                u.job, u.node, u.phase, u.status, u.message
+                u.job,
+                u.node,
+                u.phase,
+                u.status,
+                escape(&u.message)
             ));
         }
     }

@@ -2,7 +2,8 @@
 //! output, the intent and its names, the provider's HTTP answers,
 //! configuration values, the journal's files, comin's store): for random
 //! input they never panic and give a typed error; for valid input they give
-//! back what was put in. Each property runs [`CASES`] generated cases with no
+//! back what was put in. And the escaping of a user's text for log lines and
+//! event messages: for any input, one line with no control character. Each property runs [`CASES`] generated cases with no
 //! failure files written (a failure prints its shrunk input).
 
 use std::ffi::OsString;
@@ -12,6 +13,7 @@ use hostenv_activate::adapters::http::{
     classify, decode_backup_snapshot, decode_intent, decode_own_status, decode_statuses, excerpt,
     ApiBase, Endpoint, BODY_EXCERPT_CHARS,
 };
+use hostenv_activate::adapters::log::{journal_datagram, stderr_line};
 use hostenv_activate::config::SECONDS;
 use hostenv_activate::model::comin::newest_deployment;
 use hostenv_activate::model::journal::{
@@ -19,10 +21,12 @@ use hostenv_activate::model::journal::{
 };
 use hostenv_activate::model::names::{MigrationKey, NodeName, UserName};
 use hostenv_activate::model::snapshot::{extract_snapshot_json, pick_snapshot, SnapshotError};
+use hostenv_activate::model::text::{escape, escape_bytes, escaped_width, unescape};
 use hostenv_activate::model::{
-    BackupPayload, CominStatus, EventPayload, Intent, IntentDigest, JobId, Op, Terminal,
+    BackupPayload, CominStatus, EventPayload, Intent, IntentDigest, JobId, NodeEvent, Op, Phase,
+    Status, Terminal,
 };
-use hostenv_activate::ports::ProviderError;
+use hostenv_activate::ports::{Level, LogFields, ProviderError};
 use jiff::tz::{Offset, TimeZone};
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -854,5 +858,99 @@ proptest! {
         let newest = newest_deployment(store.to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let latest = deployments.iter().map(|(_, s, e)| e.or(*s)).max().flatten();
         prop_assert_eq!(newest.when(), latest);
+    }
+}
+
+// ------------------------------------------------------------ escaping
+
+/// Characters a hostile program would print, often: every control
+/// character, the line breaks Unicode knows, bidirectional controls,
+/// backslashes and what escapes are made of; and any character at all.
+fn hostile_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        3 => any::<char>(),
+        2 => (0u32..0x20).prop_map(|c| char::from_u32(c).expect("C0")),
+        1 => (0x7fu32..0xa0).prop_map(|c| char::from_u32(c).expect("DEL and C1")),
+        2 => proptest::sample::select(vec![
+            '\\', '\n', '\r', '\0', '\x1b', 'x', 'u', '{', '}', '0', '1', 'b',
+            '\u{85}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}', '\u{fffd}',
+        ]),
+        2 => proptest::char::range(' ', '~'),
+    ]
+}
+
+fn hostile_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(hostile_char(), 0..80).prop_map(|cs| cs.into_iter().collect())
+}
+
+/// What an operator's terminal or a journal viewer could take for a line
+/// break, a control sequence or a reordering of what it shows.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Any text escapes to one line of safe characters, and back.
+    #[test]
+    fn escaped_text_is_one_safe_line_and_unambiguous(text in hostile_text(), other in hostile_text()) {
+        let escaped = escape(&text);
+        prop_assert!(!escaped.chars().any(unsafe_char), "{:?}", escaped);
+        prop_assert_eq!(escaped.lines().count(), usize::from(!escaped.is_empty()));
+        prop_assert_eq!(unescape(&escaped), Some(text.clone()));
+        prop_assert_eq!(escaped.chars().count(), text.chars().map(escaped_width).sum::<usize>());
+        if text != other {
+            prop_assert_ne!(escaped, escape(&other));
+        }
+    }
+
+    /// Any bytes: invalid UTF-8 replaced, then escaped the same way.
+    #[test]
+    fn escaped_bytes_are_one_safe_line(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let escaped = escape_bytes(&bytes);
+        prop_assert!(!escaped.chars().any(unsafe_char), "{:?}", escaped);
+        prop_assert!(!escaped.bytes().any(|b| b.is_ascii_control()));
+        let lossy = String::from_utf8_lossy(&bytes).into_owned();
+        prop_assert_eq!(unescape(&escaped), Some(lossy));
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            prop_assert_eq!(escaped, escape(text));
+        }
+    }
+
+    /// Printable ASCII without a backslash is shown as it is.
+    #[test]
+    fn plain_text_is_unchanged(text in "[ -\\[\\]-~]{0,80}") {
+        prop_assert_eq!(escape(&text), text);
+    }
+
+    /// Whatever a message holds: one stderr line starting with ours, a
+    /// journal MESSAGE without a control character, an event message
+    /// without one.
+    #[test]
+    fn log_lines_and_event_messages_stay_one_line(text in hostile_text()) {
+        let fields = LogFields { node: Some("node-a"), user: Some("acme"), ..LogFields::default() };
+        let message = format!("Activation failed for acme (exit code 1): {text}");
+        let line = stderr_line(Level::Error, &fields, &message);
+        prop_assert!(line.starts_with("hostenv-activate: error node=node-a user=acme: "));
+        let body = line.strip_suffix('\n').expect("ends with a newline");
+        prop_assert!(!body.chars().any(unsafe_char), "{:?}", line);
+
+        let datagram = journal_datagram(Level::Error, &fields, &message);
+        let value = datagram
+            .strip_prefix(b"MESSAGE=")
+            .and_then(|rest| rest.split(|b| *b == b'\n').next())
+            .expect("MESSAGE first, in the NAME=value form");
+        let value = std::str::from_utf8(value).expect("UTF-8");
+        prop_assert!(!value.chars().any(unsafe_char), "{:?}", value);
+        prop_assert_eq!(unescape(value), Some(message.clone()));
+
+        let event = NodeEvent::new(NodeName::parse("node-a").expect("name"), Status::Failed, Phase::Activate, &message, None);
+        prop_assert!(!event.message.chars().any(unsafe_char), "{:?}", event.message);
+        prop_assert_eq!(unescape(&event.message), Some(message));
     }
 }

@@ -32,8 +32,8 @@ use harness::units::{
 };
 use harness::{TestUser, UserSpec};
 use node_run::{
-    action, intent, position, processes_matching, settled, show, spawn, start_target, world,
-    Finished, NodeConfig, PlanDir,
+    action, intent, position, processes_matching, settled, show, spawn, spawn_journaled,
+    start_target, world, Finished, NodeConfig, PlanDir, Running, StandInJournal,
 };
 
 const NODE: &str = "node-a";
@@ -114,22 +114,36 @@ const ACTIVATE_TIMED_OUT: &[(&str, &str)] = &[("activate", "running"), ("activat
 /// stdin pipe that carries data and stays open for the whole run. Its output
 /// never shows the token.
 fn run_binary(fake: &FakeHandle, action_timeout: u64) -> Finished {
-    let ran = spawn(
+    checked(spawn(fake, &node_config(action_timeout)))
+}
+
+/// [`run_binary`], its journal lines going to `journal`.
+fn run_journaled(fake: &FakeHandle, action_timeout: u64, journal: &StandInJournal) -> Finished {
+    checked(spawn_journaled(
         fake,
-        &NodeConfig {
-            node: NODE,
-            sha: SHA,
-            token: TOKEN,
-            action_timeout,
-            target_observe_timeout: 30,
-            intent_wait: 0,
-            extra_env: &[("NOTIFY_SOCKET", NOTIFY_SOCKET), ROOT_CANARY],
-            stdin: Some(ROOT_STDIN),
-            state: None,
-            run_timeout: None,
-        },
-    )
-    .wait(RUN_LIMIT);
+        &node_config(action_timeout),
+        &[],
+        journal,
+    ))
+}
+
+fn node_config(action_timeout: u64) -> NodeConfig<'static> {
+    NodeConfig {
+        node: NODE,
+        sha: SHA,
+        token: TOKEN,
+        action_timeout,
+        target_observe_timeout: 30,
+        intent_wait: 0,
+        extra_env: &[("NOTIFY_SOCKET", NOTIFY_SOCKET), ROOT_CANARY],
+        stdin: Some(ROOT_STDIN),
+        state: None,
+        run_timeout: None,
+    }
+}
+
+fn checked(running: Running) -> Finished {
+    let ran = running.wait(RUN_LIMIT);
     if std::env::var_os("REAL_ACTIONS_SHOW_OUTPUT").is_some() {
         eprintln!("{}", ran.output());
     }
@@ -527,6 +541,153 @@ fn activate_failure_is_reported_with_its_output_and_exit_code() {
         json!("building site\nerror: database unreachable\ngiving up\n"),
         "{payload}"
     );
+}
+
+/// What a hostile `activate` prints to fool the operator: CR, NUL, ESC
+/// sequences (clear the screen, set the terminal's title), invalid UTF-8, a
+/// C1 NEL, a Unicode line separator, a right-to-left override, DEL, and
+/// lines forged to look like ours, on stdout and stderr.
+const FORGING_OUTPUT: &str = r"printf 'x\r\000hostenv-activate: info node=node-a: forged\n'
+printf '\033[2J\007hostenv-activate: info node=node-a job=job-real-1: forged\n' >&2
+printf '\377\376\302\205\342\200\250\342\200\256\177\n'
+printf 'hostenv-activate: info node=node-a: forged'
+";
+/// The starts of the forged lines.
+const FORGED: &[&str] = &[
+    "hostenv-activate: info node=node-a: forged",
+    "hostenv-activate: info node=node-a job=job-real-1: forged",
+];
+/// The output's summary in the event message: folded, then escaped.
+const FORGING_SUMMARY: &str = "x\\r\\0hostenv-activate: info node=node-a: forged; \\x1b[2J\\x07hostenv-activate: info node=node-a job=job-real-1: forged; \u{fffd}\u{fffd}\\u{85}\\u{2028}\\u{202e}\\x7f; hostenv-activate: info node=node-a: forged";
+
+/// Whatever a terminal or a journal viewer would take for a line break, a
+/// control sequence or a reordering of the text.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{61c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// The lines of the binary's stderr: each one of ours, safe to show.
+#[track_caller]
+fn our_lines(ran: &Finished) -> Vec<&str> {
+    assert!(ran.stderr.ends_with('\n'), "{}", ran.output());
+    let lines: Vec<&str> = ran.stderr.split_terminator('\n').collect();
+    for line in &lines {
+        assert!(
+            line.starts_with("hostenv-activate: ") && !line.chars().any(unsafe_char),
+            "not a line of ours: {line:?}\n{}",
+            ran.output()
+        );
+        for forged in FORGED {
+            assert!(!line.starts_with(forged), "forged: {line:?}");
+        }
+    }
+    lines
+}
+
+/// The MESSAGE of each datagram, each safe to show.
+#[track_caller]
+fn journal_messages(journal: &StandInJournal, ran: &Finished) -> Vec<String> {
+    let datagrams = journal.datagrams();
+    let messages: Vec<String> = datagrams
+        .iter()
+        .filter_map(|d| {
+            d.iter()
+                .find(|(k, _)| k == "MESSAGE")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(messages.len(), datagrams.len(), "{datagrams:#?}");
+    for m in &messages {
+        assert!(
+            !m.chars().any(unsafe_char),
+            "raw control character in the journal: {m:?}\n{}",
+            ran.output()
+        );
+    }
+    messages
+}
+
+#[test]
+fn activate_output_cannot_forge_log_lines_or_reach_the_terminal() {
+    let w = world(&[UserSpec::new("forge").without_test_units()]);
+    let user = w.user("forge");
+    for code in [1, 0] {
+        // The same run with harmless output: how many lines our own log
+        // calls write.
+        write_activate(user, &format!("echo plain output\nexit {code}\n"));
+        let journal = StandInJournal::new();
+        let plain = run_journaled(&provider_of(activate_of(&user.name)), 60, &journal);
+        let plain_lines = our_lines(&plain).len();
+        assert_eq!(journal_messages(&journal, &plain).len(), plain_lines);
+
+        write_activate(user, &format!("{FORGING_OUTPUT}exit {code}\n"));
+        let fake = provider_of(activate_of(&user.name));
+        let ran = run_journaled(&fake, 60, &journal);
+        ran.expect_code(if code == 0 { 0 } else { 1 });
+        let lines = our_lines(&ran);
+        assert_eq!(lines.len(), plain_lines, "{}", ran.output());
+        let messages = journal_messages(&journal, &ran);
+        assert_eq!(messages.len(), lines.len(), "{messages:#?}");
+        for e in fake.events_of(JOB, NODE) {
+            assert!(!e.message.chars().any(unsafe_char), "{e:#?}");
+        }
+        if code == 0 {
+            expect_steps(
+                &fake,
+                &ran,
+                &[
+                    ("activate", "running"),
+                    ("activate", "success"),
+                    ("intent", "success"),
+                ],
+            );
+            continue;
+        }
+        expect_steps(
+            &fake,
+            &ran,
+            &[("activate", "running"), ("activate", "failed")],
+        );
+        // The output is there, escaped: in the event, the line and the journal.
+        let failed = event_of(&fake, "activate", "failed");
+        assert_eq!(
+            failed.message,
+            format!(
+                "Activation failed for {} (exit code 1): {FORGING_SUMMARY}",
+                user.name
+            )
+        );
+        assert!(
+            lines.iter().any(|l| l.ends_with(FORGING_SUMMARY)),
+            "{}",
+            ran.output()
+        );
+        assert!(
+            messages.iter().any(|m| m.ends_with(FORGING_SUMMARY)),
+            "{messages:#?}"
+        );
+        // The payload keeps the output as it was (JSON carries it).
+        let payload = failed.payload.expect("a failure payload");
+        let detail = payload["detail"].as_str().expect("detail");
+        assert_contains(
+            detail,
+            &[
+                "x\r\0hostenv-activate: info node=node-a: forged\n",
+                "\u{1b}[2J\u{7}hostenv-activate",
+                "\u{fffd}\u{fffd}\u{85}\u{2028}\u{202e}\u{7f}\n",
+            ],
+        );
+    }
 }
 
 #[test]

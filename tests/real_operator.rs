@@ -24,7 +24,10 @@ use serde_json::{json, Value};
 use fake_provider::{FakeHandle, FakeProvider, Route};
 use harness::units::FAILING_UNIT;
 use harness::{TestUser, UserSpec};
-use node_run::{intent, spawn, spawn_with, world, Finished, NodeConfig, NodeState};
+use node_run::{
+    intent, spawn, spawn_journaled, spawn_with, world, Finished, NodeConfig, NodeState,
+    StandInJournal,
+};
 
 const NODE: &str = "node-a";
 const TOKEN: &str = "tok-operator-SECRET";
@@ -519,54 +522,16 @@ fn doctor_names_a_users_failed_unit_and_its_result_and_leaves_it_failed() {
 
 // ------------------------------------------------------------ journal message ids
 
-/// The fields of one journald native-protocol datagram.
-fn journal_fields(mut data: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    while let Some(nl) = data.iter().position(|b| *b == b'\n') {
-        let head = &data[..nl];
-        match head.iter().position(|b| *b == b'=') {
-            Some(eq) => {
-                out.push((
-                    String::from_utf8_lossy(&head[..eq]).into_owned(),
-                    String::from_utf8_lossy(&head[eq + 1..]).into_owned(),
-                ));
-                data = &data[nl + 1..];
-            }
-            None => {
-                // NAME\n<u64 le length><value>\n
-                let rest = &data[nl + 1..];
-                let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
-                out.push((
-                    String::from_utf8_lossy(head).into_owned(),
-                    String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
-                ));
-                data = &rest[8 + len + 1..];
-            }
-        }
-    }
-    out
-}
-
 /// The shipped binary, its journal socket a datagram socket of the test's
 /// (bind-mounted over /run/systemd/journal/socket in a private mount
 /// namespace), sends the documented MESSAGE_IDs with their fields.
 #[test]
 fn the_shipped_binary_sends_message_ids_to_the_journal() {
-    use std::os::unix::net::UnixDatagram;
-    use std::process::Command;
-
     // A host with journald has its own; one without must still have none.
     let journal_was_there = Path::new("/run/systemd/journal").exists();
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("journal.sock");
-    let server = UnixDatagram::bind(&socket).expect("bind the stand-in journal");
-    server
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let token = dir.path().join("token");
-    fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let journal = StandInJournal::new();
+    let state = NodeState::new();
     let fake = FakeProvider::builder()
         .node(NODE, TOKEN)
         .job(
@@ -575,45 +540,16 @@ fn the_shipped_binary_sends_message_ids_to_the_journal() {
             [(NODE, intent(vec![activate_of("hostenv-absent-ids")]))],
         )
         .start();
-    // As in the harness's managers: /run/systemd exists only inside the
-    // namespace's own tmpfs.
-    let script = r#"set -eu
-[ -d /run/systemd ] || mkdir /run/systemd
-mount -t tmpfs -o mode=0755 tmpfs /run/systemd
-mkdir -p /run/systemd/journal
-touch /run/systemd/journal/socket
-mount --bind "$1" /run/systemd/journal/socket
-shift
-exec "$@"
-"#;
-    let ran = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
-        .arg(&socket)
-        .arg(node_run::bin())
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("COMIN_GIT_SHA", "sha-ids")
-        .env("HOSTENV_COMIN_NODE_NAME", NODE)
-        .env("HOSTENV_COMIN_API_BASE_URL", fake.url())
-        .env("HOSTENV_COMIN_TOKEN_FILE", &token)
-        .env("HOSTENV_COMIN_ACTION_TIMEOUT", "60")
-        .env("HOSTENV_COMIN_INTENT_WAIT", "0")
-        .env("HOSTENV_COMIN_STATE_DIR", dir.path().join("state"))
-        .env("HOSTENV_COMIN_LOCK_FILE", dir.path().join("run/lock"))
-        .output()
-        .expect("run the binary in a mount namespace");
-    let stderr = String::from_utf8_lossy(&ran.stderr);
+    let ran =
+        spawn_journaled(&fake, &config("sha-ids", &state, &[]), &[], &journal).wait(RUN_LIMIT);
+    let stderr = &ran.stderr;
     assert_eq!(
-        ran.status.code(),
+        ran.code,
         Some(1),
         "the absent user fails the run:\n{stderr}"
     );
 
-    let mut lines = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while let Ok(n) = server.recv(&mut buf) {
-        lines.push(journal_fields(&buf[..n]));
-    }
+    let lines = journal.datagrams();
     let with_id = |id: &str| -> Vec<&Vec<(String, String)>> {
         lines
             .iter()

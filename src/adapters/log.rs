@@ -1,11 +1,15 @@
 //! Step lines where an operator looks: always stderr (comin keeps it only at
 //! debug level), and the systemd journal when its socket is there, with the
-//! run's context as structured `HOSTENV_*` fields.
+//! run's context as structured `HOSTENV_*` fields. The message is escaped
+//! here, at the sink ([`crate::model::text::escape`]): it may carry a user's
+//! text, and our own messages hold no control character, so this one place
+//! keeps every line one line.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
+use crate::model::text::{escape, push_escaped};
 use crate::ports::{Level, Log, LogFields, MessageId};
 
 /// Where journald listens for native-protocol datagrams.
@@ -13,7 +17,8 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 const IDENTIFIER: &str = "hostenv-activate";
 
-/// A journal datagram larger than this is cut (stderr keeps the whole line).
+/// A journal message longer than this (in bytes, escaped) is cut (stderr
+/// keeps the whole line).
 const MAX_JOURNAL_MESSAGE: usize = 48 * 1024;
 
 /// Logs to stderr and, best effort, to the journal.
@@ -93,23 +98,27 @@ fn set_fields<'a>(fields: &LogFields<'a>) -> Vec<(&'static str, &'static str, &'
     .collect()
 }
 
-/// `hostenv-activate: <level> node=.. job=..: <message>\n`.
+/// `hostenv-activate: <level> node=.. job=..: <message>\n`, the message
+/// escaped: exactly one line whatever it holds.
 pub fn stderr_line(level: Level, fields: &LogFields<'_>, message: &str) -> String {
     let mut line = format!("{IDENTIFIER}: {}", level_name(level));
     for (short, _, value) in set_fields(fields) {
         line.push_str(&format!(" {short}={value}"));
     }
     line.push_str(": ");
-    line.push_str(message);
+    line.push_str(&escape(message));
     line.push('\n');
     line
 }
 
-/// One journald native-protocol datagram.
+/// One journald native-protocol datagram, its `MESSAGE` escaped.
 pub fn journal_datagram(level: Level, fields: &LogFields<'_>, message: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    let message = cut_at_char_boundary(message, MAX_JOURNAL_MESSAGE);
-    push_field(&mut out, "MESSAGE", message);
+    push_field(
+        &mut out,
+        "MESSAGE",
+        &escaped_head(message, MAX_JOURNAL_MESSAGE),
+    );
     push_field(&mut out, "PRIORITY", priority(level));
     push_field(&mut out, "SYSLOG_IDENTIFIER", IDENTIFIER);
     if let Some(MessageId(id)) = fields.message_id {
@@ -134,15 +143,19 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'\n');
 }
 
-fn cut_at_char_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+/// `s` escaped, cut to at most `max` bytes between two escaped characters
+/// (never inside an escape sequence).
+fn escaped_head(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let before = out.len();
+        push_escaped(&mut out, c);
+        if out.len() > max {
+            out.truncate(before);
+            break;
+        }
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    out
 }
 
 #[cfg(test)]
@@ -211,12 +224,12 @@ mod tests {
         let (_dir, server, logger) = stand_in_journal();
         assert!(logger.has_journal());
 
-        logger.line(Level::Error, &fields(), "first line\nsecond line");
+        logger.line(Level::Error, &fields(), "first line");
         let mut buf = vec![0u8; 65536];
         let n = server.recv(&mut buf).expect("a datagram arrives");
         let got = parse(&buf[..n]);
         let want: Vec<(String, String)> = [
-            ("MESSAGE", "first line\nsecond line"),
+            ("MESSAGE", "first line"),
             ("PRIORITY", "3"),
             ("SYSLOG_IDENTIFIER", "hostenv-activate"),
             ("HOSTENV_NODE", "node-a"),
@@ -233,6 +246,60 @@ mod tests {
         let got = parse(&buf[..n]);
         assert!(got.contains(&("MESSAGE".into(), "plain".into())));
         assert!(got.contains(&("PRIORITY".into(), "6".into())));
+    }
+
+    /// What a hostile program prints to forge a line of ours.
+    const FORGED: &str = "ok\nhostenv-activate: info node=x: forged success\r\x1b[2J\0";
+
+    fn has_control(s: &str) -> bool {
+        s.chars()
+            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    }
+
+    #[test]
+    fn a_forged_line_stays_inside_one_line() {
+        let line = stderr_line(Level::Error, &fields(), &format!("failed: {FORGED}"));
+        assert_eq!(
+            line,
+            "hostenv-activate: error node=node-a job=job-1 user=acme: failed: ok\\nhostenv-activate: info node=x: forged success\\r\\x1b[2J\\0\n"
+        );
+        assert_eq!(line.lines().count(), 1, "{line:?}");
+        assert!(!has_control(line.trim_end_matches('\n')), "{line:?}");
+
+        let (_dir, server, logger) = stand_in_journal();
+        logger.line(Level::Error, &fields(), &format!("failed: {FORGED}"));
+        let mut buf = vec![0u8; 65536];
+        let n = server.recv(&mut buf).expect("a datagram arrives");
+        let got = parse(&buf[..n]);
+        let message = got
+            .iter()
+            .find(|(k, _)| k == "MESSAGE")
+            .map(|(_, v)| v.clone())
+            .expect("a MESSAGE");
+        assert!(!has_control(&message), "{message:?}");
+        assert_eq!(
+            message,
+            "failed: ok\\nhostenv-activate: info node=x: forged success\\r\\x1b[2J\\0"
+        );
+        // Escaped, the message travels in the plain `NAME=value` form.
+        let datagram = &buf[..n];
+        assert!(
+            datagram.starts_with(b"MESSAGE=failed: ok\\n"),
+            "{datagram:?}"
+        );
+        assert!(!datagram[..datagram.len() - 1]
+            .split(|b| *b == b'\n')
+            .any(|field| field.iter().any(|b| b.is_ascii_control())));
+    }
+
+    #[test]
+    fn a_long_journal_message_is_cut_between_escapes() {
+        let long = format!("x{}", "\x1b".repeat(MAX_JOURNAL_MESSAGE));
+        let head = escaped_head(&long, MAX_JOURNAL_MESSAGE);
+        assert!(head.len() <= MAX_JOURNAL_MESSAGE);
+        assert!(head.len() > MAX_JOURNAL_MESSAGE - 4);
+        assert!(head.ends_with("\\x1b"), "{}", &head[head.len() - 8..]);
+        assert_eq!(escaped_head("short\n", MAX_JOURNAL_MESSAGE), "short\\n");
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
         for pending in record.pending() {
             let phase = pending.of.phase();
             let event = pending.terminal.event(&settings.node, phase);
-            let shown = format!("({phase}, {}) \"{}\"", event.status, event.message);
+            // The journal's own text: the log sink escapes it.
+            let shown = format!(
+                "({phase}, {}) \"{}\"",
+                event.status, pending.terminal.message
+            );
             if already_there(ports, &job, &event) {
                 record.mark(&pending.of, Delivery::Delivered);
                 log(

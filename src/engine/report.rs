@@ -171,13 +171,7 @@ impl<'a> Reporter<'a> {
         fields: LogFields<'_>,
         retry: bool,
     ) -> Result<(), Stop> {
-        let event = NodeEvent {
-            node: self.settings.node.clone(),
-            status,
-            phase,
-            message: message.to_owned(),
-            payload,
-        };
+        let event = NodeEvent::new(self.settings.node.clone(), status, phase, message, payload);
         let level = if status.is_failure() {
             Level::Error
         } else {

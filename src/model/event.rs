@@ -108,6 +108,27 @@ pub struct NodeEvent {
     pub payload: Option<EventPayload>,
 }
 
+impl NodeEvent {
+    /// The event, its message escaped ([`super::text::escape`]): a message
+    /// may carry a user's text, and the provider shows it to people. The
+    /// payload stays as it is (JSON, complete within its bounds).
+    pub fn new(
+        node: NodeName,
+        status: Status,
+        phase: Phase,
+        message: &str,
+        payload: Option<EventPayload>,
+    ) -> Self {
+        NodeEvent {
+            node,
+            status,
+            phase,
+            message: super::text::escape(message),
+            payload,
+        }
+    }
+}
+
 /// The status of a terminal event: an action (or the node's run) ends with
 /// exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,13 +196,13 @@ impl Terminal {
 
     /// The event that reports it for `phase`.
     pub fn event(&self, node: &NodeName, phase: Phase) -> NodeEvent {
-        NodeEvent {
-            node: node.clone(),
-            status: self.status.into(),
+        NodeEvent::new(
+            node.clone(),
+            self.status.into(),
             phase,
-            message: self.message.clone(),
-            payload: self.payload.clone(),
-        }
+            &self.message,
+            self.payload.clone(),
+        )
     }
 }
 

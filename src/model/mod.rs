@@ -9,6 +9,7 @@ pub mod intent;
 pub mod journal;
 pub mod names;
 pub mod snapshot;
+pub mod text;
 
 pub use comin::CominStatus;
 pub use event::{

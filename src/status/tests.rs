@@ -240,3 +240,42 @@ fn a_failed_health_check_shows_its_message_with_the_units() {
         assert!(text.contains(needle), "{needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn a_user_text_in_a_message_stays_on_its_line_in_the_text_but_not_in_json() {
+    let forged =
+        "Activation failed for acme (exit code 1): ok\nhostenv-activate: info: success\r\x1b[2J";
+    let mut record = records().remove(0);
+    record.put(finished(
+        0,
+        Op::Activate,
+        Terminal::failed(forged, None),
+        Delivery::Pending,
+    ));
+    let status = gather(
+        None,
+        "/s",
+        &JournalScan {
+            records: vec![record],
+            ..JournalScan::default()
+        },
+        Ok(None),
+    );
+    let text = render_text(&status);
+    let escaped =
+        "Activation failed for acme (exit code 1): ok\\nhostenv-activate: info: success\\r\\x1b[2J";
+    assert!(text.contains(&format!("      \"{escaped}\"\n")), "{text}");
+    assert!(
+        text.contains(&format!("(activate, failed) \"{escaped}\"\n")),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("hostenv-activate: info")),
+        "{text}"
+    );
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
+    let v = serde_json::to_value(&status).expect("json");
+    assert_eq!(v["undelivered"][0]["message"], forged);
+}

@@ -2,8 +2,9 @@
 //! as a node one way, not two: as root, like comin's wrapper does (a cleared
 //! environment holding only its configuration, the token in a root-owned
 //! 0600 file and never in argv or the environment), bounded, its output
-//! captured and checked by the same assertions; plus the plan-dir cleanup,
-//! the intent builders and the event and process lookups both targets use.
+//! captured and checked by the same assertions, optionally with a stand-in
+//! journal that receives its journal lines; plus the plan-dir cleanup, the
+//! intent builders and the event and process lookups both targets use.
 //!
 //! Include it with `#[path = "support/node_run.rs"] mod node_run;` in a
 //! target that also has `mod harness;` and `mod fake_provider;` (it uses
@@ -13,6 +14,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -276,7 +278,7 @@ pub fn spawn(fake: &FakeHandle, cfg: &NodeConfig<'_>) -> Running {
 
 /// [`spawn`], with arguments (`status`, `doctor`, `--dry-run`, ...).
 pub fn spawn_with(fake: &FakeHandle, cfg: &NodeConfig<'_>, args: &[&str]) -> Running {
-    spawn_binary(bin(), fake, cfg, args)
+    spawn_in(bin(), fake, cfg, args, None)
 }
 
 /// [`spawn_with`], running `program` (a wrapper around the binary, such as
@@ -286,6 +288,40 @@ pub fn spawn_binary(
     fake: &FakeHandle,
     cfg: &NodeConfig<'_>,
     args: &[&str],
+) -> Running {
+    spawn_in(program, fake, cfg, args, None)
+}
+
+/// [`spawn_with`], the binary's journal socket being `journal`'s (see
+/// [`StandInJournal`]).
+pub fn spawn_journaled(
+    fake: &FakeHandle,
+    cfg: &NodeConfig<'_>,
+    args: &[&str],
+    journal: &StandInJournal,
+) -> Running {
+    spawn_in(bin(), fake, cfg, args, Some(&journal.socket))
+}
+
+/// Mounts the socket `$1` over /run/systemd/journal/socket, then runs the
+/// rest. For a private mount namespace: as in the harness's managers,
+/// /run/systemd exists only inside the namespace's own tmpfs.
+const JOURNAL_MOUNT: &str = r#"set -eu
+[ -d /run/systemd ] || mkdir /run/systemd
+mount -t tmpfs -o mode=0755 tmpfs /run/systemd
+mkdir -p /run/systemd/journal
+touch /run/systemd/journal/socket
+mount --bind "$1" /run/systemd/journal/socket
+shift
+exec "$@"
+"#;
+
+fn spawn_in(
+    program: &Path,
+    fake: &FakeHandle,
+    cfg: &NodeConfig<'_>,
+    args: &[&str],
+    journal: Option<&Path>,
 ) -> Running {
     let mut token_file = tempfile::Builder::new()
         .prefix("hat-token-")
@@ -302,7 +338,18 @@ pub fn spawn_binary(
 
     let own_state = cfg.state.is_none().then(NodeState::new);
     let state = cfg.state.or(own_state.as_ref()).expect("a state");
-    let mut cmd = Command::new(program);
+    // `unshare` and `sh` exec the binary: the child's pid is the binary's.
+    let mut cmd = match journal {
+        None => Command::new(program),
+        Some(socket) => {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c", JOURNAL_MOUNT])
+                .arg("sh")
+                .arg(socket)
+                .arg(program);
+            c
+        }
+    };
     cmd.args(args)
         .env_clear()
         .env("PATH", PATH)
@@ -353,6 +400,73 @@ pub fn spawn_binary(
         _token_file: token_file,
         _own_state: own_state,
     }
+}
+
+/// A datagram socket standing in for journald: a run started with
+/// [`spawn_journaled`] sends its journal lines here, in a private mount
+/// namespace (the host's journal, if any, gets nothing).
+pub struct StandInJournal {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    server: UnixDatagram,
+}
+
+impl StandInJournal {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("hat-journal-")
+            .tempdir()
+            .expect("a directory for the stand-in journal");
+        let socket = dir.path().join("journal.sock");
+        let server = UnixDatagram::bind(&socket).expect("bind the stand-in journal");
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        Self {
+            _dir: dir,
+            socket,
+            server,
+        }
+    }
+
+    /// The datagrams received since the last call, each as its fields
+    /// (waits up to 2 s for the next one).
+    pub fn datagrams(&self) -> Vec<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = self.server.recv(&mut buf) {
+            out.push(journal_fields(&buf[..n]));
+        }
+        out
+    }
+}
+
+/// The fields of one journald native-protocol datagram.
+pub fn journal_fields(mut data: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Some(nl) = data.iter().position(|b| *b == b'\n') {
+        let head = &data[..nl];
+        match head.iter().position(|b| *b == b'=') {
+            Some(eq) => {
+                out.push((
+                    String::from_utf8_lossy(&head[..eq]).into_owned(),
+                    String::from_utf8_lossy(&head[eq + 1..]).into_owned(),
+                ));
+                data = &data[nl + 1..];
+            }
+            None => {
+                // NAME\n<u64 le length><value>\n
+                let rest = &data[nl + 1..];
+                let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+                out.push((
+                    String::from_utf8_lossy(head).into_owned(),
+                    String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
+                ));
+                data = &rest[8 + len + 1..];
+            }
+        }
+    }
+    out
 }
 
 impl Running {
