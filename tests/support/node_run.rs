@@ -180,7 +180,7 @@ impl NodeState {
     }
 
     /// Every journal file, as the JSON of the record it holds (its lines
-    /// folded, as the binary reads them; a torn tail fails the test).
+    /// folded as the binary reads them, up to a torn tail a kill may leave).
     pub fn journal(&self) -> Vec<Value> {
         let Ok(entries) = fs::read_dir(self.state_dir()) else {
             return Vec::new();
@@ -192,7 +192,6 @@ impl NodeState {
                 let bytes = fs::read(e.path()).expect("read a journal file");
                 let folded = hostenv_activate::model::journal::changes::read(&bytes)
                     .expect("a journal file");
-                assert_eq!(folded.ignored, None, "{}", e.path().display());
                 serde_json::to_value(&folded.record).expect("a record is JSON")
             })
             .collect()

@@ -501,6 +501,8 @@ pub struct StubJournal {
     pub saves: Cell<usize>,
     pub rewrites: Cell<usize>,
     pub fail_saves: Cell<bool>,
+    /// How many of the next appends fail (the disk fills up for a moment).
+    pub fail_appends: Cell<usize>,
 }
 
 impl StubJournal {
@@ -536,6 +538,10 @@ impl Journal for StubJournal {
         let Some(record) = records.get_mut(job.as_str()) else {
             anyhow::bail!("no record of {job} to add to");
         };
+        if self.fail_appends.get() > 0 {
+            self.fail_appends.set(self.fail_appends.get() - 1);
+            anyhow::bail!("disk full for a moment");
+        }
         self.write()?;
         record.apply(change);
         Ok(())
