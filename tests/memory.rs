@@ -157,7 +157,8 @@ fn a_change_the_journal_could_not_take_is_written_with_the_next_one() {
     w.journal.fail_appends.set(1);
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(
-        w.logged("cannot write the journal (disk full for a moment)").len(),
+        w.logged("cannot write the journal (disk full for a moment)")
+            .len(),
         1
     );
     assert_eq!(w.journal.rewrites.get(), 3);
@@ -987,7 +988,11 @@ fn a_run_killed_after_any_journal_record_or_in_the_middle_of_one_is_resumed_with
     assert!(matches!(run_on(&first, &recording), Outcome::Succeeded(_)));
     let posted = first.provider.posted.borrow().clone();
     let points = recording.points.into_inner();
-    assert_eq!(points.len(), 2 + 3 * 3 + 2, "start, 3 per action, closing and its delivery, end");
+    assert_eq!(
+        points.len(),
+        2 + 3 * 3 + 2,
+        "start, 3 per action, closing and its delivery, end"
+    );
     // Where the run may die: after a write (the provider has what was
     // posted until then), just before the next one (it has what was posted
     // in between), or in the middle of the next append (a torn line).
@@ -1017,7 +1022,10 @@ fn a_run_killed_after_any_journal_record_or_in_the_middle_of_one_is_resumed_with
             .borrow_mut()
             .extend(posted[..events].iter().cloned());
         let outcome = run_on(&second, &journal);
-        assert!(matches!(outcome, Outcome::Succeeded(_)), "{case}: {outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Succeeded(_)),
+            "{case}: {outcome:?}"
+        );
         let all = second.provider.posted.borrow();
         for (phase, n) in [(Activate, 2), (Phase::Reload, 1), (Intent, 1)] {
             let terminal = all
@@ -1026,7 +1034,8 @@ fn a_run_killed_after_any_journal_record_or_in_the_middle_of_one_is_resumed_with
                 .count();
             assert_eq!(terminal, n, "{case}: each terminal event once: {all:#?}");
         }
-        let record = hostenv_activate::ports::Journal::load(&journal, &JobId::new(JOB)).expect("a record");
+        let record =
+            hostenv_activate::ports::Journal::load(&journal, &JobId::new(JOB)).expect("a record");
         assert!(record.pending().is_empty(), "{case}");
         assert_eq!(record.actions.len(), 3, "{case}");
         assert!(

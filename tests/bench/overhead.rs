@@ -146,7 +146,9 @@ fn journal_change() -> Duration {
     let samples = (0..50)
         .map(|i| {
             let start = Instant::now();
-            journal.append(&record.job, &started(i % 20)).expect("append");
+            journal
+                .append(&record.job, &started(i % 20))
+                .expect("append");
             start.elapsed()
         })
         .collect();
