@@ -155,6 +155,73 @@ fn journal_change() -> Duration {
     median(samples)
 }
 
+/// The real journal, counting beside it what the whole-record journal of
+/// earlier versions would have written for the same changes: the record,
+/// as one JSON document, and two fsyncs (file and directory), each time.
+struct Compared<'a> {
+    inner: &'a hostenv_activate::adapters::journal::FileJournal,
+    record: std::cell::RefCell<Option<hostenv_activate::model::journal::JobRecord>>,
+    whole_bytes: std::cell::Cell<u64>,
+    whole_syncs: std::cell::Cell<u64>,
+    /// Time spent counting, not journaling (left out of the run's time).
+    counting: std::cell::Cell<Duration>,
+}
+
+impl Compared<'_> {
+    fn count(&self) {
+        let _spent = Spent(&self.counting, Instant::now());
+        if let Some(record) = &*self.record.borrow() {
+            let bytes = record.to_bytes().len() as u64;
+            self.whole_bytes.set(self.whole_bytes.get() + bytes);
+            self.whole_syncs.set(self.whole_syncs.get() + 2);
+        }
+    }
+}
+
+/// Adds the time since `.1` to `.0` when dropped.
+struct Spent<'a>(&'a std::cell::Cell<Duration>, Instant);
+
+impl Drop for Spent<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + self.1.elapsed());
+    }
+}
+
+impl hostenv_activate::ports::Journal for Compared<'_> {
+    fn load(
+        &self,
+        job: &hostenv_activate::model::JobId,
+    ) -> Option<hostenv_activate::model::journal::JobRecord> {
+        self.inner.load(job)
+    }
+    fn rewrite(&self, record: &hostenv_activate::model::journal::JobRecord) -> anyhow::Result<()> {
+        let spent = Spent(&self.counting, Instant::now());
+        *self.record.borrow_mut() = Some(record.clone());
+        drop(spent);
+        self.count();
+        self.inner.rewrite(record)
+    }
+    fn append(
+        &self,
+        job: &hostenv_activate::model::JobId,
+        change: &hostenv_activate::model::journal::Change,
+    ) -> anyhow::Result<()> {
+        let spent = Spent(&self.counting, Instant::now());
+        if let Some(record) = &mut *self.record.borrow_mut() {
+            record.apply(change);
+        }
+        drop(spent);
+        self.count();
+        self.inner.append(job, change)
+    }
+    fn with_pending(&self) -> Vec<hostenv_activate::model::journal::JobRecord> {
+        self.inner.with_pending()
+    }
+    fn prune(&self, now: jiff::Timestamp) {
+        self.inner.prune(now)
+    }
+}
+
 /// What the journal of one run costs per event the run posts.
 struct JournalCost {
     actions: usize,
@@ -170,6 +237,9 @@ struct JournalCost {
     /// The file once the run compacted it.
     file: u64,
     wall: Duration,
+    /// What the whole-record journal of earlier versions would have
+    /// written for the same run: bytes, fsyncs.
+    whole: (u64, u64),
 }
 
 fn proc_write_bytes() -> Option<u64> {
@@ -189,7 +259,14 @@ fn journal_per_event(actions: usize) -> JournalCost {
         .collect();
     let w = World::new(StubProvider::with_intent(intent(json!(list))));
     let dir = journal_dir();
-    let journal = FileJournal::new(dir.path(), w.settings.node.clone(), Arc::new(Quiet));
+    let file_journal = FileJournal::new(dir.path(), w.settings.node.clone(), Arc::new(Quiet));
+    let journal = Compared {
+        inner: &file_journal,
+        record: Default::default(),
+        whole_bytes: Default::default(),
+        whole_syncs: Default::default(),
+        counting: Default::default(),
+    };
     let lock = w.lock();
     let ports = Ports {
         provider: &w.provider,
@@ -206,13 +283,13 @@ fn journal_per_event(actions: usize) -> JournalCost {
     let disk_before = proc_write_bytes();
     let start = Instant::now();
     let out = engine::run(&w.settings, ports);
-    let wall = start.elapsed();
+    let wall = start.elapsed().saturating_sub(journal.counting.get());
     let disk = disk_before.zip(proc_write_bytes()).map(|(a, b)| b - a);
     assert!(matches!(
         out,
         hostenv_activate::engine::Outcome::Succeeded(_)
     ));
-    let written = journal.written();
+    let written = file_journal.written();
     let file = std::fs::read_dir(dir.path())
         .expect("list")
         .filter_map(Result::ok)
@@ -228,6 +305,7 @@ fn journal_per_event(actions: usize) -> JournalCost {
         disk,
         file,
         wall,
+        whole: (journal.whole_bytes.get(), journal.whole_syncs.get()),
     }
 }
 
@@ -581,21 +659,23 @@ fn main() {
     println!("  stop signal -> running program tree ended:      {program_stop:>12?}");
     println!("  stop signal -> a wait between polls returns:    {wait_stop:>12?}");
     println!("  the journal of one run, per event posted (real files on this disk; whole record at run start and end):");
-    println!("    actions  events  bytes/event  fsyncs/event  disk bytes/event  file after run  time/event");
+    println!("    actions  events  bytes/event  fsyncs/event  disk bytes/event  file after run  time/event  | whole-record rewrites (before): bytes/event  fsyncs/event");
     for c in &journal {
         let per = |n: u64| n as f64 / c.events.max(1) as f64;
         let disk = c
             .disk
             .map_or_else(|| "n/a".to_owned(), |d| format!("{:.0}", per(d)));
         println!(
-            "    {:>7}  {:>6}  {:>11.0}  {:>12.2}  {:>16}  {:>14}  {:>10?}",
+            "    {:>7}  {:>6}  {:>11.0}  {:>12.2}  {:>16}  {:>14}  {:>10.2?}  | {:>43.0}  {:>12.2}",
             c.actions,
             c.events,
             per(c.bytes),
             per(c.syncs),
             disk,
             c.file,
-            c.wall / u32::try_from(c.events.max(1)).unwrap_or(u32::MAX)
+            c.wall / u32::try_from(c.events.max(1)).unwrap_or(u32::MAX),
+            per(c.whole.0),
+            per(c.whole.1),
         );
     }
 }
