@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::model::journal::JobRecord;
+use crate::model::journal::{Change, JobRecord};
 use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, JobId, MigrationKey, NodeEvent, NodeName,
     RestorePlan, UnhealthyUnit, UserName,
@@ -444,13 +444,20 @@ pub trait PlanStore {
 // ---------------------------------------------------------------- memory
 
 /// The journal of this node's runs (behaviour.md, "Run memory"): one record
-/// per job, each change written atomically. A record that cannot be read is
-/// reported (logged) and treated as absent, never fatal.
+/// per job. A run writes the record whole when it starts and when it ends
+/// (compaction), and in between only the changes, one at a time: what one
+/// change writes does not grow with the number of actions. A record that
+/// cannot be read is reported (logged) and treated as absent, never fatal.
 pub trait Journal {
     /// This node's record of `job`, if there is a readable one.
     fn load(&self, job: &JobId) -> Option<JobRecord>;
-    /// Replaces this node's record of `record.job`, atomically.
-    fn save(&self, record: &JobRecord) -> anyhow::Result<()>;
+    /// Replaces this node's record of `record.job` with `record`, whole and
+    /// atomically (whatever was there: an earlier state, a record for
+    /// another intent, an unreadable file).
+    fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()>;
+    /// Adds one change to this node's record of `job` (written whole
+    /// before), durably: when it returns, a crash keeps the change.
+    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()>;
     /// This node's records that hold undelivered terminal events.
     fn with_pending(&self) -> Vec<JobRecord>;
     /// Removes old records: those beyond the newest 50 that are also older

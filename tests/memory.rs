@@ -142,9 +142,30 @@ fn a_run_journals_every_action_and_its_delivery() {
         &record.runs[0].ended,
         Some(RunEnd { success: true, .. })
     ));
-    // Every change is saved: start of run, each start/end/delivery, the
-    // closing event, the end of the run.
-    assert!(w.journal.saves.get() >= 8, "{}", w.journal.saves.get());
+    // Every change is saved: the record whole when the run starts, each
+    // start/end/delivery and the closing event appended, the record whole
+    // again (compacted) when the run ends.
+    assert_eq!(w.journal.rewrites.get(), 2);
+    assert_eq!(w.journal.saves.get(), 2 + 2 * 3 + 2);
+}
+
+#[test]
+fn a_change_the_journal_could_not_take_is_written_with_the_next_one() {
+    let w = migration_world(StubProvider::with_intent(migration_away()));
+    // The backup's start cannot be appended; its end then goes with the
+    // whole record, and the run goes on appending.
+    w.journal.fail_appends.set(1);
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.logged("cannot write the journal (disk full for a moment)")
+            .len(),
+        1
+    );
+    assert_eq!(w.journal.rewrites.get(), 3);
+    let record = w.journal.record(JOB).expect("a record");
+    assert_eq!(record.actions.len(), 2);
+    assert!(record.pending().is_empty());
+    assert_eq!(record.runs[0].touched, vec![0, 1]);
 }
 
 #[test]
@@ -880,4 +901,159 @@ fn nothing_is_started_once_the_deadline_has_passed() {
     assert!(w.programs.ran.borrow().is_empty(), "activate never started");
     let last = w.provider.last();
     assert_eq!((last.phase, last.status), (Restore, TimedOut));
+}
+
+// ------------------------------------------------------------ a crash at any record
+
+/// The real journal on disk, keeping a copy of its file after every write
+/// and how many events the provider had by then.
+struct Recording<'a> {
+    inner: hostenv_activate::adapters::journal::FileJournal,
+    path: std::path::PathBuf,
+    provider: &'a StubProvider,
+    points: std::cell::RefCell<Vec<(usize, Vec<u8>)>>,
+}
+
+impl Recording<'_> {
+    fn keep(&self, written: anyhow::Result<()>) -> anyhow::Result<()> {
+        let bytes = std::fs::read(&self.path).expect("the journal file");
+        let posted = self.provider.posted.borrow().len();
+        self.points.borrow_mut().push((posted, bytes));
+        written
+    }
+}
+
+impl hostenv_activate::ports::Journal for Recording<'_> {
+    fn load(&self, job: &JobId) -> Option<JobRecord> {
+        self.inner.load(job)
+    }
+    fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()> {
+        self.keep(self.inner.rewrite(record))
+    }
+    fn append(
+        &self,
+        job: &JobId,
+        change: &hostenv_activate::model::journal::Change,
+    ) -> anyhow::Result<()> {
+        self.keep(self.inner.append(job, change))
+    }
+    fn with_pending(&self) -> Vec<JobRecord> {
+        self.inner.with_pending()
+    }
+    fn prune(&self, now: jiff::Timestamp) {
+        self.inner.prune(now)
+    }
+}
+
+fn three_activations() -> Value {
+    intent(json!([
+        {"op": "activate", "user": "acme"},
+        {"op": "reload", "user": "acme"},
+        {"op": "activate", "user": "acme"}
+    ]))
+}
+
+/// A run on the real journal, where `ports.journal` is `journal`.
+fn run_on(w: &World, journal: &dyn hostenv_activate::ports::Journal) -> Outcome {
+    let lock = w.lock();
+    let ports = hostenv_activate::engine::Ports {
+        provider: &w.provider,
+        users: &StubUsers,
+        systemd: &w.systemd,
+        programs: &w.programs,
+        plans: &w.plans,
+        journal,
+        lock: &lock,
+        clock: &w.clock,
+        log: &w.log,
+        cancel: &w.cancel,
+    };
+    hostenv_activate::engine::run(&w.settings, ports)
+}
+
+#[test]
+fn a_run_killed_after_any_journal_record_or_in_the_middle_of_one_is_resumed_without_redoing_work() {
+    use hostenv_activate::adapters::journal::FileJournal;
+    let node = NodeName::parse(NODE).expect("node");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = World::new(StubProvider::with_intent(three_activations()));
+    let inner = FileJournal::new(dir.path(), node.clone(), std::sync::Arc::new(Silent));
+    let path = dir.path().join(inner.file_name(&JobId::new(JOB)));
+    let recording = Recording {
+        inner,
+        path,
+        provider: &first.provider,
+        points: Default::default(),
+    };
+    assert!(matches!(run_on(&first, &recording), Outcome::Succeeded(_)));
+    let posted = first.provider.posted.borrow().clone();
+    let points = recording.points.into_inner();
+    assert_eq!(
+        points.len(),
+        2 + 3 * 3 + 2,
+        "start, 3 per action, closing and its delivery, end"
+    );
+    // Where the run may die: after a write (the provider has what was
+    // posted until then), just before the next one (it has what was posted
+    // in between), or in the middle of the next append (a torn line).
+    let mut crashes: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
+    for (k, (events, bytes)) in points.iter().enumerate() {
+        crashes.push((*events, bytes.clone()));
+        if let Some((next_events, next)) = points.get(k + 1) {
+            crashes.push((*next_events, bytes.clone()));
+            if next.len() > bytes.len() && next.starts_with(bytes) {
+                let torn = next[..bytes.len() + (next.len() - bytes.len()) / 2].to_vec();
+                crashes.push((*next_events, torn));
+            }
+        }
+    }
+    for (events, bytes) in crashes {
+        let case = format!("{events} event(s) posted, {} journal byte(s)", bytes.len());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = FileJournal::new(dir.path(), node.clone(), std::sync::Arc::new(Silent));
+        if !bytes.is_empty() {
+            std::fs::write(dir.path().join(journal.file_name(&JobId::new(JOB))), &bytes)
+                .expect("write");
+        }
+        let second = World::new(StubProvider::with_intent(three_activations()));
+        second
+            .provider
+            .posted
+            .borrow_mut()
+            .extend(posted[..events].iter().cloned());
+        let outcome = run_on(&second, &journal);
+        assert!(
+            matches!(outcome, Outcome::Succeeded(_)),
+            "{case}: {outcome:?}"
+        );
+        let all = second.provider.posted.borrow();
+        for (phase, n) in [(Activate, 2), (Phase::Reload, 1), (Intent, 1)] {
+            let terminal = all
+                .iter()
+                .filter(|e| e.phase == phase && e.status == Success)
+                .count();
+            assert_eq!(terminal, n, "{case}: each terminal event once: {all:#?}");
+        }
+        let record =
+            hostenv_activate::ports::Journal::load(&journal, &JobId::new(JOB)).expect("a record");
+        assert!(record.pending().is_empty(), "{case}");
+        assert_eq!(record.actions.len(), 3, "{case}");
+        assert!(
+            record.runs.last().is_some_and(|r| r.ended.is_some()),
+            "{case}"
+        );
+    }
+}
+
+/// Drops log lines.
+struct Silent;
+
+impl hostenv_activate::ports::Log for Silent {
+    fn line(
+        &self,
+        _: hostenv_activate::ports::Level,
+        _: &hostenv_activate::ports::LogFields<'_>,
+        _: &str,
+    ) {
+    }
 }

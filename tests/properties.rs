@@ -17,7 +17,7 @@ use hostenv_activate::adapters::log::{journal_datagram, stderr_line};
 use hostenv_activate::config::SECONDS;
 use hostenv_activate::model::comin::newest_deployment;
 use hostenv_activate::model::journal::{
-    ActionRecord, ActionState, Delivery, JobRecord, Posted, RunEnd,
+    changes, ActionRecord, ActionState, Change, Delivery, JobRecord, Posted, RunEnd, Target,
 };
 use hostenv_activate::model::names::{MigrationKey, NodeName, UserName};
 use hostenv_activate::model::snapshot::{extract_snapshot_json, pick_snapshot, SnapshotError};
@@ -816,8 +816,113 @@ fn job_record() -> impl Strategy<Value = JobRecord> {
         })
 }
 
+/// A journal file as a run writes it: the header (a record), then a run's
+/// changes (its start, each action, deliveries, the closing event, its end).
+fn journal_file() -> impl Strategy<Value = (JobRecord, Vec<Change>)> {
+    (
+        job_record(),
+        job_record(),
+        any::<u32>(),
+        instant(),
+        proptest::collection::vec((0usize..20, 0usize..3, any::<bool>()), 0..6),
+    )
+        .prop_map(|(header, run, pid, at, deliveries)| {
+            let mut changes = vec![Change::Run {
+                pid,
+                started_at: at,
+                sha: "def".into(),
+            }];
+            changes.extend(run.actions.into_iter().map(Change::Action));
+            for (index, d, closing) in deliveries {
+                changes.push(Change::Delivery {
+                    of: if closing {
+                        Target::Closing
+                    } else {
+                        Target::Action(index)
+                    },
+                    delivery: [Delivery::Pending, Delivery::Delivered, Delivery::Dropped][d],
+                    touch: index % 2 == 0,
+                });
+            }
+            changes.extend(run.closing.map(Change::Closing));
+            changes.extend(
+                run.runs
+                    .into_iter()
+                    .filter_map(|r| r.ended)
+                    .map(Change::End),
+            );
+            (header, changes)
+        })
+}
+
+/// The file's bytes, and where each line ends.
+fn journal_bytes(header: &JobRecord, changes: &[Change]) -> (Vec<u8>, Vec<usize>) {
+    let mut bytes = changes::encode_record(header).expect("encode");
+    let mut ends = vec![bytes.len()];
+    for change in changes {
+        bytes.extend(changes::encode(change).expect("encode"));
+        ends.push(bytes.len());
+    }
+    (bytes, ends)
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    /// A journal file's lines fold into the record its changes make.
+    #[test]
+    fn journal_lines_fold_like_the_changes((header, changes) in journal_file()) {
+        let (bytes, _) = journal_bytes(&header, &changes);
+        let mut expected = header.clone();
+        for change in &changes {
+            expected.apply(change);
+        }
+        let folded = changes::read(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(folded.valid, bytes.len());
+        prop_assert_eq!(folded.ignored, None);
+        prop_assert_eq!(folded.record, expected);
+    }
+
+    /// Any bytes, or a journal file cut anywhere, with anything appended
+    /// or one byte changed: never a panic; what is read is exactly the
+    /// whole lines before the first bad one, folded.
+    #[test]
+    fn journal_files_cut_or_extended_never_panic((header, changes) in journal_file(),
+                                                 cut in 0.0f64..=1.0,
+                                                 tail in proptest::collection::vec(any::<u8>(), 0..200),
+                                                 flip in proptest::option::of((0.0f64..1.0, 1u8..=255)),
+                                                 noise in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = changes::read(&noise);
+        let (whole, ends) = journal_bytes(&header, &changes);
+        let at = ((whole.len() as f64) * cut) as usize;
+        let mut bytes = whole[..at].to_vec();
+        bytes.extend(&tail);
+        if let Some((where_, by)) = flip {
+            let i = ((bytes.len() as f64) * where_) as usize;
+            if let Some(b) = bytes.get_mut(i) {
+                *b ^= by;
+            }
+        }
+        let Ok(folded) = changes::read(&bytes) else {
+            return Ok(());
+        };
+        // What was read reads again the same, whole, from its own bytes.
+        let again = changes::read(&bytes[..folded.valid]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&again.record, &folded.record);
+        prop_assert_eq!(again.ignored, None);
+        prop_assert_eq!(folded.ignored.is_some(), folded.valid < bytes.len());
+        // Cut only: exactly the lines wholly before the cut.
+        if tail.is_empty() && flip.is_none() {
+            let lines = ends.iter().filter(|end| **end <= at).count();
+            prop_assert!(lines >= 1);
+            prop_assert_eq!(folded.valid, ends[lines - 1]);
+            let mut expected = header.clone();
+            for change in &changes[..lines - 1] {
+                expected.apply(change);
+            }
+            prop_assert_eq!(folded.record, expected);
+        }
+    }
 
     /// A record reads back as it was written.
     #[test]

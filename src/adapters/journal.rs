@@ -1,33 +1,47 @@
-//! The run journal on disk (`ports::Journal`): one JSON file per (job,
-//! node) in the state directory (0700, root), each change written
-//! atomically (temp file, fsync, rename, fsync of the directory), read back
-//! bounded and defensively: a file that is not a record of this node is
-//! logged and ignored, never fatal. Old files are pruned.
+//! The run journal on disk (`ports::Journal`): one file per (job, node) in
+//! the state directory (0700, root), in the format of
+//! [`crate::model::journal::changes`]: a run starts the file as its whole
+//! record, appends one self-checking line per change with one `fdatasync`
+//! (what a change writes does not grow with the intent), and compacts the
+//! file back to its whole record when it ends (temp file, fsync, rename,
+//! fsync of the directory). Read back bounded and defensively: a torn or
+//! damaged tail is logged and ignored, a file that is not a record of this
+//! node is logged and ignored, never fatal; a file in the whole-JSON format
+//! of earlier versions is read, and replaced at the next write. The file
+//! names keep the `.json` ending of those versions. Old files are pruned.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use jiff::Timestamp;
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::{fchmod, Mode};
-use nix::unistd::mkdir;
+use nix::unistd::{fdatasync, ftruncate, mkdir};
 use sha2::{Digest, Sha256};
 
-use crate::adapters::files::{read_bounded, replace_atomically, FileError};
+use crate::adapters::files::{kind_of, read_at_most, read_bounded, replace_atomically, FileError};
+use crate::model::journal::changes::{self, Change, Folded};
 use crate::model::journal::JobRecord;
 use crate::model::{JobId, NodeName};
 use crate::ports::{Journal, JournalScan, Level, Log, LogFields};
 
 /// Where the journal lives unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/hostenv-activate";
-/// A journal file is a few KiB; anything this large is not ours.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// A journal file holds a job's whole record (a few hundred bytes per
+/// action) and at most one run's changes on top (about three lines per
+/// action, a failure's output at most once): a 1,000-action run's file
+/// stays near 1 MiB. Anything this large is not ours, and an append that
+/// would grow a file past it is refused.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Pruning keeps at least this many of the node's newest files...
 pub const KEEP_NEWEST: usize = 50;
 /// ...and every file younger than this.
@@ -41,6 +55,22 @@ pub struct FileJournal {
     log: Arc<dyn Log + Send + Sync>,
     /// A dry run, `status` and `doctor` only read.
     writable: bool,
+    /// The files this journal wrote whole or has read since it was made:
+    /// a change is appended to them as they are. Any other file is read
+    /// first, and its torn tail cut off (or an earlier version's file
+    /// converted), so that no change ever lands behind unreadable bytes.
+    appendable: Mutex<HashSet<String>>,
+    /// What this journal wrote, for the benchmark and tests.
+    bytes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// What a [`FileJournal`] has written so far: bytes handed to `write`, and
+/// `fsync`/`fdatasync` calls (of files and of the directory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    pub syncs: u64,
 }
 
 /// A journal file name part: `[A-Za-z0-9_-]` kept, other bytes `%XX`;
@@ -78,6 +108,9 @@ impl FileJournal {
             node: Some(node),
             log,
             writable: true,
+            appendable: Mutex::default(),
+            bytes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         }
     }
 
@@ -100,7 +133,23 @@ impl FileJournal {
             node: None,
             log,
             writable: false,
+            appendable: Mutex::default(),
+            bytes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         }
+    }
+
+    /// What this journal has written since it was made.
+    pub fn written(&self) -> Written {
+        Written {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, bytes: usize, syncs: u64) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.syncs.fetch_add(syncs, Ordering::Relaxed);
     }
 
     /// `job-<job>.node-<node>.json`.
@@ -169,7 +218,7 @@ impl FileJournal {
 
     /// Reads one file as this node's record of `job` (when given), or
     /// says why it cannot be used (`None`: there is no file).
-    fn read(&self, path: &Path, job: Option<&JobId>) -> Result<JobRecord, Option<String>> {
+    fn read(&self, path: &Path, job: Option<&JobId>) -> Result<Folded, Option<String>> {
         let bytes = read_bounded(path, MAX_FILE_BYTES, true).map_err(|e| match e {
             FileError::Missing => None,
             other => Some(other.to_string()),
@@ -177,15 +226,118 @@ impl FileJournal {
         self.parse(&bytes, job).map_err(Some)
     }
 
-    fn parse(&self, bytes: &[u8], job: Option<&JobId>) -> Result<JobRecord, String> {
-        let record = JobRecord::parse(bytes).map_err(|e| e.to_string())?;
+    fn parse(&self, bytes: &[u8], job: Option<&JobId>) -> Result<Folded, String> {
+        let folded = changes::read(bytes).map_err(|e| e.to_string())?;
+        let record = &folded.record;
         if self.node.as_ref().is_some_and(|node| record.node != *node) {
             return Err(format!("it is the record of node {}", record.node));
         }
         if job.is_some_and(|job| record.job != *job) {
             return Err(format!("it is the record of job {}", record.job));
         }
-        Ok(record)
+        Ok(folded)
+    }
+
+    /// Says that the end of `path` was not read, and why.
+    fn warn_tail(&self, job: Option<&JobId>, path: &Path, folded: &Folded) {
+        if let Some(why) = &folded.ignored {
+            self.warn(
+                job,
+                &format!(
+                    "the journal file {} is read up to byte {}: {why}",
+                    path.display(),
+                    folded.valid
+                ),
+            );
+        }
+    }
+
+    /// The checks every write makes: this journal may write, and `job`'s
+    /// file is this node's.
+    fn writable_for(&self, node: &NodeName) -> anyhow::Result<()> {
+        if !self.writable {
+            bail!("the journal is open for reading only");
+        }
+        if self.node.as_ref() != Some(node) {
+            bail!(
+                "a record of node {node} does not belong in this journal ({})",
+                self.dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn appendable(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic elsewhere cannot leave the set half-changed.
+        self.appendable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens `name` to append to it: never through a symlink, never a FIFO
+    /// or device, never created (a run starts a file whole, with
+    /// [`Journal::rewrite`]).
+    fn open_to_append(&self, dir: &OwnedFd, name: &str) -> anyhow::Result<File> {
+        let path = self.dir.join(name);
+        let flags = OFlag::O_RDWR
+            | OFlag::O_APPEND
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY;
+        let fd = match openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => bail!(
+                "there is no journal file {} to add to (it is written whole when a run starts)",
+                path.display()
+            ),
+            Err(Errno::ELOOP) => bail!("{} is a symbolic link", path.display()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open {}", path.display()));
+            }
+        };
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{} is a {}, not a regular file",
+                path.display(),
+                kind_of(meta.mode())
+            );
+        }
+        Ok(file)
+    }
+
+    /// Makes `file` (of `job`) fit to take a change at its end: reads it
+    /// and cuts off a torn or damaged tail. `Some(record)`: the file is in
+    /// the format of earlier versions and must be rewritten first.
+    fn make_appendable(
+        &self,
+        file: &mut File,
+        name: &str,
+        job: &JobId,
+    ) -> anyhow::Result<Option<JobRecord>> {
+        let path = self.dir.join(name);
+        let bytes = read_at_most(&*file, MAX_FILE_BYTES)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .with_context(|| format!("{} is larger than {MAX_FILE_BYTES} bytes", path.display()))?;
+        let folded = self
+            .parse(&bytes, Some(job))
+            .map_err(|why| anyhow::anyhow!("cannot add to {}: {why}", path.display()))?;
+        if folded.legacy {
+            return Ok(Some(folded.record));
+        }
+        if folded.ignored.is_some() {
+            self.warn_tail(Some(job), &path, &folded);
+            let valid = i64::try_from(folded.valid).context("file size")?;
+            ftruncate(&*file, valid)
+                .and_then(|()| fdatasync(&*file))
+                .with_context(|| format!("cannot cut the damaged end off {}", path.display()))?;
+            self.count(0, 1);
+        }
+        Ok(None)
     }
 
     /// The one wording of a state directory that is not one.
@@ -253,13 +405,14 @@ impl FileJournal {
         });
         for (path, _) in files {
             match self.read(&path, None) {
-                Ok(record) if path.file_name() == Some(Self::name_of(&record).as_ref()) => {
-                    scan.records.push(record);
+                Ok(folded) if path.file_name() == Some(Self::name_of(&folded.record).as_ref()) => {
+                    self.warn_tail(Some(&folded.record.job), &path, &folded);
+                    scan.records.push(folded.record);
                 }
-                Ok(record) => scan.unreadable.push(format!(
+                Ok(folded) => scan.unreadable.push(format!(
                     "ignoring journal file {}: it holds the record of job {}",
                     path.display(),
-                    record.job
+                    folded.record.job
                 )),
                 Err(None) => {}
                 Err(Some(why)) => scan
@@ -303,7 +456,10 @@ impl Journal for FileJournal {
     fn load(&self, job: &JobId) -> Option<JobRecord> {
         let path = self.dir.join(self.file_name(job));
         match self.read(&path, Some(job)) {
-            Ok(record) => Some(record),
+            Ok(folded) => {
+                self.warn_tail(Some(job), &path, &folded);
+                Some(folded.record)
+            }
             Err(None) => None,
             Err(Some(why)) => {
                 self.warn(
@@ -318,30 +474,81 @@ impl Journal for FileJournal {
         }
     }
 
-    fn save(&self, record: &JobRecord) -> anyhow::Result<()> {
-        if !self.writable {
-            bail!("the journal is open for reading only");
-        }
-        if self.node.as_ref() != Some(&record.node) {
-            bail!(
-                "a record of node {} does not belong in this journal ({})",
-                record.node,
-                self.dir.display()
-            );
-        }
+    fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()> {
+        self.writable_for(&record.node)?;
         let dir = self
             .open_dir(true)?
             .with_context(|| format!("the state directory {} vanished", self.dir.display()))?;
-        replace_atomically(
-            &dir,
-            &self.dir,
-            &self.file_name(&record.job),
-            &record.to_bytes(),
-            |file: &File| {
-                fchmod(file, Mode::from_bits_truncate(0o600)).context("chmod 0600")?;
+        let name = self.file_name(&record.job);
+        let bytes = changes::encode_record(record).context("cannot encode the record")?;
+        let written = replace_atomically(&dir, &self.dir, &name, &bytes, |file: &File| {
+            fchmod(file, Mode::from_bits_truncate(0o600)).context("chmod 0600")?;
+            Ok(())
+        });
+        // Whatever happened, the file is now either the old one or the new.
+        let mut appendable = self.appendable();
+        match written {
+            Ok(()) => {
+                self.count(bytes.len(), 2);
+                appendable.insert(name);
                 Ok(())
-            },
-        )
+            }
+            Err(e) => {
+                appendable.remove(&name);
+                Err(e)
+            }
+        }
+    }
+
+    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()> {
+        let Some(node) = &self.node else {
+            bail!("the journal is open for reading only");
+        };
+        self.writable_for(node)?;
+        let name = self.file_name(job);
+        let path = self.dir.join(&name);
+        let dir = self.open_dir(false)?.with_context(|| {
+            format!("the state directory {} does not exist", self.dir.display())
+        })?;
+        let mut file = self.open_to_append(&dir, &name)?;
+        if !self.appendable().contains(&name) {
+            if let Some(earlier) = self.make_appendable(&mut file, &name, job)? {
+                // An earlier version's whole-JSON file: written anew as
+                // lines, then the change goes after it.
+                drop(file);
+                self.rewrite(&earlier)?;
+                file = self.open_to_append(&dir, &name)?;
+            }
+            self.appendable().insert(name.clone());
+        }
+        let line = changes::encode(change).context("cannot encode the change")?;
+        let before = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
+        if before + line.len() as u64 > MAX_FILE_BYTES {
+            bail!(
+                "{} would grow past {MAX_FILE_BYTES} bytes; the change is not written",
+                path.display()
+            );
+        }
+        let written = file
+            .write_all(&line)
+            .context("write")
+            .and_then(|()| fdatasync(&file).context("fdatasync"));
+        self.count(line.len(), 1);
+        if let Err(e) = written {
+            // Never leave half a line for the next change to land behind;
+            // if even that fails, the next append reads the file first.
+            let cut = i64::try_from(before)
+                .ok()
+                .and_then(|len| ftruncate(&file, len).ok());
+            if cut.is_none() {
+                self.appendable().remove(&name);
+            }
+            return Err(e).with_context(|| format!("cannot add to {}", path.display()));
+        }
+        Ok(())
     }
 
     fn with_pending(&self) -> Vec<JobRecord> {

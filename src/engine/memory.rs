@@ -3,10 +3,10 @@
 //! resume after a crash (what earlier runs left, and every change this run
 //! makes), and delivering the terminal events an earlier run could not.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::model::journal::{
-    ActionRecord, ActionState, Delivery, EventOf, JobRecord, Posted, RunEnd,
+    ActionRecord, ActionState, Change, Delivery, EventOf, JobRecord, Posted, RunEnd, Target,
 };
 use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Terminal};
 use crate::ports::{Level, LockAttempt, LogFields, MessageId, ProviderError};
@@ -93,7 +93,13 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                 event.status, pending.terminal.message
             );
             if already_there(ports, &job, &event) {
-                record.mark(&pending.of, Delivery::Delivered);
+                mark(
+                    settings,
+                    ports,
+                    &mut record,
+                    &pending.of,
+                    Delivery::Delivered,
+                );
                 log(
                     settings,
                     ports,
@@ -103,7 +109,6 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                         "the provider already has {shown}, left undelivered by an earlier run"
                     ),
                 );
-                save(settings, ports, &record);
                 continue;
             }
             let step = format!(
@@ -114,7 +119,13 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
             // by the next run, and this run's own work must not wait.
             match ports.provider.post_event(&job, &event) {
                 Ok(()) => {
-                    record.mark(&pending.of, Delivery::Delivered);
+                    mark(
+                        settings,
+                        ports,
+                        &mut record,
+                        &pending.of,
+                        Delivery::Delivered,
+                    );
                     log(
                         settings,
                         ports,
@@ -127,7 +138,7 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                     // The job is closed: it will never take the event. Only
                     // 409 drops one; a 404 or 400 may as well come from a
                     // wrong base URL, so those stay for a later run.
-                    record.mark(&pending.of, Delivery::Dropped);
+                    mark(settings, ports, &mut record, &pending.of, Delivery::Dropped);
                     log(
                         settings,
                         ports,
@@ -153,7 +164,6 @@ pub fn deliver_pending(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop
                     return Ok(());
                 }
             }
-            save(settings, ports, &record);
         }
     }
     Ok(())
@@ -226,28 +236,54 @@ pub fn recall_for_run(
     Ok(memory)
 }
 
-fn save(settings: &Settings, ports: Ports<'_>, record: &JobRecord) {
-    if let Err(e) = ports.journal.save(record) {
-        log(
-            settings,
-            ports,
-            Some(&record.job),
-            Level::Error,
-            &format!("cannot write the journal ({e:#}); a run after a crash may not know what this one did"),
-        );
+/// Records, in an earlier run's record, what delivering its event `of`
+/// came to.
+fn mark(
+    settings: &Settings,
+    ports: Ports<'_>,
+    record: &mut JobRecord,
+    of: &EventOf,
+    delivery: Delivery,
+) {
+    let change = Change::Delivery {
+        of: Target::from(of),
+        delivery,
+        touch: false,
+    };
+    record.apply(&change);
+    if let Err(e) = ports.journal.append(&record.job, &change) {
+        cannot_write(settings, ports, &record.job, &e);
     }
 }
 
-/// This run's changes to the job's record, each saved at once.
+fn cannot_write(settings: &Settings, ports: Ports<'_>, job: &JobId, e: &anyhow::Error) {
+    log(
+        settings,
+        ports,
+        Some(job),
+        Level::Error,
+        &format!(
+            "cannot write the journal ({e:#}); a run after a crash may not know what this one did"
+        ),
+    );
+}
+
+/// This run's changes to the job's record: the record written whole when
+/// the run starts and when it ends (compacted), each change in between
+/// appended at once.
 pub struct Memo<'a> {
     settings: &'a Settings,
     ports: Ports<'a>,
     record: RefCell<JobRecord>,
+    /// A change could not be written: the next one writes the record whole
+    /// instead, so that none stays lost.
+    behind: Cell<bool>,
 }
 
 impl<'a> Memo<'a> {
     /// The record of `fetched` (what `memory` recalled, or a new one) with
-    /// this run added to it.
+    /// this run added to it, written whole: every run starts from a
+    /// compact file, whatever an earlier run's crash left at its end.
     pub fn open(
         settings: &'a Settings,
         ports: Ports<'a>,
@@ -262,19 +298,45 @@ impl<'a> Memo<'a> {
                 fetched.digest.clone(),
             )
         });
-        record.sha = settings.sha.clone();
-        record.begin_run(settings.pid, ports.clock.now());
+        record.apply(&Change::Run {
+            pid: settings.pid,
+            started_at: ports.clock.now(),
+            sha: settings.sha.clone(),
+        });
         let memo = Memo {
             settings,
             ports,
             record: RefCell::new(record),
+            behind: Cell::new(false),
         };
-        memo.save();
+        memo.rewrite();
         memo
     }
 
-    fn save(&self) {
-        save(self.settings, self.ports, &self.record.borrow());
+    /// Writes the record whole; says whether that worked.
+    fn rewrite(&self) -> bool {
+        let record = self.record.borrow();
+        let written = self.ports.journal.rewrite(&record);
+        self.behind.set(written.is_err());
+        if let Err(e) = written {
+            cannot_write(self.settings, self.ports, &record.job, &e);
+        }
+        !self.behind.get()
+    }
+
+    /// Applies `change` to the record and appends it to the journal (or
+    /// writes the record whole, when an earlier change is missing there).
+    fn change(&self, change: Change) {
+        self.record.borrow_mut().apply(&change);
+        if self.behind.get() {
+            self.rewrite();
+            return;
+        }
+        let record = self.record.borrow();
+        if let Err(e) = self.ports.journal.append(&record.job, &change) {
+            self.behind.set(true);
+            cannot_write(self.settings, self.ports, &record.job, &e);
+        }
     }
 
     fn started_at(&self, planned: &ActionPlan) -> jiff::Timestamp {
@@ -293,13 +355,12 @@ impl<'a> Memo<'a> {
     /// The action starts (again).
     pub fn started(&self, planned: &ActionPlan) {
         let now = self.ports.clock.now();
-        self.record.borrow_mut().put(ActionRecord {
+        self.change(Change::Action(ActionRecord {
             index: planned.index,
             op: planned.action.op,
             user: planned.action.user.clone(),
             state: ActionState::Started { started_at: now },
-        });
-        self.save();
+        }));
     }
 
     /// The action has its terminal event.
@@ -312,7 +373,7 @@ impl<'a> Memo<'a> {
     ) {
         let started_at = self.started_at(planned);
         let now = self.ports.clock.now();
-        self.record.borrow_mut().put(ActionRecord {
+        self.change(Change::Action(ActionRecord {
             index: planned.index,
             op: planned.action.op,
             user: planned.action.user.clone(),
@@ -325,17 +386,15 @@ impl<'a> Memo<'a> {
                     delivery,
                 },
             },
-        });
-        self.save();
+        }));
     }
 
     /// The node's final (`intent`, ...) event is about to be posted.
     pub fn closing(&self, terminal: &Terminal) {
-        self.record.borrow_mut().closing = Some(Posted {
+        self.change(Change::Closing(Posted {
             terminal: terminal.clone(),
             delivery: Delivery::Pending,
-        });
-        self.save();
+        }));
     }
 
     /// What posting the event `of` came to: delivered, dropped (the job is
@@ -346,23 +405,29 @@ impl<'a> Memo<'a> {
             Err(Stop::JobClosed { .. }) => Delivery::Dropped,
             Err(_) => return,
         };
-        let mut record = self.record.borrow_mut();
-        record.mark(of, delivery);
-        if let EventOf::Action { index, .. } = of {
-            record.touch(*index);
-        }
-        drop(record);
-        self.save();
+        self.change(Change::Delivery {
+            of: Target::from(of),
+            delivery,
+            touch: true,
+        });
     }
 
-    /// The run ends with `outcome`.
+    /// The run ends with `outcome`: the record, with that end, is written
+    /// whole (the file compacted); should that fail, the end is appended.
     pub fn end(&self, outcome: &Outcome) {
-        self.record.borrow_mut().end_run(RunEnd {
+        let end = Change::End(RunEnd {
             at: self.ports.clock.now(),
             success: outcome.is_success(),
             message: outcome.message().to_owned(),
         });
-        self.save();
+        self.record.borrow_mut().apply(&end);
+        let was_behind = self.behind.get();
+        if !self.rewrite() && !was_behind {
+            let record = self.record.borrow();
+            if let Err(e) = self.ports.journal.append(&record.job, &end) {
+                cannot_write(self.settings, self.ports, &record.job, &e);
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! (index, op, user) whether it started, how it finished and whether that
 //! terminal event reached the provider. It is what lets a run resume after
 //! a crash without redoing finished work. Nothing secret goes into it.
+//! How it is kept in a file, one change per line, is [`changes`].
 
 use std::fmt;
 
@@ -10,6 +11,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{cut, Action, IntentDigest, JobId, NodeName, Op, Phase, Terminal, UserName};
+
+pub mod changes;
+
+pub use changes::{Change, Folded, Target};
 
 /// The journal format this program writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -163,8 +168,9 @@ impl JobRecord {
         }
     }
 
-    /// Reads a record from a journal file's bytes, checking what serde
-    /// cannot: the version and one entry per action index, in order.
+    /// Reads a record from the bytes of a journal file of earlier versions
+    /// (one JSON document), checking what serde cannot: the version and
+    /// one entry per action index, in order.
     pub fn parse(bytes: &[u8]) -> Result<JobRecord, JournalError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -178,16 +184,28 @@ impl JobRecord {
         }
         let record: JobRecord = serde_json::from_slice(bytes)
             .map_err(|e| JournalError::Malformed(cut(&e.to_string())))?;
-        if let Some(pair) = record.actions.windows(2).find(|w| w[0].index >= w[1].index) {
+        record.check()?;
+        Ok(record)
+    }
+
+    /// What serde cannot check: the version, and one entry per action
+    /// index, in order.
+    pub fn check(&self) -> Result<(), JournalError> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(JournalError::Version(self.format_version));
+        }
+        if let Some(pair) = self.actions.windows(2).find(|w| w[0].index >= w[1].index) {
             return Err(JournalError::Inconsistent(format!(
                 "action {} is followed by action {}",
                 pair[0].index, pair[1].index
             )));
         }
-        Ok(record)
+        Ok(())
     }
 
-    /// The record as a journal file's bytes.
+    /// The record as one JSON document, the journal file of earlier
+    /// versions (still read by [`changes::read`]; this program writes
+    /// [`changes`] lines).
     pub fn to_bytes(&self) -> Vec<u8> {
         // A record is plain data: serialising it cannot fail.
         let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
@@ -272,13 +290,19 @@ impl JobRecord {
 
     /// Marks the pending event `of` as `delivery`.
     pub fn mark(&mut self, of: &EventOf, delivery: Delivery) {
-        let posted = match of {
-            EventOf::Closing => self.closing.as_mut(),
-            EventOf::Action { index, .. } => self
+        self.mark_target(Target::from(of), delivery);
+    }
+
+    /// Marks the terminal event `target` as `delivery` (nothing when there
+    /// is no such event).
+    pub fn mark_target(&mut self, target: Target, delivery: Delivery) {
+        let posted = match target {
+            Target::Closing => self.closing.as_mut(),
+            Target::Action(index) => self
                 .actions
-                .iter_mut()
-                .find(|a| a.index == *index)
-                .and_then(|a| match &mut a.state {
+                .binary_search_by_key(&index, |a| a.index)
+                .ok()
+                .and_then(|i| match &mut self.actions[i].state {
                     ActionState::Finished { event, .. } => Some(event),
                     ActionState::Started { .. } => None,
                 }),

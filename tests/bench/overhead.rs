@@ -2,7 +2,8 @@
 //! asserted. Prints per-action engine overhead (stub world), the cost of
 //! running a program through the process runner against a bare spawn and
 //! whether that cost grows with the number of processes on the machine, a
-//! journal write, how fast a deactivate reacts to the target node's
+//! journal change and what the journal writes per event at 10, 100 and
+//! 1,000 actions, how fast a deactivate reacts to the target node's
 //! activation through the real HTTP client and a provider on loopback, and
 //! how fast a stop signal ends a running program and a wait. Never fails on
 //! timings.
@@ -102,18 +103,24 @@ fn spawn_costs(samples: usize) -> (Duration, Duration) {
     (median(ours), median(bare))
 }
 
-/// One journal write as a run makes it whenever an action starts, ends or
-/// is delivered: the record of a 20-action job, replaced with fsync of the
-/// file and of the directory, on this machine's disk.
-fn journal_save() -> Duration {
-    use hostenv_activate::adapters::journal::FileJournal;
-    use hostenv_activate::model::journal::{ActionRecord, ActionState, JobRecord};
-    use hostenv_activate::model::{IntentDigest, JobId, NodeName, Op};
-    use hostenv_activate::ports::Journal;
-    let dir = tempfile::Builder::new()
+/// A journal directory on this machine's disk (not a tmpfs), where fsyncs
+/// cost what they cost on a node.
+fn journal_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
         .prefix("bench-journal-")
         .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
-        .expect("a directory on this disk");
+        .expect("a directory on this disk")
+}
+
+/// One journal change as a run makes it whenever an action starts, ends or
+/// is delivered: one line appended to the file of a 20-action job, with
+/// one fdatasync, on this machine's disk.
+fn journal_change() -> Duration {
+    use hostenv_activate::adapters::journal::FileJournal;
+    use hostenv_activate::model::journal::{ActionRecord, ActionState, Change, JobRecord};
+    use hostenv_activate::model::{IntentDigest, JobId, NodeName, Op};
+    use hostenv_activate::ports::Journal;
+    let dir = journal_dir();
     let node = NodeName::parse("node-a").expect("node");
     let journal = FileJournal::new(dir.path(), node.clone(), Arc::new(Quiet));
     let mut record = JobRecord::new(
@@ -124,22 +131,182 @@ fn journal_save() -> Duration {
     );
     let now = jiff::Timestamp::now();
     record.begin_run(1, now);
-    for index in 0..20 {
-        record.put(ActionRecord {
+    let started = |index| {
+        Change::Action(ActionRecord {
             index,
             op: Op::Activate,
             user: hostenv_activate::model::UserName::parse(&format!("u{index}")).expect("user"),
             state: ActionState::Started { started_at: now },
-        });
+        })
+    };
+    for index in 0..20 {
+        record.apply(&started(index));
     }
+    journal.rewrite(&record).expect("rewrite");
     let samples = (0..50)
-        .map(|_| {
+        .map(|i| {
             let start = Instant::now();
-            journal.save(&record).expect("save");
+            journal
+                .append(&record.job, &started(i % 20))
+                .expect("append");
             start.elapsed()
         })
         .collect();
     median(samples)
+}
+
+/// The real journal, counting beside it what the whole-record journal of
+/// earlier versions would have written for the same changes: the record,
+/// as one JSON document, and two fsyncs (file and directory), each time.
+struct Compared<'a> {
+    inner: &'a hostenv_activate::adapters::journal::FileJournal,
+    record: std::cell::RefCell<Option<hostenv_activate::model::journal::JobRecord>>,
+    whole_bytes: std::cell::Cell<u64>,
+    whole_syncs: std::cell::Cell<u64>,
+    /// Time spent counting, not journaling (left out of the run's time).
+    counting: std::cell::Cell<Duration>,
+}
+
+impl Compared<'_> {
+    fn count(&self) {
+        let _spent = Spent(&self.counting, Instant::now());
+        if let Some(record) = &*self.record.borrow() {
+            let bytes = record.to_bytes().len() as u64;
+            self.whole_bytes.set(self.whole_bytes.get() + bytes);
+            self.whole_syncs.set(self.whole_syncs.get() + 2);
+        }
+    }
+}
+
+/// Adds the time since `.1` to `.0` when dropped.
+struct Spent<'a>(&'a std::cell::Cell<Duration>, Instant);
+
+impl Drop for Spent<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + self.1.elapsed());
+    }
+}
+
+impl hostenv_activate::ports::Journal for Compared<'_> {
+    fn load(
+        &self,
+        job: &hostenv_activate::model::JobId,
+    ) -> Option<hostenv_activate::model::journal::JobRecord> {
+        self.inner.load(job)
+    }
+    fn rewrite(&self, record: &hostenv_activate::model::journal::JobRecord) -> anyhow::Result<()> {
+        let spent = Spent(&self.counting, Instant::now());
+        *self.record.borrow_mut() = Some(record.clone());
+        drop(spent);
+        self.count();
+        self.inner.rewrite(record)
+    }
+    fn append(
+        &self,
+        job: &hostenv_activate::model::JobId,
+        change: &hostenv_activate::model::journal::Change,
+    ) -> anyhow::Result<()> {
+        let spent = Spent(&self.counting, Instant::now());
+        if let Some(record) = &mut *self.record.borrow_mut() {
+            record.apply(change);
+        }
+        drop(spent);
+        self.count();
+        self.inner.append(job, change)
+    }
+    fn with_pending(&self) -> Vec<hostenv_activate::model::journal::JobRecord> {
+        self.inner.with_pending()
+    }
+    fn prune(&self, now: jiff::Timestamp) {
+        self.inner.prune(now)
+    }
+}
+
+/// What the journal of one run costs per event the run posts.
+struct JournalCost {
+    actions: usize,
+    events: usize,
+    /// Bytes handed to `write` (journal files and their temp files).
+    bytes: u64,
+    /// `fsync`/`fdatasync` calls, of files and of the directory.
+    syncs: u64,
+    /// What the block layer wrote for this process meanwhile
+    /// (`/proc/self/io` `write_bytes`: whole pages, filesystem journal
+    /// blocks not included), when the kernel reports it.
+    disk: Option<u64>,
+    /// The file once the run compacted it.
+    file: u64,
+    wall: Duration,
+    /// What the whole-record journal of earlier versions would have
+    /// written for the same run: bytes, fsyncs.
+    whole: (u64, u64),
+}
+
+fn proc_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A whole run of `actions` `activate` actions (stub world, fake clock)
+/// with the real journal on this disk: what it wrote per posted event.
+fn journal_per_event(actions: usize) -> JournalCost {
+    use hostenv_activate::adapters::journal::FileJournal;
+    use hostenv_activate::engine::{self, Ports};
+    let list: Vec<_> = (0..actions)
+        .map(|i| json!({"op": "activate", "user": format!("u{i}")}))
+        .collect();
+    let w = World::new(StubProvider::with_intent(intent(json!(list))));
+    let dir = journal_dir();
+    let file_journal = FileJournal::new(dir.path(), w.settings.node.clone(), Arc::new(Quiet));
+    let journal = Compared {
+        inner: &file_journal,
+        record: Default::default(),
+        whole_bytes: Default::default(),
+        whole_syncs: Default::default(),
+        counting: Default::default(),
+    };
+    let lock = w.lock();
+    let ports = Ports {
+        provider: &w.provider,
+        users: &StubUsers,
+        systemd: &w.systemd,
+        programs: &w.programs,
+        plans: &w.plans,
+        journal: &journal,
+        lock: &lock,
+        clock: &w.clock,
+        log: &Quiet,
+        cancel: &w.cancel,
+    };
+    let disk_before = proc_write_bytes();
+    let start = Instant::now();
+    let out = engine::run(&w.settings, ports);
+    let wall = start.elapsed().saturating_sub(journal.counting.get());
+    let disk = disk_before.zip(proc_write_bytes()).map(|(a, b)| b - a);
+    assert!(matches!(
+        out,
+        hostenv_activate::engine::Outcome::Succeeded(_)
+    ));
+    let written = file_journal.written();
+    let file = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let events = w.provider.posted.borrow().len();
+    JournalCost {
+        actions,
+        events,
+        bytes: written.bytes,
+        syncs: written.syncs,
+        disk,
+        file,
+        wall,
+        whole: (journal.whole_bytes.get(), journal.whole_syncs.get()),
+    }
 }
 
 /// A run lock that is always free.
@@ -457,14 +624,15 @@ fn main() {
     }
     let [few, many] = runner_vs_process_count();
     let per_action = engine_per_action();
-    let save = journal_save();
+    let change = journal_change();
+    let journal: Vec<JournalCost> = [10, 100, 1000].map(journal_per_event).into();
     let (reaction, worst_reaction) = peer_reaction(8);
     let (ours, bare) = spawn_costs(30);
     let program_stop = stop_reaction_program();
     let wait_stop = stop_reaction_wait();
     println!("hostenv-activate overhead (medians)");
     println!("  engine, per action (stub world, {ENGINE_ACTIONS} actions):    {per_action:>12?}");
-    println!("  one journal write (20 actions, fsync file+dir): {save:>12?}");
+    println!("  one journal change (append, one fdatasync):     {change:>12?}");
     println!("  run /bin/true via the process runner:           {ours:>12?}");
     println!("  run /bin/true via a bare std::process spawn:    {bare:>12?}");
     println!(
@@ -490,4 +658,24 @@ fn main() {
     );
     println!("  stop signal -> running program tree ended:      {program_stop:>12?}");
     println!("  stop signal -> a wait between polls returns:    {wait_stop:>12?}");
+    println!("  the journal of one run, per event posted (real files on this disk; whole record at run start and end):");
+    println!("    actions  events  bytes/event  fsyncs/event  disk bytes/event  file after run  time/event  | whole-record rewrites (before): bytes/event  fsyncs/event");
+    for c in &journal {
+        let per = |n: u64| n as f64 / c.events.max(1) as f64;
+        let disk = c
+            .disk
+            .map_or_else(|| "n/a".to_owned(), |d| format!("{:.0}", per(d)));
+        println!(
+            "    {:>7}  {:>6}  {:>11.0}  {:>12.2}  {:>16}  {:>14}  {:>10.2?}  | {:>43.0}  {:>12.2}",
+            c.actions,
+            c.events,
+            per(c.bytes),
+            per(c.syncs),
+            disk,
+            c.file,
+            c.wall / u32::try_from(c.events.max(1)).unwrap_or(u32::MAX),
+            per(c.whole.0),
+            per(c.whole.1),
+        );
+    }
 }

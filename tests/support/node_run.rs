@@ -189,7 +189,8 @@ impl NodeState {
         self.dir.path().join("run").join("lock")
     }
 
-    /// Every journal file, as JSON.
+    /// Every journal file, as the JSON of the record it holds (its lines
+    /// folded as the binary reads them, up to a torn tail a kill may leave).
     pub fn journal(&self) -> Vec<Value> {
         let Ok(entries) = fs::read_dir(self.state_dir()) else {
             return Vec::new();
@@ -198,8 +199,10 @@ impl NodeState {
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
             .map(|e| {
-                let text = fs::read_to_string(e.path()).expect("read a journal file");
-                serde_json::from_str(&text).expect("a journal file is JSON")
+                let bytes = fs::read(e.path()).expect("read a journal file");
+                let folded = hostenv_activate::model::journal::changes::read(&bytes)
+                    .expect("a journal file");
+                serde_json::to_value(&folded.record).expect("a record is JSON")
             })
             .collect()
     }

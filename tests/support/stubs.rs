@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostenv_activate::engine::{self, Outcome, Ports, Settings};
-use hostenv_activate::model::journal::{ActionRecord, ActionState, Delivery, JobRecord, Posted};
+use hostenv_activate::model::journal::{
+    ActionRecord, ActionState, Change, Delivery, JobRecord, Posted,
+};
 use hostenv_activate::model::{
     BackupPayload, DeployStatus, FetchedIntent, IntentDigest, IntentEnvelope, JobId, MigrationKey,
     NodeEvent, NodeName, Op, Phase, RestorePlan, Status, Terminal, UserName,
@@ -517,12 +519,17 @@ impl Log for StubLog {
 
 // ------------------------------------------------------------------ memory
 
-/// The journal in memory: records by job, every save kept.
+/// The journal in memory: records by job, every write applied; `saves`
+/// counts the writes (whole records and appended changes), `rewrites` the
+/// whole ones.
 #[derive(Default)]
 pub struct StubJournal {
     pub records: RefCell<BTreeMap<String, JobRecord>>,
     pub saves: Cell<usize>,
+    pub rewrites: Cell<usize>,
     pub fail_saves: Cell<bool>,
+    /// How many of the next appends fail (the disk fills up for a moment).
+    pub fail_appends: Cell<usize>,
 }
 
 impl StubJournal {
@@ -534,18 +541,36 @@ impl StubJournal {
             .borrow_mut()
             .insert(record.job.to_string(), record);
     }
+    fn write(&self) -> anyhow::Result<()> {
+        if self.fail_saves.get() {
+            anyhow::bail!("disk full");
+        }
+        self.saves.set(self.saves.get() + 1);
+        Ok(())
+    }
 }
 
 impl Journal for StubJournal {
     fn load(&self, job: &JobId) -> Option<JobRecord> {
         self.record(job.as_str())
     }
-    fn save(&self, record: &JobRecord) -> anyhow::Result<()> {
-        if self.fail_saves.get() {
-            anyhow::bail!("disk full");
-        }
-        self.saves.set(self.saves.get() + 1);
+    fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()> {
+        self.write()?;
+        self.rewrites.set(self.rewrites.get() + 1);
         self.put(record.clone());
+        Ok(())
+    }
+    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()> {
+        let mut records = self.records.borrow_mut();
+        let Some(record) = records.get_mut(job.as_str()) else {
+            anyhow::bail!("no record of {job} to add to");
+        };
+        if self.fail_appends.get() > 0 {
+            self.fail_appends.set(self.fail_appends.get() - 1);
+            anyhow::bail!("disk full for a moment");
+        }
+        self.write()?;
+        record.apply(change);
         Ok(())
     }
     fn with_pending(&self) -> Vec<JobRecord> {
