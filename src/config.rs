@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use crate::adapters::http::ApiBase;
 use crate::cli::{Cli, OutputFormat};
 use crate::engine::Settings;
-use crate::errors::ConfigError;
+use crate::errors::{Combination, ConfigError};
 use crate::model::{shown, CominStatus, NodeName};
 
 /// A setting in whole seconds, and the values it accepts.
@@ -206,17 +206,16 @@ fn absolute(
 }
 
 /// Flags that only make sense together: a usage error says which.
-pub fn check_combination(cli: &Cli) -> Result<(), String> {
+pub fn check_combination(cli: &Cli) -> Result<(), Combination> {
     if cli.dry_run && cli.command.is_some() {
-        return Err(
-            "--dry-run is for a deployment; status and doctor never change anything anyway".into(),
-        );
+        return Err(Combination(
+            "--dry-run is for a deployment; status and doctor never change anything anyway",
+        ));
     }
     if cli.output.is_some() && !cli.dry_run && cli.command.is_none() {
-        return Err(
-            "--output is for --dry-run, status and doctor; a deployment has no report to format"
-                .into(),
-        );
+        return Err(Combination(
+            "--output is for --dry-run, status and doctor; a deployment has no report to format",
+        ));
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Exit codes, and the one place each result maps to one: a run's
-//! `Outcome`, a dry run's verdict, a usage error. The error kind that maps
-//! to "usage" (2) is `ConfigError`; everything else that goes wrong in a
-//! run is a deployment failure (1).
+//! `Outcome`, a dry run's verdict ([`Exit`]), and every error that ends the
+//! program ([`Error`], mapped by the one match in [`Error::exit`]): a
+//! setting or a combination of flags is a usage error (2), anything else a
+//! failure (1).
 
 use std::fmt;
 use std::process::ExitCode;
@@ -57,6 +58,69 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Flags given together that do not go together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Combination(pub &'static str);
+
+impl fmt::Display for Combination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Combination {}
+
+/// Everything that ends the program with an error: what `main` prints (with
+/// its chain, `{:#}`) and exits with ([`Error::exit`]).
+#[derive(Debug)]
+pub enum Error {
+    /// A missing or malformed setting.
+    Setting(ConfigError),
+    /// Flags that do not go together.
+    Combination(Combination),
+    /// Anything else that went wrong.
+    Failed(anyhow::Error),
+}
+
+impl Error {
+    /// The one place an error becomes an exit code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Setting(_) | Error::Combination(_) => Exit::Usage,
+            Error::Failed(_) => Exit::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    /// The error itself; `{:#}` adds a failure's chain.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Setting(e) => fmt::Display::fmt(e, f),
+            Error::Combination(e) => fmt::Display::fmt(e, f),
+            Error::Failed(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Setting(e)
+    }
+}
+
+impl From<Combination> for Error {
+    fn from(e: Combination) -> Self {
+        Error::Combination(e)
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        Error::Failed(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +133,21 @@ mod tests {
         assert_eq!(Exit::passed(true) as u8, 0);
         assert_eq!(Exit::passed(false) as u8, 1);
         assert_eq!(Exit::Usage as u8, 2);
+    }
+
+    #[test]
+    fn errors_map_to_usage_or_failure_and_keep_their_chain() {
+        let setting = Error::from(ConfigError {
+            variable: "V",
+            flag: "f",
+            problem: "is bad".into(),
+        });
+        assert_eq!(setting.exit(), Exit::Usage);
+        assert_eq!(format!("{setting:#}"), "V (--f) is bad");
+        assert_eq!(Error::from(Combination("no")).exit(), Exit::Usage);
+        let failed = Error::from(anyhow::anyhow!("inner").context("outer"));
+        assert_eq!(failed.exit(), Exit::Failed);
+        assert_eq!(format!("{failed:#}"), "outer: inner");
+        assert_eq!(format!("{failed}"), "outer");
     }
 }

@@ -14,7 +14,7 @@ use crate::adapters::{
 use crate::cli::Cli;
 use crate::config::{Config, StatusConfig};
 use crate::doctor::{self, Facts, TokenFacts};
-use crate::errors::Exit;
+use crate::errors::{Error, Exit};
 use crate::ports::{Cancel, Level, Log, LogFields};
 use crate::secret::Token;
 
@@ -22,7 +22,7 @@ use super::{journal_to_read, lock_holder, print};
 
 /// `hostenv-activate doctor`: gathers the file facts with the real
 /// adapters, read-only, and lets `doctor` judge them.
-pub fn doctor(cli: &Cli) -> anyhow::Result<Exit> {
+pub fn doctor(cli: &Cli) -> Result<Exit, Error> {
     let log: Arc<Logger> = Arc::new(Logger::system());
     let paths = StatusConfig::from_cli(cli)?;
     let config = Config::from_cli(cli);

@@ -1,7 +1,8 @@
 //! Each job of the binary wired to the real adapters: a deployment or its
-//! dry run (`deploy`), `status` and `doctor`. The only place that knows
-//! which concrete adapters exist; `main` only parses, dispatches, prints
-//! the error chain and exits.
+//! dry run (`deploy`), `status`, `doctor` and the generated documents, all
+//! chosen by [`run`]. The only place that knows which concrete adapters
+//! exist; `main` only parses, calls [`run`], prints the error chain and
+//! exits as `errors` maps it.
 
 mod deploy;
 mod doctor;
@@ -17,13 +18,59 @@ use serde::Serialize;
 use crate::adapters::journal::FileJournal;
 use crate::adapters::lock::FileLock;
 use crate::adapters::log::Logger;
-use crate::cli::OutputFormat;
-use crate::config::StatusConfig;
+use crate::cli::{Cli, Command, Generate, OutputFormat};
+use crate::config::{self, Config, StatusConfig};
+use crate::docs;
+use crate::errors::{Error, Exit};
 use crate::ports::{LockHolder, RunLock};
 
 pub use deploy::deploy;
 pub use doctor::doctor;
 pub use status::status;
+
+/// A job that takes the configuration.
+enum Job {
+    Status,
+    Doctor,
+    /// A deployment of this commit, or a dry run (this commit or comin's
+    /// newest).
+    Deploy(Option<String>),
+}
+
+/// Does what `cli` asks for: the exit status, or the error that ends it.
+pub fn run(cli: &Cli) -> Result<Exit, Error> {
+    let job = match (cli.generate, &cli.command) {
+        (Some(what), _) => return generate(what),
+        (None, Some(Command::Status)) => Job::Status,
+        (None, Some(Command::Doctor)) => Job::Doctor,
+        (None, None) => match config::requested_sha(cli)? {
+            // behaviour.md: no commit, nothing to do, before any
+            // configuration check.
+            None if !cli.dry_run => {
+                eprintln!(
+                    "hostenv-activate: COMIN_GIT_SHA is not set (and no --sha given): no deployment to act on, nothing to do"
+                );
+                return Ok(Exit::Ok);
+            }
+            sha => Job::Deploy(sha),
+        },
+    };
+    config::check_combination(cli)?;
+    match job {
+        Job::Status => status(cli),
+        Job::Doctor => doctor(cli),
+        Job::Deploy(sha) => Ok(deploy(&Config::from_cli(cli)?, sha)?),
+    }
+}
+
+/// Writes the man page, a completion script or another generated document.
+fn generate(what: Generate) -> Result<Exit, Error> {
+    let mut out = std::io::stdout().lock();
+    docs::generate(what, &mut out)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("cannot write {what:?}"))?;
+    Ok(Exit::Ok)
+}
 
 /// Writes `report` to standard output, as `render` has it or as JSON.
 fn print<T: Serialize>(

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::adapters::log::Logger;
 use crate::cli::Cli;
 use crate::config::StatusConfig;
-use crate::errors::Exit;
+use crate::errors::{Error, Exit};
 use crate::status;
 
 use super::{journal_to_read, lock_holder, print};
 
 /// `hostenv-activate status`: the journal and the lock, no network.
-pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
+pub fn status(cli: &Cli) -> Result<Exit, Error> {
     let config = StatusConfig::from_cli(cli)?;
     let journal = journal_to_read(&config, Arc::new(Logger::system()));
     let report = status::gather(

@@ -290,7 +290,8 @@ fn output_needs_dry_run() {
     let alone = Cli::try_parse_from(["hostenv-activate", "--output=json"]).expect("parses");
     let err = check_combination(&alone).expect_err("usage");
     assert!(
-        err.contains("--output is for --dry-run, status and doctor"),
+        err.0
+            .contains("--output is for --dry-run, status and doctor"),
         "{err}"
     );
     for ok in [
