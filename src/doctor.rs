@@ -14,9 +14,10 @@ use crate::model::comin::Deployment;
 use crate::model::journal::ActionRecord;
 use crate::model::{Action, CominStatus, EventPayload, IntentError, MigrationKey, UserName};
 use crate::ports::{
-    Account, JournalScan, LockHolder, Provider, ProviderError, Search, UserPrograms, UserSystemd,
-    Users, LOOK_LIMIT,
+    Account, JournalScan, LockHolder, Provider, ProviderError, UserPrograms, UserSystemd, Users,
+    LOOK_LIMIT,
 };
+use crate::preflight::{self, Program};
 
 /// The JSON document's version.
 pub const FORMAT_VERSION: u32 = 1;
@@ -409,13 +410,6 @@ fn comin_store(path: &str, store: &Result<Deployment, String>) -> Finding {
     }
 }
 
-fn found(search: &Search) -> Result<String, String> {
-    match &search.found {
-        Some(path) => Ok(path.display().to_string()),
-        None => Err(format!("not found (looked at {})", search.looked_at())),
-    }
-}
-
 fn users(
     checks: &mut Vec<Finding>,
     user: &UserName,
@@ -444,7 +438,7 @@ fn user_checks(
     facts: &Facts,
     ports: &Ports<'_>,
 ) {
-    let account: Account = match ports.users.lookup(user) {
+    let account: Account = match preflight::account(ports.users, user) {
         Ok(account) => {
             checks.push(ok(
                 format!("user {user}"),
@@ -455,7 +449,7 @@ fn user_checks(
         Err(e) => {
             checks.push(fail(
                 format!("user {user}"),
-                format!("{e:#}"),
+                e,
                 format!("check that the environment of {user} is deployed on this node"),
             ));
             return;
@@ -489,11 +483,11 @@ fn user_checks(
     for key in &need.keys {
         let unit = key.unit_name();
         checks.push(
-            match ports.systemd.load_state(&account, &unit, LOOK_LIMIT) {
-                Ok(state) if state == "loaded" => ok(unit, "LoadState=loaded"),
-                Ok(state) => fail(
+            match preflight::unit_loaded(ports.systemd, &account, &unit) {
+                Ok(Ok(loaded)) => ok(unit, loaded),
+                Ok(Err(state)) => fail(
                     unit,
-                    format!("LoadState={state}"),
+                    state,
                     format!("define a restic backup named {key} in the environment of {user}"),
                 ),
                 Err(e) => fail(
@@ -505,26 +499,33 @@ fn user_checks(
         );
         let wrapper = key.wrapper_name();
         checks.push(
-            match found(&ports.programs.find_restic_wrapper(&account, key)) {
+            match preflight::find(ports.programs, &account, Program::ResticWrapper(key)) {
                 Ok(path) => ok(wrapper, path),
-                Err(why) => fail(
+                Err(looked_at) => fail(
                     wrapper,
-                    why,
+                    not_found(looked_at),
                     format!("install the restic wrapper of {key} in ~{user}/.local/bin"),
                 ),
             },
         );
     }
     if need.activate {
-        checks.push(match found(&ports.programs.find_activate(&account)) {
-            Ok(path) => ok(format!("activate program of {user}"), path),
-            Err(why) => fail(
-                format!("activate program of {user}"),
-                why,
-                format!("deploy the environment of {user}: it provides `activate`"),
-            ),
-        });
+        checks.push(
+            match preflight::find(ports.programs, &account, Program::Activate) {
+                Ok(path) => ok(format!("activate program of {user}"), path),
+                Err(looked_at) => fail(
+                    format!("activate program of {user}"),
+                    not_found(looked_at),
+                    format!("deploy the environment of {user}: it provides `activate`"),
+                ),
+            },
+        );
     }
+}
+
+/// A program's detail when it is not found.
+fn not_found(looked_at: String) -> String {
+    format!("not found (looked at {looked_at})")
 }
 
 /// The user's units that are failed now: a warning naming each with its

@@ -9,11 +9,12 @@ use serde::Serialize;
 
 use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume, Step};
 use crate::engine::{recall, Settings};
-use crate::model::{Action, CominStatus, JobId, MigrationKey, Terminal};
+use crate::model::{Action, CominStatus, JobId, Terminal};
 use crate::ports::{
-    Account, Journal, LockHolder, ManagerNotRunning, Provider, ProviderError, RunLock, Search,
+    Account, Journal, LockHolder, ManagerNotRunning, Provider, ProviderError, RunLock,
     UserPrograms, UserSystemd, Users, LOOK_LIMIT,
 };
+use crate::preflight::{self, Program};
 
 /// The read-only part of the world a dry run looks at.
 #[derive(Clone, Copy)]
@@ -286,16 +287,6 @@ fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
     }
 }
 
-fn found(search: Search, name: &str, user: &impl std::fmt::Display) -> Result<String, String> {
-    match search.found {
-        Some(path) => Ok(path.display().to_string()),
-        None => Err(format!(
-            "{name} not found for user {user} (looked at {})",
-            search.looked_at()
-        )),
-    }
-}
-
 /// The read-only check of one step, if it has one. `account` is what the
 /// `ResolveUser` step found; steps that need it are not checked without it.
 fn check_step(
@@ -306,40 +297,35 @@ fn check_step(
 ) -> Option<Check> {
     let user = &action.user;
     if let Step::ResolveUser = step {
-        let found = world.users.lookup(user);
+        let found = preflight::account(world.users, user);
         let c = check(
             "user exists",
             found
                 .as_ref()
                 .map(|a| format!("{user} has uid {} and home {}", a.uid, a.home.display()))
-                .map_err(|e| format!("{e:#}")),
+                .map_err(Clone::clone),
         );
         *account = found.ok();
         return Some(c);
     }
     let a = account.as_ref()?;
+    let not_found = |what: &str, looked_at: String| {
+        format!("{what} not found for user {user} (looked at {looked_at})")
+    };
     match step {
         Step::CheckUnit { unit, .. } => Some(systemd_check(
             format!("{unit} is loaded"),
-            world.systemd.load_state(a, unit, LOOK_LIMIT).map(|state| {
-                if state == "loaded" {
-                    Ok("LoadState=loaded".into())
-                } else {
-                    Err(format!("LoadState={state}"))
-                }
-            }),
+            preflight::unit_loaded(world.systemd, a, unit),
         )),
         Step::FindWrapper { key, wrapper } => Some(check(
             format!("restic wrapper {wrapper} found"),
-            found(
-                world.programs.find_restic_wrapper(a, key as &MigrationKey),
-                wrapper,
-                user,
-            ),
+            preflight::find(world.programs, a, Program::ResticWrapper(key))
+                .map_err(|looked_at| not_found(wrapper, looked_at)),
         )),
         Step::Activate => Some(check(
             "activate program found",
-            found(world.programs.find_activate(a), "activate script", user),
+            preflight::find(world.programs, a, Program::Activate)
+                .map_err(|looked_at| not_found("activate script", looked_at)),
         )),
         // Any LoadState is fine to stop (the detail only shows it); what
         // must hold is that the user's systemd answers.
@@ -359,7 +345,17 @@ fn check_step(
                 .load_state(a, plan::TARGET_UNIT, LOOK_LIMIT)
                 .map(|s| Ok(format!("{} LoadState={s}", plan::TARGET_UNIT))),
         )),
-        _ => None,
+        // Nothing to look at ahead: they post, wait, or run what the
+        // steps above checked.
+        Step::ResolveUser
+        | Step::Announce { .. }
+        | Step::AwaitBackup { .. }
+        | Step::AwaitTarget { .. }
+        | Step::BackUp { .. }
+        | Step::WriteRestorePlan { .. }
+        | Step::ReloadManager
+        | Step::PublishBackup { .. }
+        | Step::Finish { .. } => None,
     }
 }
 

@@ -6,7 +6,7 @@
 //! `ports` (the traits the engine talks through), `engine` (the plan of a
 //! run, a pure function, and its execution through the ports), `adapters`
 //! (the real HTTP, D-Bus, process, restic, file, clock and log effects),
-//! `dry_run` (the plan rendered, with read-only preflight checks),
+//! `dry_run` (the plan rendered, with the read-only `preflight` checks),
 //! `status` and `doctor` (the operator's view of the node),
 //! `cli`/`config`/`errors` (the command line, its checked configuration,
 //! exit codes), `commands` (each job wired to the real adapters).
@@ -22,5 +22,6 @@ pub mod engine;
 pub mod errors;
 pub mod model;
 pub mod ports;
+pub mod preflight;
 pub mod secret;
 pub mod status;

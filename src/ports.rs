@@ -310,6 +310,12 @@ pub const LOOK_LIMIT: Duration = Duration::from_secs(10);
 /// The environment user's own systemd instance (`systemctl --user`).
 /// Implementations do the D-Bus work with the user's credentials and bring
 /// the user's manager up (`user@<uid>.service`) when its bus is absent.
+/// Whether a unit's `LoadState` says it is loaded: the one place that
+/// value is compared.
+pub fn is_loaded(load_state: &str) -> bool {
+    load_state == "loaded"
+}
+
 pub trait UserSystemd {
     /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...),
     /// within `limit` whatever the user's bus does.

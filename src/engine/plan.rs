@@ -556,11 +556,11 @@ impl ActionPlan {
         if let Some(earlier) = self.resume.earlier() {
             return (!earlier.is_success()).then_some(earlier);
         }
-        self.steps.iter().find_map(|step| match step {
-            Step::Finish { terminal } if terminal.status != TerminalStatus::Success => {
-                Some(terminal)
-            }
-            _ => None,
+        self.steps.iter().find_map(|step| {
+            let Step::Finish { terminal } = step else {
+                return None;
+            };
+            (terminal.status != TerminalStatus::Success).then_some(terminal)
         })
     }
 
@@ -593,7 +593,16 @@ impl ActionPlan {
                 Step::Finish { terminal } => {
                     events.push(event(terminal.status.into(), &terminal.message));
                 }
-                _ => {}
+                // These post nothing of their own.
+                Step::ResolveUser
+                | Step::AwaitBackup { .. }
+                | Step::CheckUnit { .. }
+                | Step::FindWrapper { .. }
+                | Step::BackUp { .. }
+                | Step::WriteRestorePlan { .. }
+                | Step::Activate
+                | Step::StopUnit { .. }
+                | Step::ReloadManager => {}
             }
         }
         events

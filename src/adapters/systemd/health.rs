@@ -14,7 +14,7 @@ use nix::time::{clock_gettime, ClockId};
 
 use super::session::Session;
 use crate::model::UnhealthyUnit;
-use crate::ports::Health;
+use crate::ports::{is_loaded, Health};
 
 /// The targets whose units make the environment.
 const TARGETS: [&str; 2] = ["default.target", "hostenv.target"];
@@ -69,7 +69,7 @@ fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
     let mut units = BTreeSet::new();
     for target in TARGETS {
         let (path, state) = session.load(target)?;
-        if state != "loaded" {
+        if !is_loaded(&state) {
             continue;
         }
         let proxy = session.unit(&path)?;
@@ -84,7 +84,7 @@ fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
 /// something absent is no failure).
 fn look(session: &Session, unit: &str) -> anyhow::Result<Option<Seen>> {
     let (path, load_state) = session.load(unit)?;
-    if load_state != "loaded" {
+    if !is_loaded(&load_state) {
         return Ok(None);
     }
     let proxy = session.unit(&path)?;

@@ -24,7 +24,7 @@ use super::session::Session;
 use super::user_manager_unit;
 use super::wire::{bounded_message, Answer, Envelope, Line, Request};
 use super::{bus_socket_path, is_settled, job_outcome, manager_hint_for, prefix_pattern};
-use crate::ports::{Cancel, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun};
+use crate::ports::{is_loaded, Cancel, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun};
 
 /// The first argument that makes the binary a bus helper.
 pub const HELPER_ARG: &str = "__user-bus-helper";
@@ -248,7 +248,7 @@ impl Helper {
         let active_state = session.unit(&path)?.active_state().with_context(|| {
             format!("{who}: cannot read the ActiveState of {unit} in the user's systemd")
         })?;
-        if load_state != "loaded" && is_settled(&active_state) {
+        if !is_loaded(&load_state) && is_settled(&active_state) {
             return Ok(());
         }
         let jobs = session.watch_jobs()?;
@@ -337,7 +337,7 @@ fn list_units(session: &Session, prefix: &str) -> anyhow::Result<UnitList> {
         .with_context(|| format!("{who}: cannot list the user's units matching {pattern}"))?;
     Ok(UnitList::of(
         rows.into_iter()
-            .filter(|row| row.2 == "loaded")
+            .filter(|row| is_loaded(&row.2))
             .map(|row| row.0),
     ))
 }
