@@ -1,9 +1,11 @@
 //! `hostenv-activate doctor`: every read-only check a node needs to pass to
-//! deploy, each `ok`, `warn` or `fail` with a one-line fix. `main` gathers
-//! the file facts (configuration, token file, comin's store, the journal,
-//! the lock) with the real adapters; this module judges them and asks the
-//! read-only ports the rest (one authenticated GET to the provider, the
-//! users, their systemd and programs). It starts, writes and posts nothing.
+//! deploy, as a list of named checks ([`CHECKS`]), each finding `ok`, `warn`
+//! or `fail` with a one-line fix. `commands::doctor` gathers the file facts
+//! (configuration, token file, comin's store, the journal, the lock) with
+//! the real adapters; this module judges them and asks the read-only ports
+//! the rest (one authenticated GET to the provider, and through `preflight`
+//! the users, their systemd and programs). It starts, writes and posts
+//! nothing.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,9 @@ use serde::Serialize;
 use crate::engine::plan::{no_intent_message, Uses, TARGET_UNIT};
 use crate::model::comin::Deployment;
 use crate::model::journal::ActionRecord;
-use crate::model::{Action, CominStatus, EventPayload, IntentError, MigrationKey, UserName};
+use crate::model::{
+    Action, CominStatus, EventPayload, FetchedIntent, IntentError, MigrationKey, UserName,
+};
 use crate::ports::{
     Account, JournalScan, LockHolder, Provider, ProviderError, UserPrograms, UserSystemd, Users,
     LOOK_LIMIT,
@@ -150,126 +154,274 @@ impl Needs {
 /// A commit to ask the provider about when comin's store names none.
 const PROBE_SHA: &str = "0000000000000000000000000000000000000000";
 
-/// Examines the node.
+/// One of doctor's checks: its name and how it runs. A run looks at the
+/// examination and returns its findings (none when there is nothing to
+/// say), each with its verdict and, for `warn` and `fail`, its fix.
+pub struct Check {
+    pub name: &'static str,
+    run: fn(&'static str, &Examination<'_>) -> Vec<Finding>,
+}
+
+/// Every check, in the order the report shows them.
+pub const CHECKS: &[Check] = &[
+    Check {
+        name: "configuration",
+        run: configuration,
+    },
+    Check {
+        name: "token file",
+        run: token_file,
+    },
+    Check {
+        name: "provider URL",
+        run: provider_url,
+    },
+    Check {
+        name: "comin",
+        run: comin,
+    },
+    Check {
+        name: "provider",
+        run: provider,
+    },
+    Check {
+        name: "state directory",
+        run: state_directory,
+    },
+    Check {
+        name: "journal",
+        run: journal,
+    },
+    Check {
+        name: "undelivered events",
+        run: undelivered_events,
+    },
+    Check {
+        name: "run lock",
+        run: run_lock,
+    },
+    Check {
+        name: "metrics file",
+        run: metrics_file,
+    },
+    Check {
+        name: "users",
+        run: users,
+    },
+];
+
+/// What the checks look at: the file facts, the read-only ports, and the
+/// one answer the provider gave.
+pub struct Examination<'a> {
+    facts: Facts,
+    ports: Ports<'a>,
+    /// The provider's answer about comin's newest commit (or [`PROBE_SHA`]),
+    /// with the commit and the URL asked; `None` when it was not asked.
+    asked: Option<Asked>,
+}
+
+/// The one authenticated GET.
+struct Asked {
+    sha: String,
+    url: String,
+    answer: Result<Option<FetchedIntent>, ProviderError>,
+}
+
+impl Examination<'_> {
+    /// Each user the checks look at, with what it needs: the users of the
+    /// intent of comin's newest commit, then those of the journal's newest
+    /// job. The journal keeps each action's op and user, not its nodes; a
+    /// backup's keys are in its terminal event (the snapshots taken, or the
+    /// unit that failed), so its units and wrappers are checked too.
+    fn needs(&self) -> BTreeMap<UserName, Needs> {
+        let mut needs: BTreeMap<UserName, Needs> = BTreeMap::new();
+        if let Some(Asked {
+            answer: Ok(Some(fetched)),
+            ..
+        }) = &self.asked
+        {
+            if let Ok(intent) = &fetched.intent {
+                for action in &intent.actions {
+                    let need = needs.entry(action.user.clone()).or_default();
+                    need.from_intent = true;
+                    need.add(&Uses::of(action));
+                }
+            }
+        }
+        if let Some(record) = self.facts.journal.records.first() {
+            for a in &record.actions {
+                let action = Action {
+                    op: a.op,
+                    user: a.user.clone(),
+                    from_node: None,
+                    to_node: None,
+                    migrations: journal_keys(a),
+                };
+                needs
+                    .entry(a.user.clone())
+                    .or_default()
+                    .add(&Uses::of(&action));
+            }
+        }
+        needs
+    }
+}
+
+/// Examines the node: asks the provider once, then runs every check.
 pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
-    let mut checks = Vec::new();
-    checks.push(match &facts.config {
-        Ok(summary) => ok("configuration", summary.clone()),
+    let asked = ports.provider.map(|provider| {
+        let sha = facts
+            .comin_store
+            .1
+            .as_ref()
+            .map_or(PROBE_SHA, |d| d.commit.as_str())
+            .to_owned();
+        Asked {
+            url: provider.intent_url(&sha),
+            answer: provider.intent_by_sha(&sha),
+            sha,
+        }
+    });
+    let exam = Examination {
+        facts,
+        ports,
+        asked,
+    };
+    let checks: Vec<Finding> = CHECKS
+        .iter()
+        .flat_map(|check| (check.run)(check.name, &exam))
+        .collect();
+    let ok = checks.iter().all(|c| c.verdict != Verdict::Fail);
+    Diagnosis {
+        format_version: FORMAT_VERSION,
+        node: exam.facts.node.clone(),
+        checks,
+        ok,
+    }
+}
+
+fn configuration(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    vec![match &exam.facts.config {
+        Ok(summary) => ok(name, summary.clone()),
         Err(problem) => fail(
-            "configuration",
+            name,
             problem.clone(),
             "set the variable named (or its flag); `hostenv-activate --help` lists them",
         ),
-    });
-    checks.push(token(&facts.token));
+    }]
+}
 
-    if let Some(warning) = &facts.base_url_warning {
-        checks.push(warn(
-            "provider URL",
-            warning.clone(),
-            "set HOSTENV_COMIN_API_BASE_URL to the provider's base, without /api",
-        ));
-    }
-    let (store_path, store) = &facts.comin_store;
-    checks.push(comin_store(store_path, store));
-    let newest = store.as_ref().ok();
+fn token_file(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    vec![token(name, &exam.facts.token)]
+}
 
-    // One authenticated GET: the intent of comin's newest commit.
-    let mut needs: BTreeMap<UserName, Needs> = BTreeMap::new();
-    match ports.provider {
-        None => checks.push(fail(
-            "provider",
+fn provider_url(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    exam.facts
+        .base_url_warning
+        .iter()
+        .map(|warning| {
+            warn(
+                name,
+                warning.clone(),
+                "set HOSTENV_COMIN_API_BASE_URL to the provider's base, without /api",
+            )
+        })
+        .collect()
+}
+
+fn comin(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    let (path, store) = &exam.facts.comin_store;
+    vec![comin_store(name, path, store)]
+}
+
+fn provider(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    let Some(Asked { sha, url, answer }) = &exam.asked else {
+        return vec![fail(
+            name,
             "not asked: the configuration or the token file is not usable",
             "fix the configuration and token file checks above",
-        )),
-        Some(provider) => {
-            let sha = newest.map_or(PROBE_SHA, |d| d.commit.as_str());
-            let url = provider.intent_url(sha);
-            checks.push(match provider.intent_by_sha(sha) {
-                Ok(Some(fetched)) => {
-                    if let Ok(intent) = &fetched.intent {
-                        for action in &intent.actions {
-                            let need = needs.entry(action.user.clone()).or_default();
-                            need.from_intent = true;
-                            need.add(&Uses::of(action));
-                        }
-                    }
-                    match &fetched.intent {
-                        Ok(intent) => ok(
-                            "provider",
-                            format!(
-                                "reachable, token accepted; {url} names job {} with {} action(s)",
-                                fetched.job,
-                                intent.actions.len()
-                            ),
-                        ),
-                        Err(e) => fail(
-                            "provider",
-                            format!("reachable, token accepted; the intent of job {} is invalid: {e}", fetched.job),
-                            match e {
-                                IntentError::SchemaVersion(_) => "the provider speaks another intent schema: upgrade hostenv-activate to the provider's version",
-                                _ => "the provider serves an intent this node refuses: check the provider's placement plan",
-                            },
-                        ),
-                    }
-                }
-                // A 404 proves neither: a wrong base URL answers it too.
-                Ok(None) => warn(
-                    "provider",
-                    format!(
-                        "{}{}: normal between deployments, or HOSTENV_COMIN_API_BASE_URL is wrong",
-                        no_intent_message(sha, &facts.node.as_deref().unwrap_or("this node"), &url),
-                        if newest.is_some() { "" } else { " (no comin store: a made-up commit was asked)" }
-                    ),
-                    "if every deployment reports no intent, check HOSTENV_COMIN_API_BASE_URL (the provider's paths start with /api)",
+        )];
+    };
+    let from_store = exam.facts.comin_store.1.is_ok();
+    vec![match answer {
+        Ok(Some(fetched)) => match &fetched.intent {
+            Ok(intent) => ok(
+                name,
+                format!(
+                    "reachable, token accepted; {url} names job {} with {} action(s)",
+                    fetched.job,
+                    intent.actions.len()
                 ),
-                Err(ProviderError::Refused) => fail(
-                    "provider",
-                    format!("the provider refused this node's token (403) at {url}"),
-                    "check HOSTENV_COMIN_NODE_NAME and that the token file holds this node's token",
-                ),
-                Err(e @ ProviderError::Transport(_)) => fail(
-                    "provider",
-                    e.to_string(),
-                    "check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable",
-                ),
-                Err(e @ ProviderError::Client { status: 401, .. }) => fail(
-                    "provider",
-                    format!("{e} (asked {url})"),
-                    "the provider asked for authentication: check the token file, and any proxy in front of the provider",
-                ),
-                Err(e) => fail(
-                    "provider",
-                    format!("{e} (asked {url})"),
-                    "check the provider-service's logs and HOSTENV_COMIN_API_BASE_URL",
-                ),
-            });
-        }
-    }
+            ),
+            Err(e) => fail(
+                name,
+                format!("reachable, token accepted; the intent of job {} is invalid: {e}", fetched.job),
+                match e {
+                    IntentError::SchemaVersion(_) => "the provider speaks another intent schema: upgrade hostenv-activate to the provider's version",
+                    _ => "the provider serves an intent this node refuses: check the provider's placement plan",
+                },
+            ),
+        },
+        // A 404 proves neither: a wrong base URL answers it too.
+        Ok(None) => warn(
+            name,
+            format!(
+                "{}{}: normal between deployments, or HOSTENV_COMIN_API_BASE_URL is wrong",
+                no_intent_message(sha, &exam.facts.node.as_deref().unwrap_or("this node"), url),
+                if from_store { "" } else { " (no comin store: a made-up commit was asked)" }
+            ),
+            "if every deployment reports no intent, check HOSTENV_COMIN_API_BASE_URL (the provider's paths start with /api)",
+        ),
+        Err(ProviderError::Refused) => fail(
+            name,
+            format!("the provider refused this node's token (403) at {url}"),
+            "check HOSTENV_COMIN_NODE_NAME and that the token file holds this node's token",
+        ),
+        Err(e @ ProviderError::Transport(_)) => fail(
+            name,
+            e.to_string(),
+            "check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable",
+        ),
+        Err(e @ ProviderError::Client { status: 401, .. }) => fail(
+            name,
+            format!("{e} (asked {url})"),
+            "the provider asked for authentication: check the token file, and any proxy in front of the provider",
+        ),
+        Err(e) => fail(
+            name,
+            format!("{e} (asked {url})"),
+            "check the provider-service's logs and HOSTENV_COMIN_API_BASE_URL",
+        ),
+    }]
+}
 
-    checks.push(match &facts.state_dir {
-        Ok(detail) => ok("state directory", detail.clone()),
+fn state_directory(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    vec![match &exam.facts.state_dir {
+        Ok(detail) => ok(name, detail.clone()),
         Err(problem) => fail(
-            "state directory",
+            name,
             problem.clone(),
             "make it a directory owned by root, mode 0700 (the NixOS module does)",
         ),
-    });
-    let journal = &facts.journal;
-    checks.push(if let Some(why) = &journal.unlisted {
+    }]
+}
+
+fn journal(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    let journal = &exam.facts.journal;
+    vec![if let Some(why) = &journal.unlisted {
         fail(
-            "journal",
+            name,
             format!("not read: {why}"),
             "fix the state directory (see its check); until then runs cannot resume",
         )
     } else if journal.unreadable.is_empty() {
         ok(
-            "journal",
+            name,
             format!("{} record(s) readable", journal.records.len()),
         )
     } else {
         warn(
-            "journal",
+            name,
             format!(
                 "{} record(s) readable; ignored: {}",
                 journal.records.len(),
@@ -277,65 +429,69 @@ pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
             ),
             "look at the files named and remove them; runs ignore them anyway",
         )
-    });
-    let pending: usize = journal.records.iter().map(|r| r.pending().len()).sum();
-    if pending > 0 {
-        checks.push(warn(
-            "undelivered events",
-            format!("{pending} terminal event(s) were not delivered to the provider"),
-            "the next run delivers them first; `hostenv-activate status` lists them",
-        ));
+    }]
+}
+
+fn undelivered_events(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    let pending: usize = exam
+        .facts
+        .journal
+        .records
+        .iter()
+        .map(|r| r.pending().len())
+        .sum();
+    if pending == 0 {
+        return Vec::new();
     }
-    checks.push(match &facts.lock {
-        Ok(None) => ok("run lock", "no run holds it now"),
-        Ok(Some(h)) => ok("run lock", format!("a run holds it now ({h})")),
+    vec![warn(
+        name,
+        format!("{pending} terminal event(s) were not delivered to the provider"),
+        "the next run delivers them first; `hostenv-activate status` lists them",
+    )]
+}
+
+fn run_lock(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    vec![match &exam.facts.lock {
+        Ok(None) => ok(name, "no run holds it now"),
+        Ok(Some(h)) => ok(name, format!("a run holds it now ({h})")),
         Err(why) => fail(
-            "run lock",
+            name,
             why.clone(),
             "check the directory of HOSTENV_COMIN_LOCK_FILE (--lock-file; default /run/hostenv-activate)",
         ),
-    });
+    }]
+}
 
-    match &facts.metrics {
-        None => {}
-        Some(Ok(detail)) => checks.push(ok("metrics file", detail.clone())),
-        Some(Err(problem)) => checks.push(warn(
-            "metrics file",
+fn metrics_file(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    match &exam.facts.metrics {
+        None => Vec::new(),
+        Some(Ok(detail)) => vec![ok(name, detail.clone())],
+        Some(Err(problem)) => vec![warn(
+            name,
             problem.clone(),
             "point HOSTENV_COMIN_METRICS_FILE (--metrics-file) at a *.prom file in node_exporter's textfile directory",
-        )),
+        )],
     }
+}
 
-    // Users of the journal's newest job, with what their actions need.
-    // The journal keeps each action's op and user, not its nodes; a backup's
-    // keys are in its terminal event (the snapshots taken, or the unit that
-    // failed), so its units and wrappers are checked too.
-    if let Some(record) = facts.journal.records.first() {
-        for a in &record.actions {
-            let action = Action {
-                op: a.op,
-                user: a.user.clone(),
-                from_node: None,
-                to_node: None,
-                migrations: journal_keys(a),
-            };
-            needs
-                .entry(a.user.clone())
-                .or_default()
-                .add(&Uses::of(&action));
+/// Each user's checks; the findings are named by the user.
+fn users(_: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
+    let mut checks = Vec::new();
+    for (user, need) in &exam.needs() {
+        let start = checks.len();
+        user_checks(&mut checks, user, need, &exam.facts, &exam.ports);
+        if !need.from_intent {
+            // Known only from the journal's newest job: it may have left this
+            // node since, so its problems are worth a look, not a failure.
+            for c in &mut checks[start..] {
+                if c.verdict == Verdict::Fail {
+                    c.verdict = Verdict::Warn;
+                    c.detail = format!("{} (known from the journal only)", c.detail);
+                }
+            }
         }
     }
-    for (user, need) in &needs {
-        users(&mut checks, user, need, &facts, &ports);
-    }
-
-    let ok = checks.iter().all(|c| c.verdict != Verdict::Fail);
-    Diagnosis {
-        format_version: FORMAT_VERSION,
-        node: facts.node.clone(),
-        checks,
-        ok,
-    }
+    checks
 }
 
 /// The migration keys a journal's action record names in its terminal
@@ -351,10 +507,10 @@ fn journal_keys(action: &ActionRecord) -> Vec<MigrationKey> {
     }
 }
 
-fn token(facts: &TokenFacts) -> Finding {
+fn token(name: &'static str, facts: &TokenFacts) -> Finding {
     match facts {
         TokenFacts::NotConfigured => fail(
-            "token file",
+            name,
             "not checked: the configuration is not valid (see its check above)",
             "fix the configuration first; then the token file is checked",
         ),
@@ -363,25 +519,25 @@ fn token(facts: &TokenFacts) -> Finding {
             bytes,
             warnings,
         } if warnings.is_empty() => ok(
-            "token file",
+            name,
             format!("{path}: a regular file of {bytes} bytes, owned by root, mode 0600 or stricter"),
         ),
         // The warnings name the file and say what to run.
         TokenFacts::Read { path, warnings, .. } => warn(
-            "token file",
+            name,
             warnings.join("; "),
             format!("chown root: {path} && chmod 0400 {path} (or set the sops secret's owner and mode)"),
         ),
         // `why` names the file already.
         TokenFacts::Unusable { why, .. } => fail(
-            "token file",
+            name,
             why.clone(),
             "point HOSTENV_COMIN_TOKEN_FILE (--token-file) at the rendered sops secret (a regular file holding only the token)",
         ),
     }
 }
 
-fn comin_store(path: &str, store: &Result<Deployment, String>) -> Finding {
+fn comin_store(name: &'static str, path: &str, store: &Result<Deployment, String>) -> Finding {
     match store {
         Ok(d) => {
             let when = d
@@ -394,40 +550,19 @@ fn comin_store(path: &str, store: &Result<Deployment, String>) -> Finding {
                 d.status.as_deref().unwrap_or("unknown")
             );
             match d.switch() {
-                CominStatus::Done => ok("comin", what),
+                CominStatus::Done => ok(name, what),
                 CominStatus::Failed { message } => warn(
-                    "comin",
+                    name,
                     format!("{what}; its switch failed: {message}"),
                     "look at comin's logs (journalctl -u comin) and fix the node's configuration",
                 ),
             }
         }
         Err(why) => warn(
-            "comin",
+            name,
             why.clone(),
             "check that comin runs on this node (systemctl status comin) or set HOSTENV_COMIN_STORE (--comin-store)",
         ),
-    }
-}
-
-fn users(
-    checks: &mut Vec<Finding>,
-    user: &UserName,
-    need: &Needs,
-    facts: &Facts,
-    ports: &Ports<'_>,
-) {
-    let start = checks.len();
-    user_checks(checks, user, need, facts, ports);
-    if !need.from_intent {
-        // Known only from the journal's newest job: it may have left this
-        // node since, so its problems are worth a look, not a failure.
-        for c in &mut checks[start..] {
-            if c.verdict == Verdict::Fail {
-                c.verdict = Verdict::Warn;
-                c.detail = format!("{} (known from the journal only)", c.detail);
-            }
-        }
     }
 }
 
@@ -601,6 +736,27 @@ pub fn render_text(d: &Diagnosis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checks_run_in_the_order_the_report_shows() {
+        let names: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "configuration",
+                "token file",
+                "provider URL",
+                "comin",
+                "provider",
+                "state directory",
+                "journal",
+                "undelivered events",
+                "run lock",
+                "metrics file",
+                "users",
+            ]
+        );
+    }
 
     #[test]
     fn a_user_text_in_a_check_stays_on_its_line() {
