@@ -15,6 +15,84 @@ use crate::cli::{Cli, OutputFormat};
 use crate::engine::Settings;
 use crate::errors::{Combination, ConfigError};
 use crate::model::{shown, CominStatus, NodeName};
+use crate::ports::Setting;
+
+/// The names of each setting: its environment variable and its flag. The
+/// one mapping from the engine's [`Setting`] to what the operator sets;
+/// `cli.rs` declares the same names to clap (a test checks they agree).
+impl Setting {
+    pub const fn variable(self) -> &'static str {
+        match self {
+            Setting::NodeName => "HOSTENV_COMIN_NODE_NAME",
+            Setting::ApiBaseUrl => "HOSTENV_COMIN_API_BASE_URL",
+            Setting::TokenFile => "HOSTENV_COMIN_TOKEN_FILE",
+            Setting::ActionTimeout => "HOSTENV_COMIN_ACTION_TIMEOUT",
+            Setting::TargetObserveTimeout => "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
+            Setting::IntentWait => "HOSTENV_COMIN_INTENT_WAIT",
+            Setting::RunTimeout => "HOSTENV_COMIN_RUN_TIMEOUT",
+            Setting::HealthTimeout => "HOSTENV_COMIN_HEALTH_TIMEOUT",
+            Setting::StateDir => "HOSTENV_COMIN_STATE_DIR",
+            Setting::LockFile => "HOSTENV_COMIN_LOCK_FILE",
+            Setting::MetricsFile => "HOSTENV_COMIN_METRICS_FILE",
+            Setting::CominStore => "HOSTENV_COMIN_STORE",
+            Setting::CominStatus => "COMIN_STATUS",
+            Setting::CominErrorMsg => "COMIN_ERROR_MSG",
+            Setting::Sha => "COMIN_GIT_SHA",
+        }
+    }
+
+    /// The long flag, without its `--`.
+    pub const fn flag(self) -> &'static str {
+        match self {
+            Setting::NodeName => "node-name",
+            Setting::ApiBaseUrl => "api-base-url",
+            Setting::TokenFile => "token-file",
+            Setting::ActionTimeout => "action-timeout",
+            Setting::TargetObserveTimeout => "target-observe-timeout",
+            Setting::IntentWait => "intent-wait",
+            Setting::RunTimeout => "run-timeout",
+            Setting::HealthTimeout => "health-timeout",
+            Setting::StateDir => "state-dir",
+            Setting::LockFile => "lock-file",
+            Setting::MetricsFile => "metrics-file",
+            Setting::CominStore => "comin-store",
+            Setting::CominStatus => "comin-status",
+            Setting::CominErrorMsg => "comin-error-msg",
+            Setting::Sha => "sha",
+        }
+    }
+
+    /// Every setting.
+    pub const ALL: [Setting; 15] = [
+        Setting::NodeName,
+        Setting::ApiBaseUrl,
+        Setting::TokenFile,
+        Setting::ActionTimeout,
+        Setting::TargetObserveTimeout,
+        Setting::IntentWait,
+        Setting::RunTimeout,
+        Setting::HealthTimeout,
+        Setting::StateDir,
+        Setting::LockFile,
+        Setting::MetricsFile,
+        Setting::CominStore,
+        Setting::CominStatus,
+        Setting::CominErrorMsg,
+        Setting::Sha,
+    ];
+
+    /// Its variable and its flag, for a [`ConfigError`].
+    fn names(self) -> (&'static str, &'static str) {
+        (self.variable(), self.flag())
+    }
+}
+
+impl std::fmt::Display for Setting {
+    /// The variable: what a message tells the operator to check.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.variable())
+    }
+}
 
 /// A setting in whole seconds, and the values it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,30 +107,30 @@ pub struct Seconds {
 pub const WEEK: u64 = 7 * 24 * 3600;
 
 pub const ACTION_TIMEOUT: Seconds = Seconds {
-    variable: "HOSTENV_COMIN_ACTION_TIMEOUT",
-    flag: "action-timeout",
+    variable: Setting::ActionTimeout.variable(),
+    flag: Setting::ActionTimeout.flag(),
     min: 1,
     max: WEEK,
 };
 
 pub const TARGET_OBSERVE_TIMEOUT: Seconds = Seconds {
-    variable: "HOSTENV_COMIN_TARGET_OBSERVE_TIMEOUT",
-    flag: "target-observe-timeout",
+    variable: Setting::TargetObserveTimeout.variable(),
+    flag: Setting::TargetObserveTimeout.flag(),
     // 0 would deactivate before the target could post anything.
     min: 1,
     max: WEEK,
 };
 
 pub const INTENT_WAIT: Seconds = Seconds {
-    variable: "HOSTENV_COMIN_INTENT_WAIT",
-    flag: "intent-wait",
+    variable: Setting::IntentWait.variable(),
+    flag: Setting::IntentWait.flag(),
     min: 0,
     max: WEEK,
 };
 
 pub const RUN_TIMEOUT: Seconds = Seconds {
-    variable: "HOSTENV_COMIN_RUN_TIMEOUT",
-    flag: "run-timeout",
+    variable: Setting::RunTimeout.variable(),
+    flag: Setting::RunTimeout.flag(),
     min: 1,
     max: WEEK,
 };
@@ -60,8 +138,8 @@ pub const RUN_TIMEOUT: Seconds = Seconds {
 /// How long the environment's services may take to settle after
 /// `activate` exits 0; 0 turns the health check off.
 pub const HEALTH_TIMEOUT: Seconds = Seconds {
-    variable: "HOSTENV_COMIN_HEALTH_TIMEOUT",
-    flag: "health-timeout",
+    variable: Setting::HealthTimeout.variable(),
+    flag: Setting::HealthTimeout.flag(),
     min: 0,
     max: WEEK,
 };
@@ -185,11 +263,8 @@ fn optional<'a>(
 }
 
 /// An absolute path setting.
-fn absolute(
-    raw: &OsString,
-    variable: &'static str,
-    flag: &'static str,
-) -> Result<PathBuf, ConfigError> {
+fn absolute(raw: &OsString, setting: Setting) -> Result<PathBuf, ConfigError> {
+    let (variable, flag) = setting.names();
     let path = PathBuf::from(utf8(raw, variable, flag)?.trim());
     if path.is_absolute() {
         Ok(path)
@@ -232,7 +307,7 @@ pub struct StatusConfig {
 
 impl StatusConfig {
     pub fn from_cli(cli: &Cli) -> Result<StatusConfig, ConfigError> {
-        let (var, flag) = ("HOSTENV_COMIN_NODE_NAME", "node-name");
+        let (var, flag) = Setting::NodeName.names();
         let node = match optional(&cli.node_name, var, flag)?.map(str::trim) {
             None | Some("") => None,
             Some(name) => Some(NodeName::parse(name).map_err(|e| ConfigError {
@@ -243,8 +318,8 @@ impl StatusConfig {
         };
         Ok(StatusConfig {
             node,
-            state_dir: absolute(&cli.state_dir, "HOSTENV_COMIN_STATE_DIR", "state-dir")?,
-            lock_file: absolute(&cli.lock_file, "HOSTENV_COMIN_LOCK_FILE", "lock-file")?,
+            state_dir: absolute(&cli.state_dir, Setting::StateDir)?,
+            lock_file: absolute(&cli.lock_file, Setting::LockFile)?,
             output: cli.output.unwrap_or_default(),
         })
     }
@@ -257,7 +332,7 @@ pub const MAX_SHA_CHARS: usize = 128;
 /// It goes into URLs, the journal and every log line, so it must look like
 /// a commit id: letters, digits, `.`, `_`, `-`, at most [`MAX_SHA_CHARS`].
 pub fn requested_sha(cli: &Cli) -> Result<Option<String>, ConfigError> {
-    let Some(sha) = optional(&cli.sha, "COMIN_GIT_SHA", "sha")?
+    let Some(sha) = optional(&cli.sha, Setting::Sha.variable(), Setting::Sha.flag())?
         .map(str::trim)
         .filter(|s| !s.is_empty())
     else {
@@ -269,8 +344,8 @@ pub fn requested_sha(cli: &Cli) -> Result<Option<String>, ConfigError> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !fits {
         return Err(ConfigError {
-            variable: "COMIN_GIT_SHA",
-            flag: "sha",
+            variable: Setting::Sha.variable(),
+            flag: Setting::Sha.flag(),
             problem: format!(
                 "is not a commit id ({}): it must be at most {MAX_SHA_CHARS} letters, digits, '.', '_' or '-'",
                 shown(sha)
@@ -283,14 +358,14 @@ pub fn requested_sha(cli: &Cli) -> Result<Option<String>, ConfigError> {
 impl Config {
     /// Checks everything except the commit.
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
-        let (var, flag) = ("HOSTENV_COMIN_NODE_NAME", "node-name");
+        let (var, flag) = Setting::NodeName.names();
         let node =
             NodeName::parse(required(&cli.node_name, var, flag)?).map_err(|e| ConfigError {
                 variable: var,
                 flag,
                 problem: format!("is not valid ({}): {}", shown(&e.value), e.rule),
             })?;
-        let (var, flag) = ("HOSTENV_COMIN_API_BASE_URL", "api-base-url");
+        let (var, flag) = Setting::ApiBaseUrl.names();
         let api_base =
             ApiBase::parse(required(&cli.api_base_url, var, flag)?).map_err(|problem| {
                 ConfigError {
@@ -299,7 +374,7 @@ impl Config {
                     problem,
                 }
             })?;
-        let (var, flag) = ("HOSTENV_COMIN_TOKEN_FILE", "token-file");
+        let (var, flag) = Setting::TokenFile.names();
         let token_file = PathBuf::from(required(&cli.token_file, var, flag)?);
         if !token_file.is_absolute() {
             return Err(ConfigError {
@@ -322,27 +397,33 @@ impl Config {
         let intent_wait = INTENT_WAIT.parse(&cli.intent_wait)?;
         let run_timeout = RUN_TIMEOUT.parse(&cli.run_timeout)?;
         let health_timeout = HEALTH_TIMEOUT.parse(&cli.health_timeout)?;
-        let state_dir = absolute(&cli.state_dir, "HOSTENV_COMIN_STATE_DIR", "state-dir")?;
-        let lock_file = absolute(&cli.lock_file, "HOSTENV_COMIN_LOCK_FILE", "lock-file")?;
+        let state_dir = absolute(&cli.state_dir, Setting::StateDir)?;
+        let lock_file = absolute(&cli.lock_file, Setting::LockFile)?;
         let metrics_file = match &cli.metrics_file {
-            Some(raw) if !raw.is_empty() => {
-                Some(absolute(raw, "HOSTENV_COMIN_METRICS_FILE", "metrics-file")?)
-            }
+            Some(raw) if !raw.is_empty() => Some(absolute(raw, Setting::MetricsFile)?),
             _ => None,
         };
-        let status = optional(&cli.comin_status, "COMIN_STATUS", "comin-status")?;
-        let error_msg = optional(&cli.comin_error_msg, "COMIN_ERROR_MSG", "comin-error-msg")?;
+        let status = optional(
+            &cli.comin_status,
+            Setting::CominStatus.variable(),
+            Setting::CominStatus.flag(),
+        )?;
+        let error_msg = optional(
+            &cli.comin_error_msg,
+            Setting::CominErrorMsg.variable(),
+            Setting::CominErrorMsg.flag(),
+        )?;
         let comin = CominStatus::from_comin(status, error_msg).map_err(|e| ConfigError {
-            variable: "COMIN_STATUS",
-            flag: "comin-status",
+            variable: Setting::CominStatus.variable(),
+            flag: Setting::CominStatus.flag(),
             problem: e.to_string(),
         })?;
         let comin_given = status.is_some_and(|s| !s.trim().is_empty())
             || error_msg.is_some_and(|m| !m.trim().is_empty());
         let comin_store = PathBuf::from(utf8(
             &cli.comin_store,
-            "HOSTENV_COMIN_STORE",
-            "comin-store",
+            Setting::CominStore.variable(),
+            Setting::CominStore.flag(),
         )?);
         let mode = if cli.dry_run {
             Mode::DryRun {

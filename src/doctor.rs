@@ -18,8 +18,8 @@ use crate::model::{
     Action, CominStatus, EventPayload, FetchedIntent, IntentError, MigrationKey, UserName,
 };
 use crate::ports::{
-    Account, JournalScan, LockHolder, Provider, ProviderError, UserPrograms, UserSystemd, Users,
-    LOOK_LIMIT,
+    Account, JournalScan, LockHolder, Provider, ProviderError, Setting, UserPrograms, UserSystemd,
+    Users, LOOK_LIMIT,
 };
 use crate::preflight::{self, Program};
 
@@ -372,25 +372,18 @@ fn provider(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
             ),
             "if every deployment reports no intent, check HOSTENV_COMIN_API_BASE_URL (the provider's paths start with /api)",
         ),
-        Err(ProviderError::Refused) => fail(
-            name,
-            format!("the provider refused this node's token (403) at {url}"),
-            "check HOSTENV_COMIN_NODE_NAME and that the token file holds this node's token",
-        ),
-        Err(e @ ProviderError::Transport(_)) => fail(
-            name,
-            e.to_string(),
-            "check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable",
-        ),
-        Err(e @ ProviderError::Client { status: 401, .. }) => fail(
-            name,
-            format!("{e} (asked {url})"),
-            "the provider asked for authentication: check the token file, and any proxy in front of the provider",
-        ),
         Err(e) => fail(
             name,
-            format!("{e} (asked {url})"),
-            "check the provider-service's logs and HOSTENV_COMIN_API_BASE_URL",
+            match e {
+                ProviderError::Refused => {
+                    format!("the provider refused this node's token (403) at {url}")
+                }
+                ProviderError::Transport(_) => e.to_string(),
+                _ => format!("{e} (asked {url})"),
+            },
+            e.advice().unwrap_or_else(|| {
+                format!("check the provider-service's logs and {}", Setting::ApiBaseUrl)
+            }),
         ),
     }]
 }

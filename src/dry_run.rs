@@ -11,8 +11,8 @@ use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume,
 use crate::engine::{recall, Settings};
 use crate::model::{Action, CominStatus, JobId, Terminal};
 use crate::ports::{
-    Account, Journal, LockHolder, ManagerNotRunning, Provider, ProviderError, RunLock,
-    UserPrograms, UserSystemd, Users, LOOK_LIMIT,
+    Account, Journal, LockHolder, ManagerNotRunning, Provider, RunLock, UserPrograms, UserSystemd,
+    Users, LOOK_LIMIT,
 };
 use crate::preflight::{self, Program};
 
@@ -202,13 +202,7 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
             return report;
         }
         Err(e) => {
-            let hint = match e {
-                ProviderError::Transport(_) | ProviderError::Server { .. } => {
-                    "; check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up"
-                }
-                _ => "",
-            };
-            report.problem = Some(format!("cannot fetch the intent: {e}{hint}"));
+            report.problem = Some(format!("cannot fetch the intent: {}", e.advised()));
             return report;
         }
     };

@@ -38,6 +38,28 @@ pub enum ProviderError {
     Decode(String),
 }
 
+/// A setting the messages of the engine and its ports point the operator
+/// at. Its names are the command line's: `config` maps each to its
+/// environment variable and flag, and `{}` shows the variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    NodeName,
+    ApiBaseUrl,
+    TokenFile,
+    ActionTimeout,
+    TargetObserveTimeout,
+    IntentWait,
+    RunTimeout,
+    HealthTimeout,
+    StateDir,
+    LockFile,
+    MetricsFile,
+    CominStore,
+    CominStatus,
+    CominErrorMsg,
+    Sha,
+}
+
 impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -45,13 +67,55 @@ impl ProviderError {
             ProviderError::Server { .. } | ProviderError::Transport(_)
         )
     }
+
+    /// What the operator should check after this error, if it says: the
+    /// one wording of that advice for the run, the dry run and `doctor`.
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            ProviderError::Refused => Some(format!(
+                "check {} and the token in {}",
+                Setting::NodeName,
+                Setting::TokenFile
+            )),
+            ProviderError::Transport(_) => Some(format!(
+                "check {} and that the provider-service is up and reachable from this node",
+                Setting::ApiBaseUrl
+            )),
+            ProviderError::Server { .. } => {
+                Some("the provider-service is failing: check its logs".to_owned())
+            }
+            ProviderError::Decode(_) => Some(
+                "the provider answered something this version does not understand: check that both speak the same API"
+                    .to_owned(),
+            ),
+            ProviderError::Client { status: 401, .. } => Some(format!(
+                "the provider asked for authentication: check the token in {}, and any proxy in front of the provider",
+                Setting::TokenFile
+            )),
+            ProviderError::JobClosed
+            | ProviderError::NotFound(_)
+            | ProviderError::BadRequest(_)
+            | ProviderError::Client { .. } => None,
+        }
+    }
+
+    /// The error followed by its advice (a refusal's is part of it
+    /// already).
+    pub fn advised(&self) -> String {
+        match (self, self.advice()) {
+            (ProviderError::Refused, _) | (_, None) => self.to_string(),
+            (_, Some(advice)) => format!("{self}; {advice}"),
+        }
+    }
 }
 
 impl std::fmt::Display for ProviderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProviderError::Refused => f.write_str(
-                "the provider refused this node's token (403): check HOSTENV_COMIN_NODE_NAME and the token in HOSTENV_COMIN_TOKEN_FILE",
+            ProviderError::Refused => write!(
+                f,
+                "the provider refused this node's token (403): {}",
+                self.advice().unwrap_or_default()
             ),
             ProviderError::JobClosed => {
                 f.write_str("the provider has closed this job (409): it finished, failed elsewhere or was superseded")

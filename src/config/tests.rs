@@ -352,3 +352,21 @@ fn the_run_deadline_reaches_the_engine() {
     let s = c.settings("abc".into(), CominStatus::Done, Timestamp::UNIX_EPOCH);
     assert_eq!(s.run_timeout, Duration::from_secs(5));
 }
+
+#[test]
+fn each_settings_names_are_the_ones_clap_reads() {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    for setting in Setting::ALL {
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(setting.flag()))
+            .unwrap_or_else(|| panic!("no --{} for {setting:?}", setting.flag()));
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some(setting.variable()),
+            "{setting:?}"
+        );
+        assert_eq!(setting.to_string(), setting.variable());
+    }
+}

@@ -15,7 +15,7 @@ use crate::model::journal::{Delivery, EventOf};
 use crate::model::{FetchedIntent, Terminal};
 use crate::ports::{
     Cancel, Clock, Journal, Level, Log, LogFields, MessageId, PlanStore, Provider, RunLock,
-    UserPrograms, UserSystemd, Users,
+    Setting, UserPrograms, UserSystemd, Users,
 };
 
 pub use memory::recall;
@@ -132,9 +132,10 @@ fn run_to_the_end(settings: &Settings, ports: Ports<'_>) -> Outcome {
         Ok(None) => {
             let url = ports.provider.intent_url(&settings.sha);
             return Outcome::NothingToDo(format!(
-                "{}, for {}s; nothing to do. If every deployment says this, check HOSTENV_COMIN_API_BASE_URL",
+                "{}, for {}s; nothing to do. If every deployment says this, check {}",
                 plan::no_intent_message(&settings.sha, &settings.node, &url),
-                settings.intent_wait.as_secs()
+                settings.intent_wait.as_secs(),
+                Setting::ApiBaseUrl
             ));
         }
         Err(stop) => return Outcome::Failed(describe_stop(ports, &stop)),

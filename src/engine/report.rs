@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::model::{Action, EventPayload, JobId, NodeEvent, Phase, Status, Terminal};
-use crate::ports::{Level, LogFields, MessageId, ProviderError};
+use crate::ports::{Level, LogFields, MessageId, ProviderError, Setting};
 
 use crate::engine::{retry, Ports, Settings};
 
@@ -34,23 +34,11 @@ impl fmt::Display for Stop {
             ),
             Stop::Refused { step } => write!(
                 f,
-                "the provider refused this node's token (403) at step {step}: check HOSTENV_COMIN_NODE_NAME and the token in HOSTENV_COMIN_TOKEN_FILE"
+                "the provider refused this node's token (403) at step {step}: {}",
+                ProviderError::Refused.advice().unwrap_or_default()
             ),
             Stop::Provider { step, error } => {
-                let hint = match error {
-                    ProviderError::Transport(_) => {
-                        "; check HOSTENV_COMIN_API_BASE_URL and that the provider-service is up and reachable from this node"
-                    }
-                    ProviderError::Server { .. } => "; the provider-service is failing: check its logs",
-                    ProviderError::Decode(_) => {
-                        "; the provider answered something this version does not understand: check that both speak the same API"
-                    }
-                    ProviderError::Client { status: 401, .. } => {
-                        "; the provider asked for authentication: check the token in HOSTENV_COMIN_TOKEN_FILE, and any proxy in front of the provider"
-                    }
-                    _ => "",
-                };
-                write!(f, "provider call failed at step {step}: {error}{hint}")
+                write!(f, "provider call failed at step {step}: {}", error.advised())
             }
             Stop::Interrupted { step } => write!(
                 f,
@@ -60,7 +48,8 @@ impl fmt::Display for Stop {
             Stop::Lock { why } => write!(f, "cannot take this node's run lock: {why}"),
             Stop::Deadline { reached, step } => write!(
                 f,
-                "{reached} at step {step}; check what held the run up (HOSTENV_COMIN_RUN_TIMEOUT sets the deadline)"
+                "{reached} at step {step}; check what held the run up ({} sets the deadline)",
+                Setting::RunTimeout
             ),
         }
     }
