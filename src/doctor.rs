@@ -83,7 +83,8 @@ pub struct Diagnosis {
     pub ok: bool,
 }
 
-/// What reading the token file found (main reads it, without waiting).
+/// What reading the token file found (`commands::doctor` reads it, without
+/// waiting).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenFacts {
     /// Not looked at: the configuration is not valid.
@@ -98,7 +99,7 @@ pub enum TokenFacts {
     Unusable { path: String, why: String },
 }
 
-/// The file facts `main` gathered for the doctor.
+/// The file facts `commands::doctor` gathered for the doctor.
 pub struct Facts {
     pub node: Option<String>,
     /// The configuration, or what is wrong with it (with the variable named).

@@ -1,5 +1,7 @@
-//! The traits through which the engine touches the world. The engine sees
-//! only these; `main.rs` plugs in the real adapters and tests plug in stubs.
+//! The traits through which the engine touches the world, and the words it
+//! shares with them (provider errors and their advice, the settings a
+//! message points at). The engine sees only these; `commands` plugs in the
+//! real adapters and tests plug in stubs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,7 +18,7 @@ use crate::ports::{JournalScan, LockHolder};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// How many runs the report shows.
-pub const MAX_RUNS: usize = 20;
+pub const MAX_RUNS_SHOWN: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,7 +170,7 @@ pub fn gather(
         })
         .collect();
     runs.sort_by_key(|r| std::cmp::Reverse(r.started_at));
-    runs.truncate(MAX_RUNS);
+    runs.truncate(MAX_RUNS_SHOWN);
 
     let in_progress = holder.map(|h| {
         // The holder's run: the newest unfinished run with its pid.

@@ -11,8 +11,8 @@ use crate::model::journal::{
 use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Terminal};
 use crate::ports::{Level, LockAttempt, LogFields, MessageId, ProviderError};
 
-use super::plan::{ActionPlan, Memory};
-use super::report::Stop;
+use super::plan::{ActionPlan, Recalled};
+use super::stop::Stop;
 use super::{retry, Outcome, Ports, Settings};
 
 fn log(settings: &Settings, ports: Ports<'_>, job: Option<&JobId>, level: Level, msg: &str) {
@@ -178,7 +178,7 @@ pub fn recall(
     fetched: &FetchedIntent,
     record: Option<JobRecord>,
     mut published: impl FnMut(&Action) -> Result<Option<BackupPayload>, ProviderError>,
-) -> Result<(Memory, Option<String>), ProviderError> {
+) -> Result<(Recalled, Option<String>), ProviderError> {
     let mut note = None;
     let record = record.filter(|r| {
         let same = r.intent_digest == fetched.digest;
@@ -190,9 +190,9 @@ pub fn recall(
         }
         same
     });
-    let mut memory = Memory {
+    let mut memory = Recalled {
         record,
-        ..Memory::default()
+        ..Recalled::default()
     };
     if let Ok(intent) = &fetched.intent {
         for (index, action) in intent.actions.iter().enumerate() {
@@ -215,7 +215,7 @@ pub fn recall_for_run(
     settings: &Settings,
     ports: Ports<'_>,
     fetched: &FetchedIntent,
-) -> Result<Memory, Stop> {
+) -> Result<Recalled, Stop> {
     let step = "backup-snapshot of this node (resume)".to_owned();
     let (memory, note) = recall(
         settings,
@@ -271,7 +271,7 @@ fn cannot_write(settings: &Settings, ports: Ports<'_>, job: &JobId, e: &anyhow::
 /// This run's changes to the job's record: the record written whole when
 /// the run starts and when it ends (compacted), each change in between
 /// appended at once.
-pub struct Memo<'a> {
+pub struct RunRecorder<'a> {
     settings: &'a Settings,
     ports: Ports<'a>,
     record: RefCell<JobRecord>,
@@ -280,7 +280,7 @@ pub struct Memo<'a> {
     behind: Cell<bool>,
 }
 
-impl<'a> Memo<'a> {
+impl<'a> RunRecorder<'a> {
     /// The record of `fetched` (what `memory` recalled, or a new one) with
     /// this run added to it, written whole: every run starts from a
     /// compact file, whatever an earlier run's crash left at its end.
@@ -288,7 +288,7 @@ impl<'a> Memo<'a> {
         settings: &'a Settings,
         ports: Ports<'a>,
         fetched: &FetchedIntent,
-        memory: &Memory,
+        memory: &Recalled,
     ) -> Self {
         let mut record = memory.record.clone().unwrap_or_else(|| {
             JobRecord::new(
@@ -303,7 +303,7 @@ impl<'a> Memo<'a> {
             started_at: ports.clock.now(),
             sha: settings.sha.clone(),
         });
-        let memo = Memo {
+        let memo = RunRecorder {
             settings,
             ports,
             record: RefCell::new(record),

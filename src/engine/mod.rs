@@ -3,12 +3,13 @@
 //! world only through the traits in `ports`, so every decision here is
 //! tested with stubs and a fake clock.
 
+mod events;
 mod memory;
 pub mod plan;
-mod report;
 mod retry;
 mod settings;
 mod steps;
+mod stop;
 mod text;
 
 use crate::model::journal::{Delivery, EventOf};
@@ -19,15 +20,15 @@ use crate::ports::{
 };
 
 pub use memory::recall;
-pub use plan::{plan, Memory, Plan, Resume};
-pub use report::Stop;
+pub use plan::{plan, Plan, Recalled, Resume};
 pub use retry::RetryPolicy;
 pub use settings::Settings;
 pub use steps::wait::target_verdict;
+pub use stop::Stop;
 
-use memory::{of_action, Memo};
+use events::Reporter;
+use memory::{of_action, RunRecorder};
 use plan::{ActionPlan, Body};
-use report::Reporter;
 
 /// The world, as the engine sees it.
 #[derive(Clone, Copy)]
@@ -150,7 +151,7 @@ fn perform(settings: &Settings, ports: Ports<'_>, fetched: &FetchedIntent) -> Ou
         Err(stop) => return Outcome::Failed(describe_stop(ports, &stop)),
     };
     let plan = plan::plan(settings, fetched, &memory);
-    let memo = Memo::open(settings, ports, fetched, &memory);
+    let memo = RunRecorder::open(settings, ports, fetched, &memory);
     let reporter = Reporter::new(settings, ports, plan.job.clone());
     let outcome = match execute(settings, ports, &reporter, &memo, &plan) {
         Ok(outcome) => outcome,
@@ -164,7 +165,7 @@ fn execute(
     settings: &Settings,
     ports: Ports<'_>,
     reporter: &Reporter<'_>,
-    memo: &Memo<'_>,
+    memo: &RunRecorder<'_>,
     plan: &Plan,
 ) -> Result<Outcome, Stop> {
     let (actions, closing) = match &plan.body {
@@ -256,7 +257,7 @@ fn execute(
 /// delivered it already.
 fn post_closing(
     reporter: &Reporter<'_>,
-    memo: &Memo<'_>,
+    memo: &RunRecorder<'_>,
     plan: &Plan,
     terminal: &Terminal,
 ) -> Result<(), Stop> {
@@ -303,7 +304,7 @@ fn log_resume(
 /// never heard of.
 fn close_action(
     reporter: &Reporter<'_>,
-    memo: &Memo<'_>,
+    memo: &RunRecorder<'_>,
     planned: &ActionPlan,
     stop: Stop,
 ) -> Stop {

@@ -43,7 +43,7 @@ pub struct Plan {
 /// written for this very intent) and the backup payloads the provider
 /// already serves for this node's backup actions, by action index.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Memory {
+pub struct Recalled {
     pub record: Option<JobRecord>,
     pub published: BTreeMap<usize, BackupPayload>,
 }
@@ -212,7 +212,7 @@ pub struct PlannedEvent {
 }
 
 /// The plan for `fetched` on `settings.node`, given what earlier runs left.
-pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Plan {
+pub fn plan(settings: &Settings, fetched: &FetchedIntent, recalled: &Recalled) -> Plan {
     let node = &settings.node;
     let body = match (&settings.comin, &fetched.intent) {
         (CominStatus::Failed { message }, _) => Body::Refuse {
@@ -242,7 +242,7 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Pl
                 .map(|(index, action)| ActionPlan {
                     index,
                     action: action.clone(),
-                    resume: resume(index, action, memory),
+                    resume: resume(index, action, recalled),
                     steps: steps(settings, action),
                 })
                 .collect(),
@@ -252,7 +252,7 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Pl
             ),
         },
     };
-    let closing_delivered = memory.record.as_ref().is_some_and(|r| {
+    let closing_delivered = recalled.record.as_ref().is_some_and(|r| {
         r.closing
             .as_ref()
             .is_some_and(|c| c.delivery != Delivery::Pending)
@@ -266,8 +266,11 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, memory: &Memory) -> Pl
 }
 
 /// What the journal and the provider say about action `index`.
-fn resume(index: usize, action: &Action, memory: &Memory) -> Resume {
-    let recorded = memory.record.as_ref().and_then(|r| r.action(index, action));
+fn resume(index: usize, action: &Action, recalled: &Recalled) -> Resume {
+    let recorded = recalled
+        .record
+        .as_ref()
+        .and_then(|r| r.action(index, action));
     let finished = match recorded.map(|r| &r.state) {
         Some(ActionState::Finished { event, .. }) => Some(event),
         _ => None,
@@ -280,7 +283,7 @@ fn resume(index: usize, action: &Action, memory: &Memory) -> Resume {
     // The provider serving this node's backup payload means its success
     // reached the provider, whatever the journal could still record: post
     // it never again (a second one would move another backup's row).
-    let published = memory
+    let published = recalled
         .published
         .get(&index)
         .filter(|p| action.op == Op::Backup && p.covers(&action.migrations));

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use crate::model::FetchedIntent;
 use crate::ports::{Clock, Level, LogFields, ProviderError};
 
-use crate::engine::report::Stop;
+use crate::engine::stop::Stop;
 use crate::engine::{Ports, Settings};
 
 /// How long one provider call may keep failing before the run gives up.

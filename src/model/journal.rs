@@ -20,7 +20,7 @@ pub use changes::{Change, Folded, Target};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// How many runs of one job a record remembers (newest last).
-pub const MAX_RUNS: usize = 20;
+pub const MAX_RUNS_KEPT: usize = 20;
 
 /// Whether a terminal event reached the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ pub struct JobRecord {
     pub job: JobId,
     pub sha: String,
     pub intent_digest: IntentDigest,
-    /// The runs, oldest first, at most [`MAX_RUNS`].
+    /// The runs, oldest first, at most [`MAX_RUNS_KEPT`].
     #[serde(default)]
     pub runs: Vec<RunRecord>,
     /// The actions that started, by index.
@@ -239,7 +239,7 @@ impl JobRecord {
             ended: None,
             touched: Vec::new(),
         });
-        let excess = self.runs.len().saturating_sub(MAX_RUNS);
+        let excess = self.runs.len().saturating_sub(MAX_RUNS_KEPT);
         self.runs.drain(..excess);
     }
 
@@ -444,10 +444,13 @@ mod tests {
     fn only_the_last_runs_are_kept() {
         let mut r = record();
         let t: Timestamp = "2026-12-01T11:00:00Z".parse().expect("ts");
-        for pid in 0..(MAX_RUNS as u32 + 5) {
+        for pid in 0..(MAX_RUNS_KEPT as u32 + 5) {
             r.begin_run(pid, t);
         }
-        assert_eq!(r.runs.len(), MAX_RUNS);
-        assert_eq!(r.runs.last().map(|run| run.pid), Some(MAX_RUNS as u32 + 4));
+        assert_eq!(r.runs.len(), MAX_RUNS_KEPT);
+        assert_eq!(
+            r.runs.last().map(|run| run.pid),
+            Some(MAX_RUNS_KEPT as u32 + 4)
+        );
     }
 }

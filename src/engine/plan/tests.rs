@@ -29,7 +29,7 @@ fn fetched(actions: serde_json::Value) -> FetchedIntent {
 
 /// The steps of the only action of `action`.
 fn steps_of(action: serde_json::Value) -> Vec<Step> {
-    let plan = plan(&settings(), &fetched(json!([action])), &Memory::default());
+    let plan = plan(&settings(), &fetched(json!([action])), &Recalled::default());
     match plan.body {
         Body::Perform { mut actions, .. } => actions.remove(0).steps,
         other => panic!("expected actions, got {other:?}"),
@@ -82,7 +82,7 @@ fn with_the_health_check_off_activation_ends_at_exit_0() {
         ..settings()
     };
     let intent = fetched(json!([{"op": "activate", "user": "acme"}]));
-    let plan = plan(&settings, &intent, &Memory::default());
+    let plan = plan(&settings, &intent, &Recalled::default());
     let Body::Perform { actions, .. } = &plan.body else {
         panic!("a plan that performs: {plan:?}");
     };
@@ -234,7 +234,7 @@ fn deactivate_for_another_node_waits_for_it_after_checking_the_user() {
         &fetched(
             json!([{"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"}]),
         ),
-        &Memory::default(),
+        &Recalled::default(),
     );
     let Body::Perform { actions, .. } = plan.body else {
         panic!("actions");
@@ -307,7 +307,7 @@ fn a_failed_switch_refuses_everything_even_an_invalid_intent() {
         fetched(json!([{"op": "activate", "user": "acme"}])),
         fetched(json!([{"op": "nuke", "user": "acme"}])),
     ] {
-        let plan = plan(&s, &intent, &Memory::default());
+        let plan = plan(&s, &intent, &Recalled::default());
         let Body::Refuse { why, event } = &plan.body else {
             panic!("{plan:?}");
         };
@@ -335,7 +335,7 @@ fn a_long_build_log_from_comin_is_one_line_and_keeps_its_end() {
         "building...\n".repeat(400)
     );
     s.comin = CominStatus::Failed { message: log };
-    let plan = plan(&s, &fetched(json!([])), &Memory::default());
+    let plan = plan(&s, &fetched(json!([])), &Recalled::default());
     let Body::Refuse { event, .. } = &plan.body else {
         panic!("{plan:?}");
     };
@@ -355,7 +355,7 @@ fn an_invalid_intent_is_refused_with_the_reason() {
     let plan = plan(
         &settings(),
         &fetched(json!([{"op": "activate", "user": "../etc"}])),
-        &Memory::default(),
+        &Recalled::default(),
     );
     let Body::Refuse { why, event } = &plan.body else {
         panic!("{plan:?}");
@@ -372,7 +372,7 @@ fn an_invalid_intent_is_refused_with_the_reason() {
 
 #[test]
 fn no_actions_is_one_closing_event() {
-    let plan = plan(&settings(), &fetched(json!([])), &Memory::default());
+    let plan = plan(&settings(), &fetched(json!([])), &Recalled::default());
     assert_eq!(
         plan.would_post(),
         vec![PlannedEvent {
@@ -392,7 +392,7 @@ fn would_post_stops_at_an_action_that_fails_before_running() {
             {"op": "restore", "user": "acme", "fromNode": "node-b"},
             {"op": "activate", "user": "other"}
         ])),
-        &Memory::default(),
+        &Recalled::default(),
     );
     let events: Vec<(Phase, Status)> = plan
         .would_post()

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::engine::events::Reporter;
 use crate::engine::plan::{self, ActionPlan, Step};
-use crate::engine::report::{Reporter, Stop};
+use crate::engine::stop::Stop;
 use crate::engine::{retry, Ports, Settings};
 use crate::model::{Action, MigrationKey, Status, Terminal};
 use crate::ports::{Account, Level, LogFields, ProviderError};

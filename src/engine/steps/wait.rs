@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::engine::report::Stop;
 use crate::engine::retry;
+use crate::engine::stop::Stop;
 use crate::model::{DeployStatus, MigrationKey, NodeName, Phase, Status, Terminal};
 
 use super::{Ctx, Ended};
