@@ -113,6 +113,11 @@ pub const ACTION_TIMEOUT: Seconds = Seconds {
     max: WEEK,
 };
 
+/// The action timeout the NixOS module sets unless told otherwise (the
+/// binary has no default: it is required). `--help` says it and the
+/// module's default is tested against it.
+pub const MODULE_ACTION_TIMEOUT: Duration = Duration::from_secs(900);
+
 pub const TARGET_OBSERVE_TIMEOUT: Seconds = Seconds {
     variable: Setting::TargetObserveTimeout.variable(),
     flag: Setting::TargetObserveTimeout.flag(),

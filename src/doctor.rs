@@ -8,9 +8,11 @@
 //! nothing.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
+use crate::adapters::lock;
 use crate::engine::plan::{no_intent_message, Uses, TARGET_UNIT};
 use crate::model::comin::Deployment;
 use crate::model::journal::ActionRecord;
@@ -324,7 +326,10 @@ fn provider_url(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
             warn(
                 name,
                 warning.clone(),
-                "set HOSTENV_COMIN_API_BASE_URL to the provider's base, without /api",
+                format!(
+                    "set {} to the provider's base, without /api",
+                    Setting::ApiBaseUrl
+                ),
             )
         })
         .collect()
@@ -367,11 +372,12 @@ fn provider(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
         Ok(None) => warn(
             name,
             format!(
-                "{}{}: normal between deployments, or HOSTENV_COMIN_API_BASE_URL is wrong",
+                "{}{}: normal between deployments, or {} is wrong",
                 no_intent_message(sha, &exam.facts.node.as_deref().unwrap_or("this node"), url),
-                if from_store { "" } else { " (no comin store: a made-up commit was asked)" }
+                if from_store { "" } else { " (no comin store: a made-up commit was asked)" },
+                Setting::ApiBaseUrl
             ),
-            "if every deployment reports no intent, check HOSTENV_COMIN_API_BASE_URL (the provider's paths start with /api)",
+            format!("if every deployment reports no intent, check {} (the provider's paths start with /api)", Setting::ApiBaseUrl),
         ),
         Err(e) => fail(
             name,
@@ -451,7 +457,15 @@ fn run_lock(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
         Err(why) => fail(
             name,
             why.clone(),
-            "check the directory of HOSTENV_COMIN_LOCK_FILE (--lock-file; default /run/hostenv-activate)",
+            format!(
+                "check the directory of {} (--{}; default {})",
+                Setting::LockFile,
+                Setting::LockFile.flag(),
+                Path::new(lock::DEFAULT_PATH)
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .display()
+            ),
         ),
     }]
 }
@@ -463,7 +477,11 @@ fn metrics_file(name: &'static str, exam: &Examination<'_>) -> Vec<Finding> {
         Some(Err(problem)) => vec![warn(
             name,
             problem.clone(),
-            "point HOSTENV_COMIN_METRICS_FILE (--metrics-file) at a *.prom file in node_exporter's textfile directory",
+            format!(
+                "point {} (--{}) at a *.prom file in node_exporter's textfile directory",
+                Setting::MetricsFile,
+                Setting::MetricsFile.flag()
+            ),
         )],
     }
 }
@@ -526,7 +544,7 @@ fn token(name: &'static str, facts: &TokenFacts) -> Finding {
         TokenFacts::Unusable { why, .. } => fail(
             name,
             why.clone(),
-            "point HOSTENV_COMIN_TOKEN_FILE (--token-file) at the rendered sops secret (a regular file holding only the token)",
+            format!("point {} (--{}) at the rendered sops secret (a regular file holding only the token)", Setting::TokenFile, Setting::TokenFile.flag()),
         ),
     }
 }
@@ -555,7 +573,11 @@ fn comin_store(name: &'static str, path: &str, store: &Result<Deployment, String
         Err(why) => warn(
             name,
             why.clone(),
-            "check that comin runs on this node (systemctl status comin) or set HOSTENV_COMIN_STORE (--comin-store)",
+            format!(
+                "check that comin runs on this node (systemctl status comin) or set {} (--{})",
+                Setting::CominStore,
+                Setting::CominStore.flag()
+            ),
         ),
     }
 }

@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use hostenv_activate::adapters::lock;
 use hostenv_activate::config::{
-    Seconds, ACTION_TIMEOUT, HEALTH_TIMEOUT, INTENT_WAIT, RUN_TIMEOUT, SECONDS,
-    TARGET_OBSERVE_TIMEOUT,
+    Seconds, ACTION_TIMEOUT, HEALTH_TIMEOUT, INTENT_WAIT, MODULE_ACTION_TIMEOUT, RUN_TIMEOUT,
+    SECONDS, TARGET_OBSERVE_TIMEOUT,
 };
 use hostenv_activate::engine::Settings;
 use serde_json::Value;
@@ -155,12 +156,16 @@ fn the_module_evaluates_with_comin_and_refuses_what_it_must() {
     // A full configuration: no assertion (comin's own included).
     assert_eq!(strings(&report["full"]["failed"]), Vec::<String>::new());
     let tmpfiles = strings(&report["full"]["tmpfiles"]);
+    // The lock's directory is the binary's default one.
+    let lock_dir = Path::new(lock::DEFAULT_PATH)
+        .parent()
+        .expect("the default lock file is in a directory");
     assert_eq!(
         tmpfiles,
         [
-            "d /var/lib/hostenv-state 0700 root root - -",
-            "d /run/hostenv-activate 0700 root root - -",
-            "d /var/lib/textfiles - - - - -",
+            "d /var/lib/hostenv-state 0700 root root - -".to_owned(),
+            format!("d {} 0700 root root - -", lock_dir.display()),
+            "d /var/lib/textfiles - - - - -".to_owned(),
         ]
     );
 
@@ -230,7 +235,8 @@ fn the_modules_bounds_and_defaults_are_the_binarys() {
         );
     }
     // The module's defaults are the binary's (the action timeout has none in
-    // the binary; the module's 900 s is what the README documents).
+    // the binary; the module's is config::MODULE_ACTION_TIMEOUT, which
+    // --help and the README document).
     let defaults = &report["defaults"];
     for (option, default) in [
         (
@@ -247,7 +253,10 @@ fn the_modules_bounds_and_defaults_are_the_binarys() {
             "{option}"
         );
     }
-    assert_eq!(defaults["actionTimeoutSeconds"].as_u64(), Some(900));
+    assert_eq!(
+        defaults["actionTimeoutSeconds"].as_u64(),
+        Some(MODULE_ACTION_TIMEOUT.as_secs())
+    );
 }
 
 #[test]

@@ -370,3 +370,22 @@ fn each_settings_names_are_the_ones_clap_reads() {
         assert_eq!(setting.to_string(), setting.variable());
     }
 }
+
+#[test]
+fn help_names_the_modules_action_timeout() {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let help = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(ACTION_TIMEOUT.flag))
+        .and_then(|a| a.get_help())
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    assert!(
+        help.contains(&format!(
+            "the NixOS module sets {}",
+            MODULE_ACTION_TIMEOUT.as_secs()
+        )),
+        "{help}"
+    );
+}
