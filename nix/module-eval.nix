@@ -193,6 +193,8 @@ in {
     # Every option whose type is a range of integers, with that range.
     bounds = lib.mapAttrs (_: range) (lib.filterAttrs (_: opt: lib.isOption opt && opt.type.name == "intBetween") options);
     defaults = lib.mapAttrs (_: opt: opt.default) (lib.filterAttrs (_: opt: lib.isOption opt && opt.type.name == "intBetween") options);
+    # The state directory's default, for the check against the binary's.
+    stateDirDefault = options.stateDir.default;
   };
 
   # Built, then run: the configured command on the system's PATH.

@@ -11,8 +11,8 @@ use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume,
 use crate::engine::{recall, Settings};
 use crate::model::{Action, CominStatus, JobId, Terminal};
 use crate::ports::{
-    Account, Journal, LockHolder, ManagerNotRunning, Provider, RunLock, UserPrograms, UserSystemd,
-    Users, LOOK_LIMIT,
+    Account, Journal, LockHolder, ManagerNotRunning, Provider, RunLock, Setting, UserPrograms,
+    UserSystemd, Users, LOOK_LIMIT,
 };
 use crate::preflight::{self, Program};
 
@@ -48,7 +48,9 @@ pub enum CommitSource {
 impl CommitSource {
     fn describe(&self) -> String {
         match self {
-            CommitSource::Given => "given by --sha or COMIN_GIT_SHA".to_owned(),
+            CommitSource::Given => {
+                format!("given by --{} or {}", Setting::Sha.flag(), Setting::Sha)
+            }
             CommitSource::CominStore {
                 path,
                 deployment,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hostenv_activate::adapters::lock;
+use hostenv_activate::adapters::{journal, lock};
 use hostenv_activate::config::{
     Seconds, ACTION_TIMEOUT, HEALTH_TIMEOUT, INTENT_WAIT, MODULE_ACTION_TIMEOUT, RUN_TIMEOUT,
     SECONDS, TARGET_OBSERVE_TIMEOUT,
@@ -256,6 +256,10 @@ fn the_modules_bounds_and_defaults_are_the_binarys() {
     assert_eq!(
         defaults["actionTimeoutSeconds"].as_u64(),
         Some(MODULE_ACTION_TIMEOUT.as_secs())
+    );
+    assert_eq!(
+        report["stateDirDefault"].as_str(),
+        Some(journal::DEFAULT_DIR)
     );
 }
 
