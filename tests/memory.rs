@@ -48,7 +48,7 @@ fn migration_world(provider: StubProvider) -> World {
         "restic-drupal-migrate",
         vec![exited(
             0,
-            &snapshots_json(&[("2026-11-22T10:00:05Z", "second-snapshot")]),
+            &snapshots_json(&[("2026-11-22T10:00:05Z", &restic_id("second-snapshot"))]),
         )],
     );
     w
@@ -129,7 +129,7 @@ fn a_run_journals_every_action_and_its_delivery() {
         Some(EventPayload::Backup(backup_payload(
             "acme",
             NODE,
-            &[("drupal-migrate", "second-snapshot")]
+            &[("drupal-migrate", &restic_id("second-snapshot"))]
         )))
     );
     assert_eq!(

@@ -96,7 +96,9 @@ pub fn is_restic_id(id: &[u8]) -> bool {
 pub(crate) enum TimeField<'a> {
     Text(&'a str),
     /// Longer than [`MAX_TIME_LEN`] bytes (not kept), or not UTF-8.
-    Unusable { len: usize },
+    Unusable {
+        len: usize,
+    },
 }
 
 impl<'a> TimeField<'a> {
@@ -116,7 +118,9 @@ pub(crate) enum IdField {
     Missing,
     Valid(String),
     /// Anything else; its length in bytes.
-    Invalid { len: usize },
+    Invalid {
+        len: usize,
+    },
 }
 
 impl IdField {
@@ -254,7 +258,10 @@ mod tests {
 
     #[test]
     fn snapshots_before_the_run_are_ignored() {
-        let json = format!(r#"[{{"time": "2026-11-21T10:00:00Z", "id": "{}"}}]"#, id('0'));
+        let json = format!(
+            r#"[{{"time": "2026-11-21T10:00:00Z", "id": "{}"}}]"#,
+            id('0')
+        );
         let err = pick_snapshot(&json, ts("2026-11-21T11:00:00Z")).expect_err("stale");
         assert_eq!(
             err,

@@ -802,6 +802,14 @@ pub fn intent(actions: Value) -> Value {
     json!({"schemaVersion": 1, "actions": actions})
 }
 
+/// A restic-shaped snapshot id (64 lowercase hex) made from `seed` (at
+/// most 32 bytes): its bytes in hex, padded with zeros.
+pub fn restic_id(seed: &str) -> String {
+    let hex: String = seed.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(hex.len() <= 64, "seed {seed:?} is too long");
+    format!("{hex:0<64}")
+}
+
 pub fn snapshots_json(entries: &[(&str, &str)]) -> String {
     let list: Vec<Value> = entries.iter().map(|(time, id)| json!({"time": time, "id": id, "short_id": &id[..id.len().min(8)], "tags": ["drupal-migrate"]})).collect();
     serde_json::to_string(&list).expect("json")

@@ -22,7 +22,7 @@ mod command;
 mod output;
 
 pub use command::{user_path, UserCommand};
-use output::{Chunks, Output, OutputTail};
+use output::{Chunks, Output, OutputTail, Sink};
 
 use crate::adapters::{creds, reaper};
 use crate::ports::{Account, Cancel, Level, Log, LogFields, ProgramOutcome, ProgramRun};
@@ -91,7 +91,7 @@ impl ProcessRunner {
         cmd: &UserCommand,
         account: &Account,
         cancel: &Cancel,
-        stdout: Option<&mut dyn FnMut(&[u8])>,
+        stdout: Option<Sink<'_>>,
     ) -> anyhow::Result<ProgramRun> {
         let user = account.name.as_str();
         let fields = LogFields {
@@ -213,7 +213,7 @@ impl ProcessRunner {
 fn spawn<'a>(
     cmd: &UserCommand,
     account: &Account,
-    stdout: Option<&'a mut dyn FnMut(&[u8])>,
+    stdout: Option<Sink<'a>>,
 ) -> anyhow::Result<(duct::Handle, Output<'a>)> {
     let (reader, writer) = std::io::pipe().context("creating the program's output pipe")?;
     let spawn_account = account.clone();
@@ -692,7 +692,9 @@ mod tests {
         let mut seen = Vec::new();
         let run = runner()
             .0
-            .run_with_stdout(cmd, acct, cancel, &mut |chunk| seen.extend_from_slice(chunk))
+            .run_with_stdout(cmd, acct, cancel, &mut |chunk| {
+                seen.extend_from_slice(chunk)
+            })
             .expect("run");
         (seen, run)
     }
@@ -754,9 +756,16 @@ mod tests {
         let home = tempfile::tempdir().expect("tempdir");
         let acct = account(home.path());
         let pidfile = home.path().join("grandchild.pid");
-        let script = format!("sleep 60 & echo $! > {}; echo partial; sleep 60", pidfile.display());
+        let script = format!(
+            "sleep 60 & echo $! > {}; echo partial; sleep 60",
+            pidfile.display()
+        );
         let start = Instant::now();
-        let (seen, run) = run_split(&sh(&acct, &script, Duration::from_secs(1)), &acct, &Cancel::new());
+        let (seen, run) = run_split(
+            &sh(&acct, &script, Duration::from_secs(1)),
+            &acct,
+            &Cancel::new(),
+        );
         assert_eq!(run.outcome, ProgramOutcome::TimedOut);
         assert_eq!(seen, b"partial\n");
         assert!(start.elapsed() < Duration::from_secs(30));
@@ -764,9 +773,16 @@ mod tests {
 
         // A process left behind holding stdout does not hold the run.
         let holder = home.path().join("holder.pid");
-        let script = format!("sleep 60 & echo $! > {}; echo done; exit 4", holder.display());
+        let script = format!(
+            "sleep 60 & echo $! > {}; echo done; exit 4",
+            holder.display()
+        );
         let start = Instant::now();
-        let (seen, run) = run_split(&sh(&acct, &script, Duration::from_secs(300)), &acct, &Cancel::new());
+        let (seen, run) = run_split(
+            &sh(&acct, &script, Duration::from_secs(300)),
+            &acct,
+            &Cancel::new(),
+        );
         assert_eq!(run.outcome, ProgramOutcome::Exited(4));
         assert_eq!(seen, b"done\n");
         assert!(start.elapsed() < Duration::from_secs(60));

@@ -127,12 +127,15 @@ impl Chunks {
     }
 }
 
+/// The consumer of a program's stdout: each chunk, as it is read.
+pub(super) type Sink<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// Everything a running program prints, as the supervisor waits on it:
 /// either stdout and stderr combined (the tail kept), or stdout handed to a
 /// consumer and stderr's tail kept apart.
 pub(super) struct Output<'a> {
     tail: OutputTail,
-    stdout: Option<(Chunks, &'a mut dyn FnMut(&[u8]))>,
+    stdout: Option<(Chunks, Sink<'a>)>,
 }
 
 impl<'a> Output<'a> {
@@ -142,7 +145,11 @@ impl<'a> Output<'a> {
     }
 
     /// stdout handed to `sink`, stderr's tail kept.
-    pub(super) fn split(stdout: Chunks, sink: &'a mut dyn FnMut(&[u8]), stderr: OutputTail) -> Self {
+    pub(super) fn split(
+        stdout: Chunks,
+        sink: &'a mut dyn FnMut(&[u8]),
+        stderr: OutputTail,
+    ) -> Self {
         Output {
             tail: stderr,
             stdout: Some((stdout, sink)),

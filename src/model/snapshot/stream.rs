@@ -147,15 +147,22 @@ enum Field {
 enum State {
     /// A value is expected; `close` allows the container to end instead
     /// (right after `[`).
-    Value { close: bool },
+    Value {
+        close: bool,
+    },
     /// After a value: `,` or the container's end.
     AfterValue,
     /// An object key is expected; `close` allows `}` (right after `{`).
-    Key { close: bool },
+    Key {
+        close: bool,
+    },
     Colon,
     Str(Str),
     Number(Num),
-    Literal { word: Word, at: u8 },
+    Literal {
+        word: Word,
+        at: u8,
+    },
     /// The top-level array has ended; only blanks may follow on its line.
     Ended,
 }
@@ -478,14 +485,24 @@ impl Candidate {
             b'-' => self.state = State::Number(Num::Minus),
             b'0' => self.state = State::Number(Num::Zero),
             b'1'..=b'9' => self.state = State::Number(Num::Int),
-            b't' => self.state = State::Literal { word: Word::True, at: 1 },
+            b't' => {
+                self.state = State::Literal {
+                    word: Word::True,
+                    at: 1,
+                }
+            }
             b'f' => {
                 self.state = State::Literal {
                     word: Word::False,
                     at: 1,
                 }
             }
-            b'n' => self.state = State::Literal { word: Word::Null, at: 1 },
+            b'n' => {
+                self.state = State::Literal {
+                    word: Word::Null,
+                    at: 1,
+                }
+            }
             _ => return Err("expected a JSON value"),
         }
         Ok(())
@@ -694,7 +711,11 @@ mod tests {
     }
 
     /// `text` through a stream in chunks of `size` bytes.
-    fn streamed(text: &[u8], size: usize, not_before: Timestamp) -> Result<Snapshot, SnapshotError> {
+    fn streamed(
+        text: &[u8],
+        size: usize,
+        not_before: Timestamp,
+    ) -> Result<Snapshot, SnapshotError> {
         let mut stream = SnapshotStream::new(not_before);
         for chunk in text.chunks(size) {
             stream.feed(chunk);
@@ -725,8 +746,11 @@ mod tests {
     #[test]
     fn the_recorded_restic_fixtures() {
         let read = |name: &str| {
-            std::fs::read(format!("{}/fixtures/restic/{name}", env!("CARGO_MANIFEST_DIR")))
-                .expect("fixture")
+            std::fs::read(format!(
+                "{}/fixtures/restic/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("fixture")
         };
         let start = ts("2026-11-22T00:00:00Z");
         let mixed = streamed(&read("snapshots-mixed-offsets.json"), 5, start).expect("pick");
@@ -764,10 +788,22 @@ mod tests {
         }
         // A later line that is JSON wins, as the last JSON line always did.
         let later = format!("{json}\n[]\n");
-        assert_eq!(streamed(later.as_bytes(), 4, start), Err(SnapshotError::Empty));
-        for bad in ["", "garbage", "[", "[{\"time\": 1}] trailing", &format!("x {json}")] {
+        assert_eq!(
+            streamed(later.as_bytes(), 4, start),
+            Err(SnapshotError::Empty)
+        );
+        for bad in [
+            "",
+            "garbage",
+            "[",
+            "[{\"time\": 1}] trailing",
+            &format!("x {json}"),
+        ] {
             assert!(
-                matches!(streamed(bad.as_bytes(), 3, start), Err(SnapshotError::Malformed(_))),
+                matches!(
+                    streamed(bad.as_bytes(), 3, start),
+                    Err(SnapshotError::Malformed(_))
+                ),
                 "{bad}"
             );
         }
@@ -824,14 +860,12 @@ mod tests {
             streamed(one(&escaped).as_bytes(), 2, start).map(|s| s.id),
             Ok(id('a'))
         );
-        for bad in [
-            "1",
-            "[]",
-            r#""a","id":"b""#,
-            r#""\ud800""#,
-        ] {
+        for bad in ["1", "[]", r#""a","id":"b""#, r#""\ud800""#] {
             assert!(
-                matches!(streamed(one(bad).as_bytes(), 2, start), Err(SnapshotError::Malformed(_))),
+                matches!(
+                    streamed(one(bad).as_bytes(), 2, start),
+                    Err(SnapshotError::Malformed(_))
+                ),
                 "{bad}"
             );
         }
