@@ -258,6 +258,9 @@ fn main() {
     for row in rows {
         println!("{row}");
     }
+    if args.iter().any(|a| a == "--one-action") {
+        return;
+    }
     println!();
     println!("| activate actions | per action | bytes to the state dir per event | fsyncs per event | peak RSS |");
     println!("|---|---|---|---|---|");
