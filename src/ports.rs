@@ -461,7 +461,9 @@ impl std::fmt::Display for ProgramOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramRun {
     pub outcome: ProgramOutcome,
-    /// stdout and stderr, interleaved as written (lossy UTF-8).
+    /// The tail of stdout and stderr, interleaved as written (lossy UTF-8);
+    /// of stderr alone when stdout went to a consumer
+    /// ([`UserPrograms::run_with_stdout`]).
     pub output: String,
 }
 
@@ -501,6 +503,18 @@ pub trait UserPrograms {
         args: &[String],
         timeout: Duration,
         cancel: &Cancel,
+    ) -> anyhow::Result<ProgramRun>;
+    /// [`run`](Self::run), with stdout read apart from stderr: stdout goes
+    /// to `stdout` chunk by chunk as it is read (cut anywhere; never held
+    /// whole), the run's `output` is the tail of stderr alone.
+    fn run_with_stdout(
+        &self,
+        account: &Account,
+        program: &Path,
+        args: &[String],
+        timeout: Duration,
+        cancel: &Cancel,
+        stdout: &mut dyn FnMut(&[u8]),
     ) -> anyhow::Result<ProgramRun>;
 }
 

@@ -276,7 +276,7 @@ fn agreeable_world(intent_json: Value) -> World {
         "restic-drupal-migrate",
         vec![exited(
             0,
-            &snapshots_json(&[("2026-11-22T10:00:05Z", "newsnapshot")]),
+            &snapshots_json(&[("2026-11-22T10:00:05Z", &restic_id("newsnapshot"))]),
         )],
     );
     w

@@ -386,8 +386,8 @@ const FRESH: &str = "2026-11-22T10:00:05.5Z";
 #[test]
 fn backup_posts_the_snapshot_this_run_made() {
     let restic = snapshots_json(&[
-        ("2026-11-21T09:00:00Z", "old0000000"),
-        (FRESH, "new1111111fullid"),
+        ("2026-11-21T09:00:00Z", &restic_id("old0000000")),
+        (FRESH, &restic_id("new1111111fullid")),
     ]);
     let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
@@ -397,7 +397,7 @@ fn backup_posts_the_snapshot_this_run_made() {
     );
     assert_eq!(
         w.provider.payload_json(1),
-        json!({"user": "acme", "sourceNode": "node-a", "snapshots": {"drupal-migrate": "new1111111fullid"}})
+        json!({"user": "acme", "sourceNode": "node-a", "snapshots": {"drupal-migrate": restic_id("new1111111fullid")}})
     );
     assert_eq!(w.systemd.started.borrow()[0].0, UNIT);
     let ran = w.programs.ran.borrow();
@@ -412,25 +412,25 @@ fn backup_posts_the_snapshot_this_run_made() {
 fn backup_compares_snapshot_times_as_instants() {
     // As strings "2026-11-22T05:00:06-05:00" < "2026-11-22T10:00:05Z", but it is later.
     let restic = snapshots_json(&[
-        ("2026-11-22T10:00:05.26Z", "utc-snap"),
-        ("2026-11-22T05:00:06.97-05:00", "ny-snap-newer"),
+        ("2026-11-22T10:00:05.26Z", &restic_id("utc-snap")),
+        ("2026-11-22T05:00:06.97-05:00", &restic_id("ny-snap-newer")),
     ]);
     let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
     w.run();
     assert_eq!(
         w.provider.payload_json(1)["snapshots"]["drupal-migrate"],
-        "ny-snap-newer"
+        restic_id("ny-snap-newer")
     );
 }
 
 #[test]
 fn backup_of_several_keys() {
-    let restic = snapshots_json(&[(FRESH, "idX")]);
+    let restic = snapshots_json(&[(FRESH, &restic_id("idX"))]);
     let w = backup_world(&["db-migrate", "files-migrate"], unit_ok(), &restic);
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(
         w.provider.payload_json(1)["snapshots"],
-        json!({"db-migrate": "idX", "files-migrate": "idX"})
+        json!({"db-migrate": restic_id("idX"), "files-migrate": restic_id("idX")})
     );
     let started: Vec<String> = w
         .systemd
@@ -560,7 +560,7 @@ fn backup_unit_timeout() {
 
 #[test]
 fn backup_never_posts_a_stale_snapshot() {
-    let restic = snapshots_json(&[("2026-11-22T09:59:00Z", "stale-id")]);
+    let restic = snapshots_json(&[("2026-11-22T09:59:00Z", &restic_id("stale-id"))]);
     let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
     w.run();
     assert_eq!(
@@ -583,7 +583,106 @@ fn backup_never_posts_a_stale_snapshot() {
             .collect::<Vec<_>>(),
     )
     .expect("ser");
-    assert!(!all.contains("stale-id"));
+    assert!(!all.contains(&restic_id("stale-id")));
+}
+
+/// Everything node-a posted, as one JSON text.
+fn all_posted(w: &World) -> String {
+    let events: Vec<serde_json::Value> = w
+        .provider
+        .posted
+        .borrow()
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("ser"))
+        .collect();
+    serde_json::to_string(&events).expect("ser")
+}
+
+#[test]
+fn backup_never_posts_an_id_that_is_not_restics() {
+    let huge = "a".repeat(1_000_000);
+    for bad in ["/etc/passwd", "", &huge, &"A".repeat(64), "idX"] {
+        let restic = snapshots_json(&[(FRESH, bad)]);
+        let w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
+        w.run();
+        let shown = &bad[..bad.len().min(20)];
+        assert_eq!(
+            w.provider.sequence(),
+            seq(&[(Backup, Running), (Backup, Failed)]),
+            "{shown}"
+        );
+        let msg = &w.provider.messages()[1];
+        assert!(
+            msg.contains("snapshot id missing")
+                && msg.contains("drupal-migrate")
+                && msg.contains("2026-11-22T10:00:05.5Z"),
+            "{msg}"
+        );
+        let posted = all_posted(&w);
+        assert!(posted.len() < 10_000, "{} bytes posted", posted.len());
+        if !bad.is_empty() {
+            assert!(!posted.contains(bad), "{shown} was posted: {posted}");
+        }
+    }
+}
+
+#[test]
+fn backup_reads_a_long_list_in_chunks_with_stderr_apart() {
+    // 10,000 snapshots (about 1.5 MB, far past the 64 KiB of output a
+    // program's tail keeps), this run's one in the middle, handed over in
+    // 7-byte chunks, after lines of noise on stdout and with noise on stderr.
+    let old: Vec<(String, String)> = (0..10_000)
+        .map(|i| {
+            let time = format!(
+                "2026-{:02}-{:02}T{:02}:00:00Z",
+                1 + i % 10,
+                1 + i % 28,
+                i % 24
+            );
+            (time, restic_id(&format!("old{i}")))
+        })
+        .collect();
+    let mut entries: Vec<(&str, &str)> =
+        old.iter().map(|(t, i)| (t.as_str(), i.as_str())).collect();
+    let fresh = restic_id("this-run");
+    entries.insert(5_000, ("2026-11-22T05:00:06-05:00", &fresh));
+    let restic = format!(
+        "using the cache in ~/.cache/restic\n[notice] lock is stale\n{}\n",
+        snapshots_json(&entries)
+    );
+    assert!(restic.len() > 1_000_000, "{} bytes", restic.len());
+    let mut w = backup_world(&["drupal-migrate"], unit_ok(), &restic);
+    w.programs = std::mem::take(&mut w.programs).with_stderr(
+        "restic-drupal-migrate",
+        &"warning: [json] not here\n".repeat(10_000),
+    );
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        w.provider.payload_json(1)["snapshots"]["drupal-migrate"],
+        fresh
+    );
+    assert_eq!(w.logged("10001 snapshot(s) listed").len(), 1);
+}
+
+#[test]
+fn a_failing_wrapper_is_reported_with_its_stderr() {
+    let mut w = backup_world(&["drupal-migrate"], unit_ok(), "");
+    w.programs = StubPrograms::default()
+        .answer("restic-drupal-migrate", vec![exited(1, "[]")])
+        .with_stderr(
+            "restic-drupal-migrate",
+            "Fatal: unable to open repository\n",
+        );
+    w.run();
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Backup, Running), (Backup, Failed)])
+    );
+    let msg = &w.provider.messages()[1];
+    assert!(
+        msg.contains("exit code 1") && msg.contains("Fatal: unable to open repository"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn migration_world(provider: StubProvider) -> World {
         "restic-drupal-migrate",
         vec![exited(
             0,
-            &snapshots_json(&[("2026-11-22T10:00:05Z", "second-snapshot")]),
+            &snapshots_json(&[("2026-11-22T10:00:05Z", &restic_id("second-snapshot"))]),
         )],
     );
     w
@@ -129,7 +129,7 @@ fn a_run_journals_every_action_and_its_delivery() {
         Some(EventPayload::Backup(backup_payload(
             "acme",
             NODE,
-            &[("drupal-migrate", "second-snapshot")]
+            &[("drupal-migrate", &restic_id("second-snapshot"))]
         )))
     );
     assert_eq!(
@@ -143,10 +143,10 @@ fn a_run_journals_every_action_and_its_delivery() {
         Some(RunEnd { success: true, .. })
     ));
     // Every change is saved: the record whole when the run starts, each
-    // start/end/delivery and the closing event appended, the record whole
-    // again (compacted) when the run ends.
-    assert_eq!(w.journal.rewrites.get(), 2);
-    assert_eq!(w.journal.saves.get(), 2 + 2 * 3 + 2);
+    // start/end/delivery, the closing event and the run's end appended (a
+    // run this small is not compacted when it ends).
+    assert_eq!(w.journal.rewrites.get(), 1);
+    assert_eq!(w.journal.saves.get(), 1 + 2 * 3 + 2 + 1);
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn a_change_the_journal_could_not_take_is_written_with_the_next_one() {
             .len(),
         1
     );
-    assert_eq!(w.journal.rewrites.get(), 3);
+    assert_eq!(w.journal.rewrites.get(), 2);
     let record = w.journal.record(JOB).expect("a record");
     assert_eq!(record.actions.len(), 2);
     assert!(record.pending().is_empty());
@@ -1056,4 +1056,20 @@ impl hostenv_activate::ports::Log for Silent {
         _: &str,
     ) {
     }
+}
+
+/// A run that appended many lines compacts the file when it ends; a small
+/// one leaves that to the next run's start (one sync fewer per run).
+#[test]
+fn a_long_run_is_compacted_when_it_ends() {
+    let actions: Vec<Value> = (0..20)
+        .map(|i| json!({"op": "activate", "user": format!("u{i}")}))
+        .collect();
+    let w = World::new(StubProvider::with_intent(intent(json!(actions))));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(w.journal.rewrites.get(), 2, "at the start and at the end");
+    let record = w.journal.record(JOB).expect("a record");
+    assert_eq!(record.actions.len(), 20);
+    assert!(record.pending().is_empty());
+    assert!(record.runs[0].ended.is_some());
 }

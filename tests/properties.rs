@@ -20,7 +20,9 @@ use hostenv_activate::model::journal::{
     changes, ActionRecord, ActionState, Change, Delivery, JobRecord, Posted, RunEnd, Target,
 };
 use hostenv_activate::model::names::{MigrationKey, NodeName, UserName};
-use hostenv_activate::model::snapshot::{extract_snapshot_json, pick_snapshot, SnapshotError};
+use hostenv_activate::model::snapshot::{
+    is_restic_id, pick_snapshot, Snapshot, SnapshotError, SnapshotStream,
+};
 use hostenv_activate::model::text::{escape, escape_bytes, escaped_width, unescape};
 use hostenv_activate::model::{
     BackupPayload, CominStatus, EventPayload, Intent, IntentDigest, JobId, NodeEvent, Op, Phase,
@@ -179,7 +181,8 @@ fn snapshot_like_json() -> impl Strategy<Value = Value> {
         1 => json_value(),
     ];
     let id = prop_oneof![
-        3 => "[0-9a-f]{8,64}".prop_map(|id| Some(Value::from(id))),
+        3 => "[0-9a-f]{64}".prop_map(|id| Some(Value::from(id))),
+        1 => "[0-9a-f]{8,63}".prop_map(|id| Some(Value::from(id))),
         1 => Just(Some(Value::from("  "))),
         1 => json_value().prop_map(Some),
         1 => Just(None),
@@ -224,36 +227,142 @@ fn name_like() -> impl Strategy<Value = String> {
 
 // ------------------------------------------------------------ snapshots
 
+/// `text` through a [`SnapshotStream`], cut into chunks of the given sizes
+/// (cycled; a size of 0 counts as 1).
+fn streamed(
+    text: &[u8],
+    sizes: &[usize],
+    not_before: Timestamp,
+) -> Result<Snapshot, SnapshotError> {
+    let mut stream = SnapshotStream::new(not_before);
+    let mut rest = text;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, after) = rest.split_at((*size).clamp(1, rest.len()));
+        stream.feed(chunk);
+        rest = after;
+    }
+    stream.finish()
+}
+
+/// The answer with a `Malformed` reason blanked: the two parsers word the
+/// reasons differently (and may find a different first one).
+fn kind(answer: Result<Snapshot, SnapshotError>) -> Result<Snapshot, SnapshotError> {
+    answer.map_err(|e| match e {
+        SnapshotError::Malformed(_) => SnapshotError::Malformed(String::new()),
+        other => other,
+    })
+}
+
+/// Chunk sizes: often tiny, so that every token is cut somewhere.
+fn chunking() -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(prop_oneof![1usize..4, 1usize..80, 1usize..5000], 1..16)
+}
+
+/// A snapshot's `id` as a wrapper might print it: restic's mostly, else a
+/// path, an empty, short, long, upper-case or escaped string, null, absent.
+fn any_id() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        6 => "[0-9a-f]{64}".prop_map(|id| Some(Value::from(id))),
+        1 => Just(Some(Value::from(""))),
+        1 => Just(Some(Value::Null)),
+        1 => Just(None),
+        1 => "/[a-z/]{1,20}".prop_map(|id| Some(Value::from(id))),
+        1 => "[0-9A-F]{64}|[0-9a-f]{63}|[0-9a-f]{65}".prop_map(|id| Some(Value::from(id))),
+        1 => (0usize..3000).prop_map(|n| Some(Value::from("a".repeat(n)))),
+        1 => ".{0,80}".prop_map(|id| Some(Value::from(id))),
+    ]
+}
+
+/// restic's `snapshots --json`, with any ids and extra fields (any JSON),
+/// equal instants allowed, compact (as restic prints) or pretty.
+fn any_list() -> impl Strategy<Value = String> {
+    let item = (
+        instant(),
+        offset(),
+        any::<bool>(),
+        any_id(),
+        proptest::option::of(json_value()),
+    )
+        .prop_map(|(at, offset, plus_zero, id, extra)| {
+            let mut v = serde_json::json!({
+                "time": rfc3339(at, offset, plus_zero),
+                "tree": "f00d",
+                "paths": ["/var/lib/site"],
+                "tags": ["drupal-migrate"],
+            });
+            if let Some(id) = id {
+                v["id"] = id;
+            }
+            if let Some(extra) = extra {
+                v["extra"] = extra;
+            }
+            v
+        });
+    (proptest::collection::vec(item, 0..12), any::<bool>()).prop_map(|(items, pretty)| {
+        let list = Value::Array(items);
+        if pretty {
+            serde_json::to_string_pretty(&list).expect("json")
+        } else {
+            list.to_string()
+        }
+    })
+}
+
 proptest! {
     #![proptest_config(config())]
 
-    /// Random bytes from restic: never a panic, a typed error or a real id.
+    /// Random bytes from restic, cut anywhere: never a panic, a typed error
+    /// or a restic id of this run.
     #[test]
     fn random_output_never_panics_the_snapshot_parser(
-        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            "[\\[\\]{}\":,0-9a-z \\n\\\\]{0,300}".prop_map(String::into_bytes),
+        ],
+        sizes in chunking(),
         not_before in instant(),
     ) {
-        let text = String::from_utf8_lossy(&bytes);
-        match pick_snapshot(extract_snapshot_json(&text), not_before) {
-            Ok(snap) => prop_assert!(!snap.id.trim().is_empty() && snap.time >= not_before),
-            Err(SnapshotError::Malformed(_) | SnapshotError::Empty) => {}
-            Err(e @ (SnapshotError::NoneFromThisRun { .. } | SnapshotError::MissingId { .. })) => {
-                prop_assert!(e.newest_seen().is_some());
+        match streamed(&bytes, &sizes, not_before) {
+            Ok(snap) => {
+                prop_assert!(is_restic_id(snap.id.as_bytes()) && snap.time >= not_before);
             }
+            Err(SnapshotError::Malformed(why)) => prop_assert!(!why.is_empty()),
+            Err(SnapshotError::Empty) => {}
+            Err(e) => prop_assert!(e.newest_seen().is_some()),
         }
     }
 
+    /// The stream and the whole-document parser agree, for any list and
+    /// any chunking.
+    #[test]
+    fn the_stream_agrees_with_the_whole_document(
+        json in any_list(),
+        sizes in chunking(),
+        not_before in prop_oneof![instant(), Just(Timestamp::UNIX_EPOCH)],
+    ) {
+        let whole = pick_snapshot(&json, not_before);
+        prop_assert!(!matches!(whole, Err(SnapshotError::Malformed(_))), "{:?}", whole);
+        prop_assert_eq!(kind(streamed(json.as_bytes(), &sizes, not_before)), whole);
+    }
+
     /// Random JSON shapes: only an array of objects with a parseable `time`
-    /// gets past `Malformed`; a pick names a non-empty id of the input.
+    /// gets past `Malformed`; a pick names a restic id of the input. The
+    /// stream agrees on arrays of objects, and never picks what the whole
+    /// document would not.
     #[test]
     fn random_json_gives_a_typed_answer(
         value in prop_oneof![json_value(), snapshot_like_json()],
         not_before in prop_oneof![instant(), Just(Timestamp::UNIX_EPOCH)],
+        sizes in chunking(),
     ) {
         let json = value.to_string();
-        match pick_snapshot(&json, not_before) {
+        let whole = pick_snapshot(&json, not_before);
+        match &whole {
             Ok(snap) => {
-                prop_assert!(!snap.id.trim().is_empty());
+                prop_assert!(is_restic_id(snap.id.as_bytes()));
                 prop_assert!(snap.time >= not_before);
                 // Where in the input is up to serde: a snapshot may also be
                 // read from an array `[time, id]` (the sequence form of a struct).
@@ -261,8 +370,17 @@ proptest! {
             }
             Err(SnapshotError::Malformed(why)) => prop_assert!(!why.is_empty()),
             Err(SnapshotError::Empty) => prop_assert_eq!(&value, &Value::Array(vec![])),
-            Err(SnapshotError::NoneFromThisRun { newest }) => prop_assert!(newest < not_before),
-            Err(SnapshotError::MissingId { time }) => prop_assert!(time >= not_before),
+            Err(SnapshotError::NoneFromThisRun { newest, .. }) => prop_assert!(*newest < not_before),
+            Err(SnapshotError::MissingId { time } | SnapshotError::InvalidId { time, .. }) => {
+                prop_assert!(*time >= not_before)
+            }
+        }
+        let stream = kind(streamed(json.as_bytes(), &sizes, not_before));
+        let objects = value.as_array().is_some_and(|items| items.iter().all(Value::is_object));
+        if objects {
+            prop_assert_eq!(stream, kind(whole));
+        } else if stream.is_ok() {
+            prop_assert_eq!(stream, whole);
         }
     }
 
@@ -274,39 +392,46 @@ proptest! {
         not_before in prop_oneof![instant(), Just(Timestamp::UNIX_EPOCH)],
         pick_existing in any::<prop::sample::Index>(),
         at_existing in any::<bool>(),
+        sizes in chunking(),
     ) {
         // Often exactly at one snapshot's instant (the boundary is "not older").
         let not_before = match (at_existing, snaps.is_empty()) {
             (true, false) => snaps[pick_existing.index(snaps.len())].at,
             _ => not_before,
         };
-        let got = pick_snapshot(&restic_json(&snaps), not_before);
+        let json = restic_json(&snaps);
+        let got = pick_snapshot(&json, not_before);
+        prop_assert_eq!(&streamed(json.as_bytes(), &sizes, not_before), &got);
         let newest = snaps.iter().map(|s| s.at).max();
         let chosen = snaps.iter().filter(|s| s.at >= not_before).max_by_key(|s| s.at);
+        let listed = snaps.len() as u64;
         match (newest, chosen) {
             (None, _) => prop_assert_eq!(got, Err(SnapshotError::Empty)),
             (Some(newest), None) => {
-                prop_assert_eq!(got, Err(SnapshotError::NoneFromThisRun { newest }))
+                prop_assert_eq!(got, Err(SnapshotError::NoneFromThisRun { newest, listed }))
             }
             (Some(_), Some(want)) => match &want.id {
                 Some(id) => {
                     let snap = got.expect("a snapshot of this run");
                     prop_assert_eq!(&snap.id, id);
                     prop_assert_eq!(snap.time, want.at);
+                    prop_assert_eq!(snap.listed, listed);
                 }
                 None => prop_assert_eq!(got, Err(SnapshotError::MissingId { time: want.at })),
             },
         }
     }
 
-    /// restic's JSON line is found among warning lines before and after it.
-    /// Warnings may hold brackets, even start or end with one, as long as
-    /// they are not themselves JSON.
+    /// restic's JSON line is found among lines a wrapper prints before and
+    /// after it on stdout. They may hold brackets, even start or end with
+    /// one, as long as they are not themselves JSON.
     #[test]
-    fn the_json_line_is_found_among_warnings(
+    fn the_json_line_is_found_among_other_lines(
         snaps in snaps(),
         before in proptest::collection::vec("[^\\n\\r]{0,30}", 0..4),
         after in proptest::collection::vec("(\\[[a-z ]{1,10}\\] )?[a-z: ]{0,20}\\]?", 0..3),
+        not_before in prop_oneof![instant(), Just(Timestamp::UNIX_EPOCH)],
+        sizes in chunking(),
     ) {
         prop_assume!(!before.iter().chain(&after).any(|l| serde_json::from_str::<Value>(l.trim()).is_ok()));
         let json = restic_json(&snaps);
@@ -314,15 +439,10 @@ proptest! {
         lines.push(json.clone());
         lines.extend(after.iter().cloned());
         let output = lines.join("\n") + "\n";
-        prop_assert_eq!(extract_snapshot_json(&output), json.as_str());
-    }
-
-    /// Whatever the output, the extract is a trimmed piece of it.
-    #[test]
-    fn the_extract_is_always_part_of_the_output(output in ".{0,200}|[\\[\\]a-z \\n]{0,60}") {
-        let extract = extract_snapshot_json(&output);
-        prop_assert!(output.contains(extract));
-        prop_assert_eq!(extract, extract.trim());
+        prop_assert_eq!(
+            streamed(output.as_bytes(), &sizes, not_before),
+            pick_snapshot(&json, not_before)
+        );
     }
 }
 

@@ -532,11 +532,15 @@ impl Journal for FileJournal {
                 path.display()
             );
         }
-        let written = file
-            .write_all(&line)
-            .context("write")
-            .and_then(|()| fdatasync(&file).context("fdatasync"));
-        self.count(line.len(), 1);
+        let durable = change.must_be_durable();
+        let written = file.write_all(&line).context("write").and_then(|()| {
+            if durable {
+                fdatasync(&file).context("fdatasync")
+            } else {
+                Ok(())
+            }
+        });
+        self.count(line.len(), u64::from(durable));
         if let Err(e) = written {
             // Never leave half a line for the next change to land behind;
             // if even that fails, the next append reads the file first.

@@ -88,6 +88,19 @@ impl UserPrograms for UserProgramsAdapter {
         let cmd = UserCommand::for_account(account, program, args, timeout);
         self.runner.run(&cmd, account, cancel)
     }
+
+    fn run_with_stdout(
+        &self,
+        account: &Account,
+        program: &Path,
+        args: &[String],
+        timeout: Duration,
+        cancel: &Cancel,
+        stdout: &mut dyn FnMut(&[u8]),
+    ) -> anyhow::Result<ProgramRun> {
+        let cmd = UserCommand::for_account(account, program, args, timeout);
+        self.runner.run_with_stdout(&cmd, account, cancel, stdout)
+    }
 }
 
 #[cfg(test)]

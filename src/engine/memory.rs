@@ -269,8 +269,8 @@ fn cannot_write(settings: &Settings, ports: Ports<'_>, job: &JobId, e: &anyhow::
 }
 
 /// This run's changes to the job's record: the record written whole when
-/// the run starts and when it ends (compacted), each change in between
-/// appended at once.
+/// the run starts, each change in between appended at once, and compacted
+/// when the run ends if it appended more than [`COMPACT_AFTER`] lines.
 pub struct RunRecorder<'a> {
     settings: &'a Settings,
     ports: Ports<'a>,
@@ -278,7 +278,12 @@ pub struct RunRecorder<'a> {
     /// A change could not be written: the next one writes the record whole
     /// instead, so that none stays lost.
     behind: Cell<bool>,
+    /// Lines appended since the record was last written whole.
+    appended: Cell<usize>,
 }
+
+/// A run that appended more lines than this compacts the file when it ends.
+pub const COMPACT_AFTER: usize = 32;
 
 impl<'a> RunRecorder<'a> {
     /// The record of `fetched` (what `memory` recalled, or a new one) with
@@ -308,6 +313,7 @@ impl<'a> RunRecorder<'a> {
             ports,
             record: RefCell::new(record),
             behind: Cell::new(false),
+            appended: Cell::new(0),
         };
         memo.rewrite();
         memo
@@ -318,6 +324,7 @@ impl<'a> RunRecorder<'a> {
         let record = self.record.borrow();
         let written = self.ports.journal.rewrite(&record);
         self.behind.set(written.is_err());
+        self.appended.set(0);
         if let Err(e) = written {
             cannot_write(self.settings, self.ports, &record.job, &e);
         }
@@ -337,6 +344,7 @@ impl<'a> RunRecorder<'a> {
             self.behind.set(true);
             cannot_write(self.settings, self.ports, &record.job, &e);
         }
+        self.appended.set(self.appended.get() + 1);
     }
 
     fn started_at(&self, planned: &ActionPlan) -> jiff::Timestamp {
@@ -412,14 +420,20 @@ impl<'a> RunRecorder<'a> {
         });
     }
 
-    /// The run ends with `outcome`: the record, with that end, is written
-    /// whole (the file compacted); should that fail, the end is appended.
+    /// The run ends with `outcome`. A run that appended more than
+    /// [`COMPACT_AFTER`] lines writes the record, with that end, whole (the
+    /// file compacted); a small one appends the end (the next run's start
+    /// compacts it), as does one whose compaction failed.
     pub fn end(&self, outcome: &Outcome) {
         let end = Change::End(RunEnd {
             at: self.ports.clock.now(),
             success: outcome.is_success(),
             message: outcome.message().to_owned(),
         });
+        if !self.behind.get() && self.appended.get() <= COMPACT_AFTER {
+            self.change(end);
+            return;
+        }
         self.record.borrow_mut().apply(&end);
         let was_behind = self.behind.get();
         if !self.rewrite() && !was_behind {

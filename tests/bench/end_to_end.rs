@@ -111,35 +111,15 @@ struct Io {
 /// directory and fsync/fdatasync calls on them, per event posted.
 fn traced_run(actions: Vec<Value>) -> Io {
     let count = actions.len();
-    let fake = provider("job-traced", actions);
     let state = NodeState::new();
     let dir = state.state_dir();
     let trace = tempfile::NamedTempFile::new().expect("trace file");
-    // strace runs the binary: NodeConfig's environment reaches it through
-    // strace, which passes its own environment on.
-    let cfg = config(Some(&state));
-    let wrapper = tempfile::Builder::new()
-        .prefix("hat-strace-")
-        .tempfile()
-        .expect("wrapper");
-    fs::write(
-        wrapper.path(),
-        format!(
-            "#!/bin/sh\nexec strace -f -y -qq -e trace=write,pwrite64,writev,fsync,fdatasync -o {} {} \"$@\"\n",
-            trace.path().display(),
-            node_run::bin().display()
-        ),
-    )
-    .expect("write wrapper");
-    fs::set_permissions(
-        wrapper.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod wrapper");
-    let wrapper_path = wrapper.into_temp_path();
-    let finished =
-        node_run::spawn_binary(&wrapper_path, &fake, &cfg, &[]).wait(Duration::from_secs(1200));
-    assert_eq!(finished.code, Some(0), "{}", finished.output());
+    run_under_strace(
+        actions,
+        &state,
+        "-f -y -qq -e trace=write,pwrite64,writev,fsync,fdatasync",
+        trace.path(),
+    );
     let text = fs::read_to_string(trace.path()).expect("read trace");
     let marker = dir.display().to_string();
     let mut io = Io {
@@ -162,6 +142,36 @@ fn traced_run(actions: Vec<Value>) -> Io {
         }
     }
     io
+}
+
+/// Runs `actions` with the binary under `strace <options> -o <out>`.
+fn run_under_strace(actions: Vec<Value>, state: &NodeState, options: &str, out: &std::path::Path) {
+    let fake = provider("job-traced", actions);
+    // strace runs the binary: NodeConfig's environment reaches it through
+    // strace, which passes its own environment on.
+    let cfg = config(Some(state));
+    let wrapper = tempfile::Builder::new()
+        .prefix("hat-strace-")
+        .tempfile()
+        .expect("wrapper");
+    fs::write(
+        wrapper.path(),
+        format!(
+            "#!/bin/sh\nexec strace {options} -o {} {} \"$@\"\n",
+            out.display(),
+            node_run::bin().display()
+        ),
+    )
+    .expect("write wrapper");
+    fs::set_permissions(
+        wrapper.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod wrapper");
+    let wrapper_path = wrapper.into_temp_path();
+    let finished =
+        node_run::spawn_binary(&wrapper_path, &fake, &cfg, &[]).wait(Duration::from_secs(1200));
+    assert_eq!(finished.code, Some(0), "{}", finished.output());
 }
 
 fn activate_user(user: &TestUser) {
@@ -202,6 +212,24 @@ fn main() {
     // Warm the page cache and the user's manager.
     timed_run(vec![activate()]);
     timed_run(vec![backup()]);
+    // `-- --profile DIR`: where the time of one run of each goes
+    // (`strace -f -ttt -T`), then stop.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+    {
+        for (name, make) in [
+            ("activate", &activate as &dyn Fn() -> Value),
+            ("backup", &backup),
+        ] {
+            let out = std::path::Path::new(dir).join(format!("{name}.trace"));
+            run_under_strace(vec![make()], &NodeState::new(), "-f -ttt -T -y -s 80", &out);
+            println!("profile of a one-action {name} run: {}", out.display());
+        }
+        return;
+    }
 
     let mut rows = Vec::new();
     for (name, make, bash) in [
@@ -229,6 +257,9 @@ fn main() {
     println!("|---|---|---|---|");
     for row in rows {
         println!("{row}");
+    }
+    if args.iter().any(|a| a == "--one-action") {
+        return;
     }
     println!();
     println!("| activate actions | per action | bytes to the state dir per event | fsyncs per event | peak RSS |");

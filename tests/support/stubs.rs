@@ -394,6 +394,11 @@ pub struct StubPrograms {
     pub results: RefCell<HashMap<String, Script<ProgramRun>>>,
     pub ran: RefCell<Vec<(PathBuf, Vec<String>, Duration)>>,
     pub cancel_on_run: Option<Cancel>,
+    /// What a program run with its stdout apart prints on stderr (its
+    /// scripted `output` is then its stdout), per program file name.
+    pub stderr: RefCell<HashMap<String, String>>,
+    /// stdout reaches the consumer in chunks of this many bytes.
+    pub stdout_chunk: usize,
 }
 
 pub fn exited(code: i32, output: &str) -> ProgramRun {
@@ -411,6 +416,8 @@ impl Default for StubPrograms {
             results: RefCell::new(HashMap::new()),
             ran: RefCell::new(Vec::new()),
             cancel_on_run: None,
+            stderr: RefCell::new(HashMap::new()),
+            stdout_chunk: 7,
         }
     }
 }
@@ -420,6 +427,11 @@ impl StubPrograms {
         self.results
             .borrow_mut()
             .insert(program.into(), Script::new(runs));
+        self
+    }
+    /// `program`, when run with its stdout apart, prints `text` on stderr.
+    pub fn with_stderr(self, program: &str, text: &str) -> Self {
+        self.stderr.borrow_mut().insert(program.into(), text.into());
         self
     }
     pub fn ran_names(&self) -> Vec<String> {
@@ -474,6 +486,32 @@ impl UserPrograms for StubPrograms {
         Ok(match results.get(&name) {
             Some(script) => script.next().expect("scripted run"),
             None => exited(0, ""),
+        })
+    }
+    /// The scripted run's `output` is its stdout, handed over in chunks of
+    /// `stdout_chunk` bytes (cut anywhere, even inside a UTF-8 character);
+    /// its `output` then is what `with_stderr` set.
+    fn run_with_stdout(
+        &self,
+        a: &Account,
+        program: &Path,
+        args: &[String],
+        timeout: Duration,
+        c: &Cancel,
+        stdout: &mut dyn FnMut(&[u8]),
+    ) -> anyhow::Result<ProgramRun> {
+        let run = self.run(a, program, args, timeout, c)?;
+        for chunk in run.output.as_bytes().chunks(self.stdout_chunk.max(1)) {
+            stdout(chunk);
+        }
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stderr = self.stderr.borrow().get(&name).cloned().unwrap_or_default();
+        Ok(ProgramRun {
+            outcome: run.outcome,
+            output: stderr,
         })
     }
 }
@@ -762,6 +800,14 @@ impl World {
 
 pub fn intent(actions: Value) -> Value {
     json!({"schemaVersion": 1, "actions": actions})
+}
+
+/// A restic-shaped snapshot id (64 lowercase hex) made from `seed` (at
+/// most 32 bytes): its bytes in hex, padded with zeros.
+pub fn restic_id(seed: &str) -> String {
+    let hex: String = seed.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(hex.len() <= 64, "seed {seed:?} is too long");
+    format!("{hex:0<64}")
 }
 
 pub fn snapshots_json(entries: &[(&str, &str)]) -> String {

@@ -2,7 +2,10 @@
 //! as a value first (program, args, a clean environment built from scratch,
 //! cwd `$HOME`, timeout), then run with the user's credentials in its own
 //! process group, bounded by the timeout and the cancel flag, the whole group
-//! killed when it must stop.
+//! killed when it must stop. Its output is either combined (stdout and
+//! stderr interleaved, the tail kept: `activate`'s summary) or split (stdout
+//! handed to a consumer as it is read, stderr's tail kept: restic's list);
+//! both are supervised, stopped and swept the same way.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -19,7 +22,7 @@ mod command;
 mod output;
 
 pub use command::{user_path, UserCommand};
-use output::OutputTail;
+use output::{Chunks, Output, OutputTail, Sink};
 
 use crate::adapters::{creds, reaper};
 use crate::ports::{Account, Cancel, Level, Log, LogFields, ProgramOutcome, ProgramRun};
@@ -59,12 +62,36 @@ impl ProcessRunner {
 
     /// Runs `cmd` as `account` until it exits, its timeout passes or `cancel`
     /// is set; in the last two cases its whole process group is killed.
+    /// The run's output is the tail of stdout and stderr, interleaved.
     /// The error case is "could not start".
     pub fn run(
         &self,
         cmd: &UserCommand,
         account: &Account,
         cancel: &Cancel,
+    ) -> anyhow::Result<ProgramRun> {
+        self.run_with(cmd, account, cancel, None)
+    }
+
+    /// [`run`](Self::run), with stdout read apart from stderr: each chunk of
+    /// stdout is handed to `stdout` as it is read (on this thread; nothing
+    /// of it is kept here), and the run's output is the tail of stderr.
+    pub fn run_with_stdout(
+        &self,
+        cmd: &UserCommand,
+        account: &Account,
+        cancel: &Cancel,
+        stdout: &mut dyn FnMut(&[u8]),
+    ) -> anyhow::Result<ProgramRun> {
+        self.run_with(cmd, account, cancel, Some(stdout))
+    }
+
+    fn run_with(
+        &self,
+        cmd: &UserCommand,
+        account: &Account,
+        cancel: &Cancel,
+        stdout: Option<Sink<'_>>,
     ) -> anyhow::Result<ProgramRun> {
         let user = account.name.as_str();
         let fields = LogFields {
@@ -100,7 +127,7 @@ impl ProcessRunner {
         if let Some(warning) = reaper::fallback_warning() {
             self.log.line(Level::Warn, &fields, warning);
         }
-        let (handle, output) = spawn(cmd, account)?;
+        let (handle, mut output) = spawn(cmd, account, stdout)?;
         let Some(&pid) = handle.pids().first() else {
             anyhow::bail!(
                 "started {} as {user} but got no process id",
@@ -108,7 +135,7 @@ impl ProcessRunner {
             );
         };
         let group = Pid::from_raw(pid as i32);
-        let result = self.supervise(&handle, &output, group, cmd, cancel, &fields);
+        let result = self.supervise(&handle, &mut output, group, cmd, cancel, &fields);
         let swept = reaper::end_strays(group, KILL_GRACE);
         if swept > 0 {
             self.log.line(
@@ -127,7 +154,7 @@ impl ProcessRunner {
     fn supervise(
         &self,
         handle: &duct::Handle,
-        output: &OutputTail,
+        output: &mut Output<'_>,
         group: Pid,
         cmd: &UserCommand,
         cancel: &Cancel,
@@ -178,35 +205,50 @@ impl ProcessRunner {
     }
 }
 
-/// Starts `cmd` as `account` in a new process group, stdout and stderr into
-/// one pipe whose tail is kept. The expression, and with it this process's
-/// copy of the pipe's write end, is gone when this returns: the output ends
-/// when the program and everything it left behind have closed it.
-fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<(duct::Handle, OutputTail)> {
+/// Starts `cmd` as `account` in a new process group: stdout and stderr into
+/// one pipe whose tail is kept, or, with a `stdout` consumer, each into its
+/// own pipe. The expression, and with it this process's copy of the pipes'
+/// write ends, is gone when this returns: the output ends when the program
+/// and everything it left behind have closed it.
+fn spawn<'a>(
+    cmd: &UserCommand,
+    account: &Account,
+    stdout: Option<Sink<'a>>,
+) -> anyhow::Result<(duct::Handle, Output<'a>)> {
     let (reader, writer) = std::io::pipe().context("creating the program's output pipe")?;
-    let output = OutputTail::read(reader)?;
     let spawn_account = account.clone();
-    let handle = duct::cmd(&cmd.program, &cmd.args)
+    let expression = duct::cmd(&cmd.program, &cmd.args)
         .full_env(cmd.env.iter().map(|(k, v)| (k, v)))
         .dir(&cmd.cwd)
         .stdin_null()
-        .stderr_to_stdout()
-        .stdout_file(writer)
         .unchecked()
         .before_spawn(move |c| {
             creds::run_as(c, &spawn_account);
             Ok(())
-        })
-        .start()
-        .with_context(|| {
-            let user = &account.name;
-            format!(
-                "could not start {} as user {user} (cwd {}): check that it exists, is executable \
-                 by {user} and that the home directory is accessible",
-                cmd.program.display(),
-                cmd.cwd.display()
+        });
+    let (expression, output) = match stdout {
+        None => (
+            expression.stderr_to_stdout().stdout_file(writer),
+            Output::combined(OutputTail::read(reader)?),
+        ),
+        Some(sink) => {
+            let (err_reader, err_writer) =
+                std::io::pipe().context("creating the program's stderr pipe")?;
+            (
+                expression.stdout_file(writer).stderr_file(err_writer),
+                Output::split(Chunks::read(reader)?, sink, OutputTail::read(err_reader)?),
             )
-        })?;
+        }
+    };
+    let handle = expression.start().with_context(|| {
+        let user = &account.name;
+        format!(
+            "could not start {} as user {user} (cwd {}): check that it exists, is executable \
+             by {user} and that the home directory is accessible",
+            cmd.program.display(),
+            cmd.cwd.display()
+        )
+    })?;
     Ok((handle, output))
 }
 
@@ -215,7 +257,7 @@ fn spawn(cmd: &UserCommand, account: &Account) -> anyhow::Result<(duct::Handle, 
 /// output ended, so that its pid keeps naming the group until then.
 fn finished_by(
     handle: &duct::Handle,
-    output: &OutputTail,
+    output: &mut Output<'_>,
     until: Instant,
 ) -> anyhow::Result<Option<ExitStatus>> {
     if !output.complete_within(until.saturating_duration_since(Instant::now())) {
@@ -237,7 +279,7 @@ enum Supervised {
 /// must be stopped (deadline, cancel, or leftovers holding the output).
 fn wait(
     handle: &duct::Handle,
-    output: &OutputTail,
+    output: &mut Output<'_>,
     group: Pid,
     timeout: Duration,
     cancel: &Cancel,
@@ -309,7 +351,7 @@ fn leader_exited(pid: Pid) -> bool {
 fn kill_group(
     group: Pid,
     handle: &duct::Handle,
-    output: &OutputTail,
+    output: &mut Output<'_>,
 ) -> anyhow::Result<Option<ExitStatus>> {
     // ESRCH: the group is already gone, which is what we want.
     let _ = killpg(group, Signal::SIGTERM);
@@ -643,6 +685,108 @@ mod tests {
             growth_kib < 20 * 1024,
             "peak memory grew by {growth_kib} KiB"
         );
+    }
+
+    /// `cmd` with its stdout apart: (what the consumer got, the run).
+    fn run_split(cmd: &UserCommand, acct: &Account, cancel: &Cancel) -> (Vec<u8>, ProgramRun) {
+        let mut seen = Vec::new();
+        let run = runner()
+            .0
+            .run_with_stdout(cmd, acct, cancel, &mut |chunk| {
+                seen.extend_from_slice(chunk)
+            })
+            .expect("run");
+        (seen, run)
+    }
+
+    #[test]
+    fn stdout_apart_goes_to_the_consumer_and_stderr_is_the_output() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let cmd = sh(
+            &acct,
+            "echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 3",
+            Duration::from_secs(60),
+        );
+        let (seen, run) = run_split(&cmd, &acct, &Cancel::new());
+        assert_eq!(run.outcome, ProgramOutcome::Exited(3));
+        assert_eq!(String::from_utf8_lossy(&seen), "out1\nout2\n");
+        assert_eq!(run.output, "err1\nerr2\n");
+    }
+
+    #[test]
+    fn a_huge_stdout_is_streamed_not_held() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        // 50 MB of stdout, and more stderr than its tail keeps.
+        let cmd = sh(
+            &acct,
+            "yes err | head -c 300000 >&2; yes | head -c 50000000; echo END",
+            Duration::from_secs(120),
+        );
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = peak_kib();
+        let (mut count, mut tail) = (0usize, Vec::new());
+        let run = runner()
+            .0
+            .run_with_stdout(&cmd, &acct, &Cancel::new(), &mut |chunk| {
+                count += chunk.len();
+                tail.extend_from_slice(chunk);
+                let excess = tail.len().saturating_sub(4);
+                tail.drain(..excess);
+            })
+            .expect("run");
+        let growth_kib = peak_kib().saturating_sub(before);
+        assert_eq!(run.outcome, ProgramOutcome::Exited(0));
+        assert_eq!(count, 50_000_004);
+        assert_eq!(tail, b"END\n");
+        assert_eq!(run.output.len(), MAX_OUTPUT);
+        assert!(
+            run.output.ends_with("err\n") && !run.output.contains('y'),
+            "stderr's tail alone"
+        );
+        assert!(
+            growth_kib < 20 * 1024,
+            "peak memory grew by {growth_kib} KiB"
+        );
+    }
+
+    #[test]
+    fn with_stdout_apart_timeouts_and_leftovers_are_handled_alike() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let acct = account(home.path());
+        let pidfile = home.path().join("grandchild.pid");
+        let script = format!(
+            "sleep 60 & echo $! > {}; echo partial; sleep 60",
+            pidfile.display()
+        );
+        let start = Instant::now();
+        let (seen, run) = run_split(
+            &sh(&acct, &script, Duration::from_secs(1)),
+            &acct,
+            &Cancel::new(),
+        );
+        assert_eq!(run.outcome, ProgramOutcome::TimedOut);
+        assert_eq!(seen, b"partial\n");
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(!still_running(read_pid(&pidfile)), "the grandchild is gone");
+
+        // A process left behind holding stdout does not hold the run.
+        let holder = home.path().join("holder.pid");
+        let script = format!(
+            "sleep 60 & echo $! > {}; echo done; exit 4",
+            holder.display()
+        );
+        let start = Instant::now();
+        let (seen, run) = run_split(
+            &sh(&acct, &script, Duration::from_secs(300)),
+            &acct,
+            &Cancel::new(),
+        );
+        assert_eq!(run.outcome, ProgramOutcome::Exited(4));
+        assert_eq!(seen, b"done\n");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        assert!(!still_running(read_pid(&holder)));
     }
 
     #[test]

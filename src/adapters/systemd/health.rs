@@ -35,17 +35,20 @@ struct Seen {
 }
 
 /// Waits until every unit has settled (or `deadline`), then tells which
-/// are failed or still not settled.
+/// are failed or still not settled. Each round is one `ListUnitsByNames`
+/// (state and pending job of every unit) plus one read per unit that is
+/// active, for when it became so.
 pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Health> {
     let changes = session.watch_changes()?;
     let units = wanted_units(session)?;
+    if units.is_empty() {
+        return Ok(Health::Healthy { looked_at: 0 });
+    }
+    let names: Vec<&str> = units.iter().map(String::as_str).collect();
     loop {
         // Drop the changes read below: they are in what this round sees.
         while changes.try_recv().is_ok() {}
-        let seen: Vec<Seen> = units
-            .iter()
-            .filter_map(|unit| look(session, unit).transpose())
-            .collect::<anyhow::Result<_>>()?;
+        let seen = look(session, &names)?;
         let now = Instant::now();
         let next_look = seen.iter().filter_map(|s| s.young_until).min();
         let settling = seen.iter().any(|s| s.settling);
@@ -66,12 +69,14 @@ pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Heal
 
 /// The names in `Wants` and `Requires` of each target that is loaded.
 fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
+    let context = || format!("{}: cannot look at {}", session.who, TARGETS.join(" and "));
+    let rows = session
+        .manager
+        .list_units_by_names(&TARGETS)
+        .with_context(context)?;
     let mut units = BTreeSet::new();
-    for target in TARGETS {
-        let (path, state) = session.load(target)?;
-        if !is_loaded(&state) {
-            continue;
-        }
+    for row in rows.into_iter().filter(|row| is_loaded(&row.2)) {
+        let (target, path) = (row.0, row.6);
         let proxy = session.unit(&path)?;
         let context = || format!("{}: cannot read what {target} wants", session.who);
         units.extend(proxy.wants().with_context(context)?);
@@ -80,38 +85,41 @@ fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
     Ok(units)
 }
 
-/// The unit's state; `None` for a unit that is not loaded (a `Wants=` of
-/// something absent is no failure).
-fn look(session: &Session, unit: &str) -> anyhow::Result<Option<Seen>> {
-    let (path, load_state) = session.load(unit)?;
-    if !is_loaded(&load_state) {
-        return Ok(None);
+/// The loaded units among `names` as they are now (a `Wants=` of something
+/// absent is no failure).
+fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
+    let rows = session
+        .manager
+        .list_units_by_names(names)
+        .with_context(|| format!("{}: cannot read the state of its services", session.who))?;
+    let mut seen = Vec::with_capacity(rows.len());
+    for row in rows.into_iter().filter(|row| is_loaded(&row.2)) {
+        let (unit, active_state, sub_state, job, path) = (row.0, row.3, row.4, row.7, row.6);
+        let settling = job != 0
+            || matches!(
+                active_state.as_str(),
+                "activating" | "deactivating" | "reloading" | "refreshing"
+            );
+        let young_until = if active_state == "active" {
+            let entered = session
+                .unit(&path)?
+                .active_enter_timestamp_monotonic()
+                .with_context(|| {
+                    format!("{}: cannot read when {unit} became active", session.who)
+                })?;
+            young_until(entered, monotonic_micros())
+        } else {
+            None
+        };
+        seen.push(Seen {
+            unit,
+            active_state,
+            sub_state,
+            settling,
+            young_until,
+        });
     }
-    let proxy = session.unit(&path)?;
-    let context = || format!("{}: cannot read the state of {unit}", session.who);
-    let active_state = proxy.active_state().with_context(context)?;
-    let sub_state = proxy.sub_state().with_context(context)?;
-    let (job, _) = proxy.job().with_context(context)?;
-    let settling = job != 0
-        || matches!(
-            active_state.as_str(),
-            "activating" | "deactivating" | "reloading" | "refreshing"
-        );
-    let young_until = if active_state == "active" {
-        let entered = proxy
-            .active_enter_timestamp_monotonic()
-            .with_context(context)?;
-        young_until(entered, monotonic_micros())
-    } else {
-        None
-    };
-    Ok(Some(Seen {
-        unit: unit.to_owned(),
-        active_state,
-        sub_state,
-        settling,
-        young_until,
-    }))
+    Ok(seen)
 }
 
 /// When a unit that entered `active` at `entered` (µs, CLOCK_MONOTONIC)

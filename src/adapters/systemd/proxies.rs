@@ -48,6 +48,9 @@ pub trait Manager {
     fn reload(&self) -> zbus::Result<()>;
     /// Without a subscriber the manager does not emit job signals.
     fn subscribe(&self) -> zbus::Result<()>;
+    /// One row per name (loaded for the call if needed): the state of many
+    /// units in one round trip.
+    fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
     fn list_units_by_patterns(
         &self,
         states: &[&str],
@@ -78,9 +81,6 @@ pub trait Unit {
     fn active_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
-    /// The pending job (id 0: none).
-    #[zbus(property)]
-    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
     /// CLOCK_MONOTONIC, microseconds; 0 when never active.
     #[zbus(property)]
     fn active_enter_timestamp_monotonic(&self) -> zbus::Result<u64>;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::engine::text::fold_output;
-use crate::model::snapshot::{extract_snapshot_json, pick_snapshot};
+use crate::model::snapshot::SnapshotStream;
 use crate::model::{BackupPayload, EventPayload, MigrationKey, Terminal, UnitFailure};
 use crate::ports::{Account, JobOutcome, Level, ProgramOutcome, UnitStatus};
 
@@ -200,12 +200,22 @@ pub fn back_up(
         JobOutcome::Interrupted => return Err(k.interrupted(&format!("running {unit}"), status)),
     }
 
+    // The list grows with every backup of the key: read as a stream, apart
+    // from stderr (whose tail serves the messages), in bounded memory.
     let args = ["snapshots", "--tag", key.as_str(), "--json"].map(str::to_owned);
     let shown = wrapper.display();
+    let mut stream = SnapshotStream::new(started);
     let listed = ctx
         .ports
         .programs
-        .run(account, wrapper, &args, ctx.remaining(), ctx.ports.cancel)
+        .run_with_stdout(
+            account,
+            wrapper,
+            &args,
+            ctx.remaining(),
+            ctx.ports.cancel,
+            &mut |chunk| stream.feed(chunk),
+        )
         .map_err(|e| {
             k.failed(
                 format!("cannot run {shown} for user {user}: {e:#}"),
@@ -237,7 +247,7 @@ pub fn back_up(
             ))
         }
     }
-    let snapshot = pick_snapshot(extract_snapshot_json(&listed.output), started).map_err(|e| {
+    let snapshot = stream.finish().map_err(|e| {
         let newest = e.newest_seen().map_or("none".to_owned(), |t| t.to_string());
         k.failed(
             format!(
@@ -248,7 +258,10 @@ pub fn back_up(
     })?;
     k.log(
         Level::Info,
-        &format!("snapshot {} taken at {}", snapshot.id, snapshot.time),
+        &format!(
+            "snapshot {} taken at {} ({} snapshot(s) listed)",
+            snapshot.id, snapshot.time, snapshot.listed
+        ),
     );
     Ok(snapshot.id)
 }

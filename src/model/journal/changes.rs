@@ -21,7 +21,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{ActionRecord, Delivery, EventOf, JobRecord, JournalError, Posted, RunEnd};
+use super::{
+    ActionRecord, ActionState, Delivery, EventOf, JobRecord, JournalError, Posted, RunEnd,
+};
 use crate::model::cut;
 
 /// Hex digits of a line's checksum.
@@ -56,6 +58,23 @@ pub enum Change {
     },
     /// The newest run ended.
     End(RunEnd),
+}
+
+impl Change {
+    /// Whether the change must be on disk before the run goes on. An
+    /// action's start need not: lost in a crash, the action is run again,
+    /// which is what a start without a finish means anyway (a backup the
+    /// provider already serves is adopted either way). Its line still goes
+    /// to disk with the next change's sync.
+    pub fn must_be_durable(&self) -> bool {
+        !matches!(
+            self,
+            Change::Action(ActionRecord {
+                state: ActionState::Started { .. },
+                ..
+            })
+        )
+    }
 }
 
 /// Which terminal event of a job a [`Change::Delivery`] is about.
