@@ -87,7 +87,7 @@ pub fn check_unit(
             None,
         )
             })?;
-    if load_state == "loaded" {
+    if crate::ports::is_loaded(&load_state) {
         return Ok(());
     }
     let known = match ctx
