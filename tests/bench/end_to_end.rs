@@ -58,6 +58,9 @@ fn provider(job: &str, actions: Vec<Value>) -> FakeHandle {
         .start()
 }
 
+/// The health check off, for the row that shows what it costs.
+const HEALTH_OFF: &[(&str, &str)] = &[("HOSTENV_COMIN_HEALTH_TIMEOUT", "0")];
+
 fn config<'a>(state: Option<&'a NodeState>) -> NodeConfig<'a> {
     NodeConfig {
         node: NODE,
@@ -87,8 +90,19 @@ fn peak_rss(pid: i32) -> u64 {
 
 /// One run of `actions`: wall time and sampled peak RSS (KiB).
 fn timed_run(actions: Vec<Value>) -> (Duration, u64) {
+    timed_run_with(actions, &[])
+}
+
+/// [`timed_run`] with more variables for the binary.
+fn timed_run_with(actions: Vec<Value>, env: &[(&str, &str)]) -> (Duration, u64) {
     let fake = provider("job-bench", actions);
-    let mut run = spawn(&fake, &config(None));
+    let mut run = spawn(
+        &fake,
+        &NodeConfig {
+            extra_env: env,
+            ..config(None)
+        },
+    );
     let pid = run.pid();
     let mut peak = 0;
     while !run.has_exited() {
@@ -232,14 +246,25 @@ fn main() {
     }
 
     let mut rows = Vec::new();
-    for (name, make, bash) in [
-        ("activate", &activate as &dyn Fn() -> Value, BASH_ACTIVATE),
-        ("backup", &backup as &dyn Fn() -> Value, BASH_BACKUP),
+    for (name, make, bash, env) in [
+        (
+            "activate",
+            &activate as &dyn Fn() -> Value,
+            BASH_ACTIVATE,
+            &[][..],
+        ),
+        (
+            "activate (health check off)",
+            &activate,
+            BASH_ACTIVATE,
+            HEALTH_OFF,
+        ),
+        ("backup", &backup, BASH_BACKUP, &[]),
     ] {
         let mut times = Vec::new();
         let mut peak = 0;
         for _ in 0..ROUNDS {
-            let (t, p) = timed_run(vec![make()]);
+            let (t, p) = timed_run_with(vec![make()], env);
             times.push(t);
             peak = peak.max(p);
         }
