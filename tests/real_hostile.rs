@@ -313,28 +313,9 @@ fn start(fake: &FakeHandle, action_timeout: u64) -> Running {
     )
 }
 
-/// `VmHWM` (peak RSS, KiB) of a process.
-fn peak_rss(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// Waits for the run, sampling its peak RSS until it exits; the last
-/// sample (peaks only grow) is returned with how the run ended.
-fn finish(mut run: Running, limit: Duration) -> (Finished, u64) {
-    let pid = run.pid();
-    let mut peak = 0;
-    let until = Instant::now() + limit;
-    while !run.has_exited() && Instant::now() < until {
-        if let Some(now) = peak_rss(pid) {
-            peak = peak.max(now);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    (run.wait(Duration::from_secs(1)), peak)
+/// Waits for the run, sampling its peak RSS until it exits.
+fn finish(run: Running, limit: Duration) -> (Finished, u64) {
+    run.wait_measuring(limit)
 }
 
 fn events(fake: &FakeHandle) -> Vec<(String, String, String)> {

@@ -6,6 +6,12 @@
 
 mod harness;
 
+#[path = "support/fake_provider.rs"]
+mod fake_provider;
+
+#[path = "support/node_run.rs"]
+mod node_run;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,10 +26,7 @@ use harness::{TestUser, UserSpec, World};
 /// The adapter as a run builds it, its bus helpers being the binary under
 /// test (`$HOSTENV_ACTIVATE_BIN`, else cargo's build), not this test binary.
 fn bus() -> UserBus {
-    let program = std::env::var_os("HOSTENV_ACTIVATE_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_hostenv-activate").into());
-    UserBus::new().helper_program(program)
+    UserBus::new().helper_program(node_run::bin())
 }
 
 /// Bound on the adapter's reads in these tests.

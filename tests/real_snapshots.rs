@@ -18,10 +18,6 @@ mod fake_provider;
 mod node_run;
 
 use std::fmt::Write as _;
-use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -54,44 +50,6 @@ fn provider(user: &TestUser) -> FakeHandle {
         .start()
 }
 
-/// The binary's peak resident memory (`VmHWM`, KiB), read from /proc every
-/// few milliseconds until it exits. A high-water mark: any reading after
-/// the peak shows it.
-struct PeakWatch {
-    stop: Arc<AtomicBool>,
-    thread: thread::JoinHandle<u64>,
-}
-
-impl PeakWatch {
-    fn start(pid: i32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen_stop = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut peak = 0;
-            while !seen_stop.load(Ordering::SeqCst) {
-                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let hwm = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-                match hwm {
-                    Some(kib) => peak = peak.max(kib),
-                    None if peak > 0 => break, // exited (a zombie has no VmHWM)
-                    None => {}
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            peak
-        });
-        PeakWatch { stop, thread }
-    }
-
-    fn peak_kib(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("the memory watcher")
-    }
-}
-
 /// node-a's one backup of `user`'s [`KEY`]: how the run ended, its events,
 /// and its peak memory in KiB.
 fn run_backup(user: &TestUser) -> (Finished, FakeHandle, u64) {
@@ -111,9 +69,7 @@ fn run_backup(user: &TestUser) -> (Finished, FakeHandle, u64) {
             run_timeout: None,
         },
     );
-    let watch = PeakWatch::start(running.pid());
-    let ran = running.wait(RUN_LIMIT);
-    let peak = watch.peak_kib();
+    let (ran, peak) = running.wait_measuring(RUN_LIMIT);
     ran.expect_no_token(TOKEN);
     (ran, fake, peak)
 }

@@ -25,7 +25,6 @@ mod fake_provider;
 mod node_run;
 
 use std::fs;
-use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -76,18 +75,6 @@ fn config<'a>(state: Option<&'a NodeState>) -> NodeConfig<'a> {
     }
 }
 
-/// `VmHWM` of `pid`, KiB.
-fn peak_rss(pid: i32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// One run of `actions`: wall time and sampled peak RSS (KiB).
 fn timed_run(actions: Vec<Value>) -> (Duration, u64) {
     timed_run_with(actions, &[])
@@ -96,20 +83,14 @@ fn timed_run(actions: Vec<Value>) -> (Duration, u64) {
 /// [`timed_run`] with more variables for the binary.
 fn timed_run_with(actions: Vec<Value>, env: &[(&str, &str)]) -> (Duration, u64) {
     let fake = provider("job-bench", actions);
-    let mut run = spawn(
+    let run = spawn(
         &fake,
         &NodeConfig {
             extra_env: env,
             ..config(None)
         },
     );
-    let pid = run.pid();
-    let mut peak = 0;
-    while !run.has_exited() {
-        peak = peak.max(peak_rss(pid));
-        thread::sleep(Duration::from_micros(500));
-    }
-    let finished = run.wait(Duration::from_secs(600));
+    let (finished, peak) = run.wait_measuring(Duration::from_secs(600));
     assert_eq!(finished.code, Some(0), "{}", finished.output());
     (finished.elapsed, peak)
 }

@@ -497,6 +497,26 @@ impl Running {
         kill(Pid::from_raw(self.pid()), Signal::SIGTERM).expect("send SIGTERM");
     }
 
+    /// [`Running::wait`], sampling the binary's peak resident memory
+    /// (`VmHWM`, KiB) from /proc every 2 ms until it exits: a high-water
+    /// mark, so any reading after the peak shows it.
+    pub fn wait_measuring(mut self, limit: Duration) -> (Finished, u64) {
+        let pid = self.pid();
+        let mut peak = 0;
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(kib) = peak_rss_kib(pid) {
+                peak = peak.max(kib);
+            }
+            if self.has_exited() || Instant::now() >= until {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        (self.wait(left.max(Duration::from_secs(1))), peak)
+    }
+
     /// Waits for the exit, at most `limit`; past it the run is killed and
     /// the test fails with what it printed.
     pub fn wait(mut self, limit: Duration) -> Finished {
@@ -713,4 +733,13 @@ else
 fi
 {start}"#
     )
+}
+
+/// `VmHWM` (peak resident memory, KiB) of `pid`; `None` once it has exited.
+pub fn peak_rss_kib(pid: i32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -111,7 +111,7 @@ pub(super) fn exchange(
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(&request);
     }
-    let said = helper.follow(&child, budget, cancel);
+    let said = helper.follow(budget, cancel);
     let status = finish(
         &mut child,
         said.is_err() || said.as_ref().is_ok_and(|s| s.last.is_none()),
@@ -217,13 +217,7 @@ impl Running {
     }
 
     /// Follows the helper until it answers or must be killed.
-    fn follow(
-        &mut self,
-        child: &Child,
-        budget: Budget,
-        cancel: Option<&Cancel>,
-    ) -> Result<Said, Silent> {
-        let _ = child;
+    fn follow(&mut self, budget: Budget, cancel: Option<&Cancel>) -> Result<Said, Silent> {
         let mut said = Said {
             stage: Stage::Connecting,
             last: None,
