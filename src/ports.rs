@@ -383,6 +383,11 @@ pub fn is_loaded(load_state: &str) -> bool {
 }
 
 pub trait UserSystemd {
+    /// A hint that a call for `account` follows soon (the health check
+    /// after the user's `activate` program): the adapter may get ready
+    /// meanwhile, e.g. connect to the user's bus. Starts nothing and never
+    /// fails: the call itself reports any problem.
+    fn prepare(&self, _account: &Account) {}
     /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...),
     /// within `limit` whatever the user's bus does.
     fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String>;
@@ -539,7 +544,9 @@ pub trait Journal {
     fn load(&self, job: &JobId) -> Option<JobRecord>;
     /// Replaces this node's record of `record.job` with `record`, whole and
     /// atomically (whatever was there: an earlier state, a record for
-    /// another intent, an unreadable file).
+    /// another intent, an unreadable file). A record that replaces nothing
+    /// may reach the disk only with the next change that must be durable:
+    /// lost in a crash before that, nothing is lost that a run needs.
     fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()>;
     /// Adds one change to this node's record of `job` (written whole
     /// before), durably: when it returns, a crash keeps the change.

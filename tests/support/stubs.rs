@@ -275,6 +275,9 @@ pub struct StubSystemd {
     pub health_checks: RefCell<Vec<Duration>>,
     /// What `failed_units` answers (the user's units failed now).
     pub failed: RefCell<FailedUnits>,
+    /// Each `prepare` hint: the user, and how many health checks had been
+    /// made by then.
+    pub prepared: RefCell<Vec<(String, usize)>>,
 }
 
 impl StubSystemd {
@@ -320,6 +323,13 @@ impl StubSystemd {
 }
 
 impl UserSystemd for StubSystemd {
+    fn prepare(&self, a: &Account) {
+        let checks = self.health_checks.borrow().len();
+        self.prepared
+            .borrow_mut()
+            .push((a.name.as_str().to_owned(), checks));
+    }
+
     fn check_health(&self, a: &Account, limit: Duration, _c: &Cancel) -> anyhow::Result<Health> {
         self.answering(a)?;
         self.health_checks.borrow_mut().push(limit);

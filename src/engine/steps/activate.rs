@@ -12,16 +12,18 @@ use super::{Ctx, Ended};
 const SUMMARY_CHARS: usize = 220;
 const DETAIL_CHARS: usize = 4000;
 
-/// Finds and runs `activate`; anything but exit 0 ends the action.
-pub fn run(ctx: &Ctx<'_>, account: &Account) -> Result<(), Ended> {
-    match attempt(ctx, account) {
+/// Finds and runs `activate`; anything but exit 0 ends the action. With
+/// `health_follows`, the user's systemd is told that the health check
+/// comes next, so it can get ready while the program runs.
+pub fn run(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Result<(), Ended> {
+    match attempt(ctx, account, health_follows) {
         None => Ok(()),
         Some(terminal) => Err(Ended::With(terminal)),
     }
 }
 
 /// `None` when `activate` exited 0, else how the action ends.
-fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
+fn attempt(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Option<Terminal> {
     let user = &ctx.action.user;
     let search = ctx.ports.programs.find_activate(account);
     let Some(program) = search.found else {
@@ -41,6 +43,9 @@ fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
         None,
         &format!("running {}", program.display()),
     );
+    if health_follows {
+        ctx.ports.systemd.prepare(account);
+    }
     let run =
         match ctx
             .ports

@@ -199,8 +199,8 @@ impl<'a> Ctx<'a> {
 /// Non-terminal events (`running`, `waiting`) are posted on the way.
 pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     let mut progress = Progress::default();
-    for step in &plan.steps {
-        match run_step(ctx, step, &mut progress) {
+    for (i, step) in plan.steps.iter().enumerate() {
+        match run_step(ctx, step, plan.steps.get(i + 1), &mut progress) {
             Ok(()) => {}
             Err(Ended::With(terminal)) => return Ok(terminal),
             Err(Ended::Halt(stop)) => return Err(stop),
@@ -215,7 +215,13 @@ pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     ))
 }
 
-fn run_step(ctx: &Ctx<'_>, step: &Step, progress: &mut Progress) -> Result<(), Ended> {
+/// Runs `step`; `next` is the step after it, if any.
+fn run_step(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    next: Option<&Step>,
+    progress: &mut Progress,
+) -> Result<(), Ended> {
     let action = ctx.action;
     match step {
         Step::Announce { status, message } => Ok(ctx.post(*status, message)?),
@@ -270,7 +276,11 @@ fn run_step(ctx: &Ctx<'_>, step: &Step, progress: &mut Progress) -> Result<(), E
             source,
             progress.snapshots.clone(),
         ),
-        Step::Activate => activate::run(ctx, progress.account(action)?),
+        Step::Activate => activate::run(
+            ctx,
+            progress.account(action)?,
+            matches!(next, Some(Step::CheckHealth { .. })),
+        ),
         Step::CheckHealth { within, success } => Err(Ended::With(health::check(
             ctx,
             progress.account(action)?,
