@@ -10,7 +10,6 @@ mod retry;
 mod settings;
 mod steps;
 mod stop;
-mod text;
 
 use crate::model::journal::{Delivery, EventOf};
 use crate::model::{FetchedIntent, Terminal};

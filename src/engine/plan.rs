@@ -13,16 +13,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::journal::{ActionState, Delivery, JobRecord};
+use crate::model::text::summary;
 use crate::model::{
     Action, BackupPayload, CominStatus, EventPayload, FetchedIntent, IntentError, JobId,
     MigrationKey, NodeName, Op, Phase, RestorePlan, Status, Terminal, TerminalStatus, UserName,
 };
 
-use super::text::fold_output;
 use super::Settings;
-
-/// Characters of comin's error message an event repeats.
-const SWITCH_ERROR_CHARS: usize = 220;
 
 /// The user unit a `deactivate` stops.
 pub const TARGET_UNIT: &str = "hostenv.target";
@@ -221,7 +218,7 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, recalled: &Recalled) -
                 format!(
                     "System switch failed on node {node}; no user action was run: {}",
                     // A build log can run to kilobytes: one line, its end.
-                    fold_output(message, SWITCH_ERROR_CHARS)
+                    summary(message)
                 ),
                 None,
             ),
