@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume, Step};
 use crate::engine::{recall, Settings};
-use crate::model::{Action, CominStatus, JobId, Terminal};
+use crate::model::{Action, JobId, Terminal};
 use crate::ports::{
     Account, Journal, LockHolder, ManagerNotRunning, Provider, RunLock, Setting, UserPrograms,
     UserSystemd, Users, LOOK_LIMIT,
@@ -502,10 +502,4 @@ pub fn render_text(report: &Report) -> String {
         ));
     }
     out
-}
-
-/// The comin status a dry run assumes: what was given, else what comin
-/// recorded for the deployment the commit came from, else `done`.
-pub fn comin_status(given: Option<CominStatus>, from_store: Option<CominStatus>) -> CominStatus {
-    given.or(from_store).unwrap_or(CominStatus::Done)
 }

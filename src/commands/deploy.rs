@@ -44,13 +44,13 @@ pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                 Some(sha) => (sha, CommitSource::Given, None),
                 None => newest_deployed_commit(config)?,
             };
-            let comin = dry_run::comin_status(config.comin.clone(), recorded);
+            let comin = CominStatus::reported(config.comin.clone(), recorded);
             let settings = config.settings(sha, comin, started_at);
             dry_run(config, settings, source, output, &cancel, &log, deadline)
         }
         Mode::Run => {
             let sha = sha.context("no commit to deploy: set COMIN_GIT_SHA or pass --sha")?;
-            let comin = config.comin.clone().unwrap_or(CominStatus::Done);
+            let comin = CominStatus::reported(config.comin.clone(), None);
             let settings = config.settings(sha, comin, started_at);
             let clock = SystemClock::new(cancel.clone());
             let journal = FileJournal::new(&config.state_dir, config.node.clone(), log.clone());
