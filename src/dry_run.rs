@@ -10,24 +10,8 @@ use serde::Serialize;
 use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume, Step};
 use crate::engine::{recall, Settings};
 use crate::model::{Action, JobId, Terminal};
-use crate::ports::{
-    Account, Journal, LockHolder, ManagerNotRunning, Provider, RunLock, Setting, UserPrograms,
-    UserSystemd, Users, LOOK_LIMIT,
-};
+use crate::ports::{Account, LockHolder, ManagerNotRunning, Ports, Setting, LOOK_LIMIT};
 use crate::preflight::{self, Program};
-
-/// The read-only part of the world a dry run looks at.
-#[derive(Clone, Copy)]
-pub struct Preflight<'a> {
-    pub provider: &'a dyn Provider,
-    pub users: &'a dyn Users,
-    pub systemd: &'a dyn UserSystemd,
-    pub programs: &'a dyn UserPrograms,
-    /// Read only: what earlier runs did.
-    pub journal: &'a dyn Journal,
-    /// Looked at only: whether a run is in progress.
-    pub lock: &'a dyn RunLock,
-}
 
 /// Where the commit the dry run looks at came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,14 +153,16 @@ pub struct Refused {
 }
 
 /// Fetches the intent once (a 404 is not retried), plans it as the run
-/// would, and checks each step that can be checked ahead.
-pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -> Report {
+/// would, and checks each step that can be checked ahead. Of `ports` it
+/// asks the provider, reads the journal, looks at the lock and checks the
+/// users, their systemd and programs; it changes nothing through them.
+pub fn report(settings: &Settings, source: CommitSource, ports: Ports<'_>) -> Report {
     let sha = settings.sha.clone();
     let mut report = Report {
         sha: sha.clone(),
         commit_source: source,
         node: settings.node.to_string(),
-        intent_url: world.provider.intent_url(&sha),
+        intent_url: ports.provider.intent_url(&sha),
         job_id: None,
         run_in_progress: None,
         problem: None,
@@ -186,13 +172,13 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         would_post: Vec::new(),
         ok: false,
     };
-    match world.lock.holder() {
+    match ports.lock.holder() {
         Ok(holder) => report.run_in_progress = holder,
         Err(e) => report
             .notes
             .push(format!("cannot tell whether a run is in progress: {e:#}")),
     }
-    let fetched = match world.provider.intent_by_sha(&sha) {
+    let fetched = match ports.provider.intent_by_sha(&sha) {
         Ok(Some(fetched)) => fetched,
         Ok(None) => {
             report.problem = Some(format!(
@@ -214,9 +200,9 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
     let (memory, note) = recall(
         settings,
         &fetched,
-        world.journal.load(&fetched.job),
+        ports.journal.load(&fetched.job),
         |action| {
-            Ok(world
+            Ok(ports
                 .provider
                 .backup_snapshot(&fetched.job, &settings.node, &action.user)
                 .unwrap_or_else(|e| {
@@ -245,7 +231,7 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         Body::Perform { actions, .. } => {
             report.actions = actions
                 .iter()
-                .map(|planned| action_report(planned, world))
+                .map(|planned| action_report(planned, ports))
                 .collect();
             report.ok = report
                 .actions
@@ -256,7 +242,7 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
     report
 }
 
-fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
+fn action_report(planned: &ActionPlan, ports: Ports<'_>) -> ActionReport {
     let action = &planned.action;
     let mut account = None;
     let mut checks = Vec::new();
@@ -267,7 +253,7 @@ fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
         &[]
     };
     for step in steps {
-        if let Some(c) = check_step(step, action, &mut account, world) {
+        if let Some(c) = check_step(step, action, &mut account, ports) {
             checks.push(c);
         }
     }
@@ -289,11 +275,11 @@ fn check_step(
     step: &Step,
     action: &Action,
     account: &mut Option<Account>,
-    world: Preflight<'_>,
+    ports: Ports<'_>,
 ) -> Option<Check> {
     let user = &action.user;
     if let Step::ResolveUser = step {
-        let found = preflight::account(world.users, user);
+        let found = preflight::account(ports.users, user);
         let c = check(
             "user exists",
             found
@@ -311,23 +297,23 @@ fn check_step(
     match step {
         Step::CheckUnit { unit, .. } => Some(systemd_check(
             format!("{unit} is loaded"),
-            preflight::unit_loaded(world.systemd, a, unit),
+            preflight::unit_loaded(ports.systemd, a, unit),
         )),
         Step::FindWrapper { key, wrapper } => Some(check(
             format!("restic wrapper {wrapper} found"),
-            preflight::find(world.programs, a, Program::ResticWrapper(key))
+            preflight::find(ports.programs, a, Program::ResticWrapper(key))
                 .map_err(|looked_at| not_found(wrapper, looked_at)),
         )),
         Step::Activate => Some(check(
             "activate program found",
-            preflight::find(world.programs, a, Program::Activate)
+            preflight::find(ports.programs, a, Program::Activate)
                 .map_err(|looked_at| not_found("activate script", looked_at)),
         )),
         // Any LoadState is fine to stop (the detail only shows it); what
         // must hold is that the user's systemd answers.
         Step::StopUnit { unit } => Some(systemd_check(
             "user's systemd reachable".into(),
-            world
+            ports
                 .systemd
                 .load_state(a, unit, LOOK_LIMIT)
                 .map(|s| Ok(format!("{unit} LoadState={s}"))),
@@ -336,7 +322,7 @@ fn check_step(
         // only known after `activate`, so the dry run asks that it answers.
         Step::CheckHealth { .. } => Some(systemd_check(
             "user's systemd reachable".into(),
-            world
+            ports
                 .systemd
                 .load_state(a, plan::TARGET_UNIT, LOOK_LIMIT)
                 .map(|s| Ok(format!("{} LoadState={s}", plan::TARGET_UNIT))),
