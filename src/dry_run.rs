@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume, Step};
 use crate::engine::{recall, Settings};
+use crate::model::text::escape;
 use crate::model::{Action, JobId, Terminal};
 use crate::ports::{Account, LockHolder, ManagerNotRunning, Ports, Setting, LOOK_LIMIT};
 use crate::preflight::{self, Program};
@@ -344,17 +345,46 @@ fn check_step(
 /// Human-readable rendering. Text that may come from a user (check
 /// details, messages) is escaped ([`escape`]), as in `status` and `doctor`.
 pub fn render_text(report: &Report) -> String {
-    use crate::model::text::escape;
-    let mut out = String::new();
+    let mut out = header_text(report);
+    if let Some(problem) = &report.problem {
+        out.push_str(&format!("{}\n", escape(problem)));
+        return out;
+    }
+    if let Some(refused) = &report.refused {
+        out.push_str(&refused_text(refused));
+        return out;
+    }
+    if report.actions.is_empty() {
+        out.push_str("The intent has no actions for this node.\n");
+    }
+    for planned in &report.actions {
+        out.push_str(&action_text(planned));
+    }
+    if let Some(last) = report.would_post.last() {
+        out.push_str(&format!(
+            "\nLast event when all goes as planned: ({}, {}) \"{}\"\n",
+            last.phase,
+            last.status,
+            escape(&last.message)
+        ));
+    }
+    out.push('\n');
+    out.push_str(&tally_text(report));
+    out
+}
+
+/// The first lines: the commit and where it came from, the intent's URL, a
+/// run holding the lock, the notes.
+fn header_text(report: &Report) -> String {
     let job = report
         .job_id
         .as_ref()
         .map(|j| format!(" (job {j})"))
         .unwrap_or_default();
-    out.push_str(&format!(
+    let mut out = format!(
         "Dry run for commit {} on node {}{job}; nothing is posted, started or written.\n",
         report.sha, report.node
-    ));
+    );
     out.push_str(&format!(
         "Commit: {}, {}.\n",
         report.sha,
@@ -369,104 +399,99 @@ pub fn render_text(report: &Report) -> String {
     for note in &report.notes {
         out.push_str(&format!("Note: {}\n", escape(note)));
     }
-    if let Some(problem) = &report.problem {
-        out.push_str(&format!("{}\n", escape(problem)));
-        return out;
+    out
+}
+
+/// Why nothing of the intent would run, and what would be posted.
+fn refused_text(refused: &Refused) -> String {
+    let why = match refused.why {
+        Refusal::SwitchFailed => "The system switch failed",
+        Refusal::InvalidIntent => "The intent is invalid",
+    };
+    format!(
+        "{why}: nothing would run; (intent, failed) \"{}\" would be posted.\n",
+        escape(&refused.message)
+    )
+}
+
+/// One action: its heading, where it stands, what it would do, and its
+/// checks.
+fn action_text(planned: &ActionReport) -> String {
+    let a = &planned.action;
+    let mut out = format!(
+        "\n{}. {} {}{}\n",
+        planned.index + 1,
+        a.op,
+        a.user,
+        route_text(a)
+    );
+    if let Some(resume) = planned.resume.describe() {
+        out.push_str(&format!("   {resume}\n"));
     }
-    if let Some(refused) = &report.refused {
-        let why = match refused.why {
-            Refusal::SwitchFailed => "The system switch failed",
-            Refusal::InvalidIntent => "The intent is invalid",
-        };
+    let would: &[String] = if planned.resume.runs() {
+        &planned.would
+    } else {
+        &[]
+    };
+    for step in would {
+        out.push_str(&format!("   would: {step}\n"));
+    }
+    if let Some(t) = &planned.fails_before_running {
         out.push_str(&format!(
-            "{why}: nothing would run; (intent, failed) \"{}\" would be posted.\n",
-            escape(&refused.message)
-        ));
-        return out;
-    }
-    if report.actions.is_empty() {
-        out.push_str("The intent has no actions for this node.\n");
-    }
-    for planned in &report.actions {
-        let a = &planned.action;
-        let mut route = Vec::new();
-        if let Some(from) = &a.from_node {
-            route.push(format!("from {from}"));
-        }
-        if let Some(to) = &a.to_node {
-            route.push(format!("to {to}"));
-        }
-        if !a.migrations.is_empty() {
-            let keys: Vec<&str> = a.migrations.iter().map(|k| k.as_str()).collect();
-            route.push(format!("migrations {}", keys.join(", ")));
-        }
-        let route = if route.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", route.join(", "))
-        };
-        out.push_str(&format!(
-            "\n{}. {} {}{route}\n",
-            planned.index + 1,
+            "   [FAIL] fails before running: ({}, {}) \"{}\"\n",
             a.op,
-            a.user
-        ));
-        if let Some(resume) = planned.resume.describe() {
-            out.push_str(&format!("   {resume}\n"));
-        }
-        let would: &[String] = if planned.resume.runs() {
-            &planned.would
-        } else {
-            &[]
-        };
-        for step in would {
-            out.push_str(&format!("   would: {step}\n"));
-        }
-        if let Some(t) = &planned.fails_before_running {
-            out.push_str(&format!(
-                "   [FAIL] fails before running: ({}, {}) \"{}\"\n",
-                a.op,
-                t.status,
-                escape(&t.message)
-            ));
-        }
-        for c in &planned.checks {
-            let mark = match (c.ok, c.unchecked) {
-                (_, true) => "skip",
-                (true, false) => "ok  ",
-                (false, false) => "FAIL",
-            };
-            out.push_str(&format!(
-                "   [{mark}] {}: {}\n",
-                escape(&c.check),
-                escape(&c.detail)
-            ));
-        }
-    }
-    if let Some(last) = report.would_post.last() {
-        out.push_str(&format!(
-            "\nLast event when all goes as planned: ({}, {}) \"{}\"\n",
-            last.phase,
-            last.status,
-            escape(&last.message)
+            t.status,
+            escape(&t.message)
         ));
     }
-    let failed: usize = report
-        .actions
-        .iter()
-        .map(|a| a.checks.iter().filter(|c| !c.ok).count())
-        .sum();
+    for c in &planned.checks {
+        out.push_str(&check_line(c));
+    }
+    out
+}
+
+/// ` (from A, to B, migrations k1, k2)`, with only what the action names.
+fn route_text(a: &Action) -> String {
+    let mut route = Vec::new();
+    if let Some(from) = &a.from_node {
+        route.push(format!("from {from}"));
+    }
+    if let Some(to) = &a.to_node {
+        route.push(format!("to {to}"));
+    }
+    if !a.migrations.is_empty() {
+        let keys: Vec<&str> = a.migrations.iter().map(|k| k.as_str()).collect();
+        route.push(format!("migrations {}", keys.join(", ")));
+    }
+    if route.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", route.join(", "))
+    }
+}
+
+/// `   [ok  ] check: detail`, `[FAIL]` or `[skip]`.
+fn check_line(c: &Check) -> String {
+    let mark = match (c.ok, c.unchecked) {
+        (_, true) => "skip",
+        (true, false) => "ok  ",
+        (false, false) => "FAIL",
+    };
+    format!("   [{mark}] {}: {}\n", escape(&c.check), escape(&c.detail))
+}
+
+/// The closing lines: how many checks passed, could not be made or failed,
+/// and how many actions would fail before running.
+fn tally_text(report: &Report) -> String {
+    let checks = || report.actions.iter().flat_map(|a| &a.checks);
+    let failed = checks().filter(|c| !c.ok).count();
+    let unchecked = checks().filter(|c| c.unchecked).count();
     let fails_early = report
         .actions
         .iter()
         .filter(|a| a.fails_before_running.is_some())
         .count();
-    let unchecked: usize = report
-        .actions
-        .iter()
-        .map(|a| a.checks.iter().filter(|c| c.unchecked).count())
-        .sum();
-    out.push('\n');
+    let mut out = String::new();
     if failed == 0 && fails_early == 0 {
         out.push_str(if unchecked == 0 {
             "All preflight checks passed.\n"
