@@ -3,7 +3,9 @@
 //! configuration values, the journal's files, comin's store): for random
 //! input they never panic and give a typed error; for valid input they give
 //! back what was put in. And the escaping of a user's text for log lines and
-//! event messages: for any input, one line with no control character. Each property runs [`CASES`] generated cases with no
+//! event messages: for any input, one line with no control character; and
+//! its cut for events, within its bound and keeping the end. Each property
+//! runs [`CASES`] generated cases with no
 //! failure files written (a failure prints its shrunk input).
 
 use std::ffi::OsString;
