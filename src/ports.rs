@@ -1,7 +1,8 @@
-//! The traits through which the engine touches the world, and the words it
-//! shares with them (provider errors and their advice, the settings a
-//! message points at). The engine sees only these; `commands` plugs in the
-//! real adapters and tests plug in stubs.
+//! The traits through which the engine touches the world, bundled as one
+//! [`Ports`], and the words it shares with them (provider errors and their
+//! advice, the settings a message points at). The engine, the dry run and
+//! `doctor` see only these; `commands` plugs in the real adapters and tests
+//! plug in stubs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,26 @@ use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, JobId, MigrationKey, NodeEvent, NodeName,
     RestorePlan, UnhealthyUnit, UserName,
 };
+
+// ---------------------------------------------------------------- the bundle
+
+/// The world, as every job sees it: one port of each kind. The engine uses
+/// them all; the dry run and `doctor` only look, and `commands` gives them
+/// adapters that refuse to change anything (a read-only systemd, journal and
+/// plan store). Each job takes this one bundle, whatever part it uses.
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub provider: &'a dyn Provider,
+    pub users: &'a dyn Users,
+    pub systemd: &'a dyn UserSystemd,
+    pub programs: &'a dyn UserPrograms,
+    pub plans: &'a dyn PlanStore,
+    pub journal: &'a dyn Journal,
+    pub lock: &'a dyn RunLock,
+    pub clock: &'a dyn Clock,
+    pub log: &'a dyn Log,
+    pub cancel: &'a Cancel,
+}
 
 // ---------------------------------------------------------------- provider
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hostenv_activate::engine::{self, Outcome, Ports, Settings};
+use hostenv_activate::engine::{self, Outcome, Settings};
 use hostenv_activate::model::journal::{
     ActionRecord, ActionState, Change, Delivery, JobRecord, Posted,
 };
@@ -18,8 +18,9 @@ use hostenv_activate::model::{
 };
 use hostenv_activate::ports::{
     Account, Cancel, Clock, FailedUnits, Health, JobOutcome, Journal, Level, LockAttempt,
-    LockHolder, Log, LogFields, PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError,
-    RunLock, Search, UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
+    LockHolder, Log, LogFields, PlanStore, Ports, ProgramOutcome, ProgramRun, Provider,
+    ProviderError, RunLock, Search, UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd,
+    Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -781,7 +782,12 @@ impl World {
     }
 
     pub fn run_with(&self, lock: &StubLock<'_>) -> Outcome {
-        let ports = Ports {
+        engine::run(&self.settings, self.ports(lock))
+    }
+
+    /// Every stub as the one bundle of ports, with `lock`.
+    pub fn ports<'a>(&'a self, lock: &'a StubLock<'_>) -> Ports<'a> {
+        Ports {
             provider: &self.provider,
             users: &StubUsers,
             systemd: &self.systemd,
@@ -792,8 +798,7 @@ impl World {
             clock: &self.clock,
             log: &self.log,
             cancel: &self.cancel,
-        };
-        engine::run(&self.settings, ports)
+        }
     }
 
     /// Log lines containing `needle`.

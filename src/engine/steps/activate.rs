@@ -2,15 +2,11 @@
 //! the action's deadline (`activate`, `reload`, and the end of `restore`);
 //! exit 0 goes on to the health check.
 
-use crate::engine::text::{fold_output, truncate_tail};
+use crate::model::text::{detail, summary};
 use crate::model::{EventPayload, ProgramFailure, Terminal};
 use crate::ports::{Account, Level, ProgramOutcome};
 
 use super::{Ctx, Ended};
-
-/// Characters of output in a failure message and in its payload.
-const SUMMARY_CHARS: usize = 220;
-const DETAIL_CHARS: usize = 4000;
 
 /// Finds and runs `activate`; anything but exit 0 ends the action. With
 /// `health_follows`, the user's systemd is told that the health check
@@ -64,10 +60,10 @@ fn attempt(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Option<Ter
         Some(EventPayload::ProgramFailed(ProgramFailure {
             user: user.clone(),
             exit_code,
-            detail: truncate_tail(&run.output, DETAIL_CHARS),
+            detail: detail(&run.output),
         }))
     };
-    let summary = fold_output(&run.output, SUMMARY_CHARS);
+    let summary = summary(&run.output);
     Some(match run.outcome {
         ProgramOutcome::Exited(0) => {
             ctx.log(

@@ -18,9 +18,9 @@ use jiff::{SignedDuration, Timestamp};
 use crate::engine::events::Reporter;
 use crate::engine::plan::{self, ActionPlan, Step};
 use crate::engine::stop::Stop;
-use crate::engine::{retry, Ports, Settings};
+use crate::engine::{retry, Settings};
 use crate::model::{Action, MigrationKey, Status, Terminal};
-use crate::ports::{Account, Level, LogFields, ProviderError};
+use crate::ports::{Account, Level, LogFields, Ports, ProviderError};
 
 /// Why an action's steps stop early: it has its terminal event, or the run
 /// must halt (the provider closed the job, refused us, ...).
