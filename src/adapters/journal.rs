@@ -33,7 +33,7 @@ use crate::adapters::files::{kind_of, read_at_most, read_bounded, replace_atomic
 use crate::model::journal::changes::{self, Change, Folded};
 use crate::model::journal::JobRecord;
 use crate::model::{JobId, NodeName};
-use crate::ports::{Journal, JournalScan, Level, Log, LogFields};
+use crate::ports::{Journal, JournalScan, Level, Log, LogFields, Setting};
 
 /// Where the journal lives unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/hostenv-activate";
@@ -373,8 +373,10 @@ impl FileJournal {
     /// The one wording of a state directory that is not one.
     fn not_a_directory(&self) -> String {
         format!(
-            "the state directory {} is a symlink or not a directory: remove it, or set HOSTENV_COMIN_STATE_DIR (--state-dir)",
-            self.dir.display()
+            "the state directory {} is a symlink or not a directory: remove it, or set {} (--{})",
+            self.dir.display(),
+            Setting::StateDir,
+            Setting::StateDir.flag()
         )
     }
 
