@@ -10,6 +10,9 @@
 //! - per-action time at 1, 10, 100 and 1,000 `activate` actions, and for the
 //!   same runs, traced with `strace`, the bytes written to the state
 //!   directory and the fsyncs per event;
+//! - the floor beside each: the user's own parts run by hand (the activate
+//!   program alone; `systemctl --user start` of the unit, then the
+//!   wrapper), so that what the program adds shows as wall minus floor;
 //! - this process's peak RSS (sampled) in each run.
 //!
 //! Never fails on timings. Without `--bench` (`cargo test --benches`) it
@@ -169,6 +172,53 @@ fn run_under_strace(actions: Vec<Value>, state: &NodeState, options: &str, out: 
     assert_eq!(finished.code, Some(0), "{}", finished.output());
 }
 
+/// The wall time of `program args` run straight as `user` (uid, gid, the
+/// session's variables; no wrapper process), which must succeed.
+fn as_user(user: &TestUser, program: &str, args: &[&str]) -> Duration {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .uid(user.uid)
+        .gid(user.gid)
+        .env_clear()
+        .current_dir(&user.home)
+        .stdout(std::process::Stdio::null());
+    for pair in user.env_pairs() {
+        if let Some((k, v)) = pair.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let started = std::time::Instant::now();
+    let status = cmd.status().expect("run as the user");
+    let took = started.elapsed();
+    assert!(status.success(), "{program} {args:?} as the user: {status}");
+    took
+}
+
+/// The floor of each one-action run: what the user's own parts take when
+/// run by hand, with no program of ours around them. For `activate`, the
+/// user's program alone; for `backup`, `systemctl --user start` of the
+/// unit (systemctl's own start included) and then the wrapper alone.
+fn floors(user: &TestUser) -> (Duration, Duration) {
+    let program = user.home.join(".local/bin/activate");
+    let wrapper = user.home.join(format!(".local/bin/restic-{KEY}"));
+    let unit = format!("restic-backups-{KEY}.service");
+    let mut activate = Vec::new();
+    let mut backup = Vec::new();
+    for _ in 0..ROUNDS {
+        activate.push(as_user(user, &program.display().to_string(), &[]));
+        backup.push(
+            as_user(user, "systemctl", &["--user", "start", &unit])
+                + as_user(
+                    user,
+                    &wrapper.display().to_string(),
+                    &["snapshots", "--tag", KEY, "--json"],
+                ),
+        );
+    }
+    (median(activate), median(backup))
+}
+
 fn activate_user(user: &TestUser) {
     user.write_file(".local/bin/activate", "#!/bin/sh\nexit 0\n", 0o755)
         .expect("activate");
@@ -226,21 +276,36 @@ fn main() {
         return;
     }
 
+    // `-- --actions N`: one timed run of N `activate` actions, then stop
+    // (to profile the per-action path at scale).
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--actions")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let (t, peak) = timed_run((0..n).map(|_| activate()).collect());
+        println!("| {n} | {:>9.2?} per action | peak RSS {peak} KiB |", t / n as u32);
+        return;
+    }
+    let (activate_floor, backup_floor) = floors(user);
     let mut rows = Vec::new();
-    for (name, make, bash, env) in [
+    for (name, make, bash, env, floor) in [
         (
             "activate",
             &activate as &dyn Fn() -> Value,
             BASH_ACTIVATE,
             &[][..],
+            activate_floor,
         ),
         (
             "activate (health check off)",
             &activate,
             BASH_ACTIVATE,
             HEALTH_OFF,
+            activate_floor,
         ),
-        ("backup", &backup, BASH_BACKUP, &[]),
+        ("backup", &backup, BASH_BACKUP, &[], backup_floor),
     ] {
         let mut times = Vec::new();
         let mut peak = 0;
@@ -251,7 +316,8 @@ fn main() {
         }
         let m = median(times);
         rows.push(format!(
-            "| one-action {name} run | {m:>9.1?} | {:.3}x of the bash hook's {bash:?} | peak RSS {peak} KiB |",
+            "| one-action {name} run | {m:>9.1?} | {floor:>9.1?} | {:>9.1?} | {:.3}x of the bash hook's {bash:?} | peak RSS {peak} KiB |",
+            m.saturating_sub(floor),
             m.as_secs_f64() / bash.as_secs_f64()
         ));
     }
@@ -259,8 +325,9 @@ fn main() {
         "hostenv-activate end to end ({}), medians of {ROUNDS}",
         node_run::bin().display()
     );
-    println!("| run | wall | vs bash | memory |");
-    println!("|---|---|---|---|");
+    println!("(floor: the user's parts run by hand: the activate program alone; `systemctl --user start` of the backup unit, then the wrapper)");
+    println!("| run | wall | floor | wall - floor | vs bash | memory |");
+    println!("|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
     }
