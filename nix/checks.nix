@@ -61,6 +61,9 @@
       tokenFile = "/run/secrets/hostenv-token";
     };
   };
+  # What `good` left to the module's defaults (tests/nix_module.rs checks
+  # those against the binary's), for the hook's check below.
+  goodSettings = good.config.services.hostenv-activate;
   withMetrics = evalNode {
     services.comin.enable = true;
     services.prometheus.exporters.node.extraFlags = ["--collector.textfile.directory=/var/lib/textfiles"];
@@ -117,7 +120,8 @@ in {
 
   # The module: a complete configuration raises no assertion and points
   # comin at a hook exporting the configuration; an incomplete one raises
-  # one message per problem.
+  # one message per problem. The values left to their defaults are read
+  # from the module, not repeated here.
   module = assert failedAssertions good == [];
   assert failedAssertions withMetrics == [];
   assert lib.length (failedAssertions bad) == 5;
@@ -125,9 +129,9 @@ in {
     pkgs.runCommand "hostenv-activate-module" {} ''
       hook=${good.config.services.comin.postDeploymentCommand}
       grep -qE "^export HOSTENV_COMIN_NODE_NAME='?node-a'?$" $hook
-      grep -qE "^export HOSTENV_COMIN_ACTION_TIMEOUT='?900'?$" $hook
-      grep -qE "^export HOSTENV_COMIN_RUN_TIMEOUT='?3600'?$" $hook
-      grep -qE "^export HOSTENV_COMIN_STATE_DIR='?/var/lib/hostenv-activate'?$" $hook
+      grep -qE "^export HOSTENV_COMIN_ACTION_TIMEOUT='?${toString goodSettings.actionTimeoutSeconds}'?$" $hook
+      grep -qE "^export HOSTENV_COMIN_RUN_TIMEOUT='?${toString goodSettings.runTimeoutSeconds}'?$" $hook
+      grep -qE "^export HOSTENV_COMIN_STATE_DIR='?${goodSettings.stateDir}'?$" $hook
       grep -q "exec ${lib.getExe package}" $hook
       ! grep -q HOSTENV_COMIN_METRICS_FILE $hook
       # With metrics on, the file goes where node_exporter's textfile

@@ -19,10 +19,7 @@ use crate::model::journal::ActionRecord;
 use crate::model::{
     Action, CominStatus, EventPayload, FetchedIntent, IntentError, MigrationKey, UserName,
 };
-use crate::ports::{
-    Account, JournalScan, LockHolder, Provider, ProviderError, Setting, UserPrograms, UserSystemd,
-    Users, LOOK_LIMIT,
-};
+use crate::ports::{Account, JournalScan, LockHolder, Ports, ProviderError, Setting, LOOK_LIMIT};
 use crate::preflight::{self, Program};
 
 /// The JSON document's version.
@@ -121,15 +118,6 @@ pub struct Facts {
     pub metrics: Option<Result<String, String>>,
     /// Whether lingering is on for a user (`/var/lib/systemd/linger/<user>`).
     pub lingering: Box<dyn Fn(&UserName) -> bool>,
-}
-
-/// The read-only ports (`None` for the provider when the configuration or
-/// the token is unusable).
-pub struct Ports<'a> {
-    pub provider: Option<&'a dyn Provider>,
-    pub users: &'a dyn Users,
-    pub systemd: &'a dyn UserSystemd,
-    pub programs: &'a dyn UserPrograms,
 }
 
 /// What each user needs, from the last intent and the journal.
@@ -270,9 +258,22 @@ impl Examination<'_> {
     }
 }
 
-/// Examines the node: asks the provider once, then runs every check.
+impl Facts {
+    /// Whether the provider can be asked: the configuration is valid and
+    /// the token file was read and is usable (`commands::doctor` builds the
+    /// provider only then).
+    fn provider_usable(&self) -> bool {
+        self.config.is_ok() && matches!(self.token, TokenFacts::Read { .. })
+    }
+}
+
+/// Examines the node: asks the provider once (when the configuration and
+/// the token file are usable), then runs every check. Of `ports` it asks
+/// the provider and checks the users, their systemd and programs; it
+/// changes nothing through them.
 pub fn examine(facts: Facts, ports: Ports<'_>) -> Diagnosis {
-    let asked = ports.provider.map(|provider| {
+    let asked = facts.provider_usable().then(|| {
+        let provider = ports.provider;
         let sha = facts
             .comin_store
             .1

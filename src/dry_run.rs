@@ -9,25 +9,10 @@ use serde::Serialize;
 
 use crate::engine::plan::{self, ActionPlan, Body, PlannedEvent, Refusal, Resume, Step};
 use crate::engine::{recall, Settings};
-use crate::model::{Action, CominStatus, JobId, Terminal};
-use crate::ports::{
-    Account, Journal, LockHolder, ManagerNotRunning, Provider, RunLock, Setting, UserPrograms,
-    UserSystemd, Users, LOOK_LIMIT,
-};
+use crate::model::text::escape;
+use crate::model::{Action, JobId, Terminal};
+use crate::ports::{Account, LockHolder, ManagerNotRunning, Ports, Setting, LOOK_LIMIT};
 use crate::preflight::{self, Program};
-
-/// The read-only part of the world a dry run looks at.
-#[derive(Clone, Copy)]
-pub struct Preflight<'a> {
-    pub provider: &'a dyn Provider,
-    pub users: &'a dyn Users,
-    pub systemd: &'a dyn UserSystemd,
-    pub programs: &'a dyn UserPrograms,
-    /// Read only: what earlier runs did.
-    pub journal: &'a dyn Journal,
-    /// Looked at only: whether a run is in progress.
-    pub lock: &'a dyn RunLock,
-}
 
 /// Where the commit the dry run looks at came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,14 +154,16 @@ pub struct Refused {
 }
 
 /// Fetches the intent once (a 404 is not retried), plans it as the run
-/// would, and checks each step that can be checked ahead.
-pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -> Report {
+/// would, and checks each step that can be checked ahead. Of `ports` it
+/// asks the provider, reads the journal, looks at the lock and checks the
+/// users, their systemd and programs; it changes nothing through them.
+pub fn report(settings: &Settings, source: CommitSource, ports: Ports<'_>) -> Report {
     let sha = settings.sha.clone();
     let mut report = Report {
         sha: sha.clone(),
         commit_source: source,
         node: settings.node.to_string(),
-        intent_url: world.provider.intent_url(&sha),
+        intent_url: ports.provider.intent_url(&sha),
         job_id: None,
         run_in_progress: None,
         problem: None,
@@ -186,13 +173,13 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         would_post: Vec::new(),
         ok: false,
     };
-    match world.lock.holder() {
+    match ports.lock.holder() {
         Ok(holder) => report.run_in_progress = holder,
         Err(e) => report
             .notes
             .push(format!("cannot tell whether a run is in progress: {e:#}")),
     }
-    let fetched = match world.provider.intent_by_sha(&sha) {
+    let fetched = match ports.provider.intent_by_sha(&sha) {
         Ok(Some(fetched)) => fetched,
         Ok(None) => {
             report.problem = Some(format!(
@@ -214,9 +201,9 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
     let (memory, note) = recall(
         settings,
         &fetched,
-        world.journal.load(&fetched.job),
+        ports.journal.load(&fetched.job),
         |action| {
-            Ok(world
+            Ok(ports
                 .provider
                 .backup_snapshot(&fetched.job, &settings.node, &action.user)
                 .unwrap_or_else(|e| {
@@ -245,7 +232,7 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
         Body::Perform { actions, .. } => {
             report.actions = actions
                 .iter()
-                .map(|planned| action_report(planned, world))
+                .map(|planned| action_report(planned, ports))
                 .collect();
             report.ok = report
                 .actions
@@ -256,7 +243,7 @@ pub fn report(settings: &Settings, source: CommitSource, world: Preflight<'_>) -
     report
 }
 
-fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
+fn action_report(planned: &ActionPlan, ports: Ports<'_>) -> ActionReport {
     let action = &planned.action;
     let mut account = None;
     let mut checks = Vec::new();
@@ -267,7 +254,7 @@ fn action_report(planned: &ActionPlan, world: Preflight<'_>) -> ActionReport {
         &[]
     };
     for step in steps {
-        if let Some(c) = check_step(step, action, &mut account, world) {
+        if let Some(c) = check_step(step, action, &mut account, ports) {
             checks.push(c);
         }
     }
@@ -289,11 +276,11 @@ fn check_step(
     step: &Step,
     action: &Action,
     account: &mut Option<Account>,
-    world: Preflight<'_>,
+    ports: Ports<'_>,
 ) -> Option<Check> {
     let user = &action.user;
     if let Step::ResolveUser = step {
-        let found = preflight::account(world.users, user);
+        let found = preflight::account(ports.users, user);
         let c = check(
             "user exists",
             found
@@ -311,23 +298,23 @@ fn check_step(
     match step {
         Step::CheckUnit { unit, .. } => Some(systemd_check(
             format!("{unit} is loaded"),
-            preflight::unit_loaded(world.systemd, a, unit),
+            preflight::unit_loaded(ports.systemd, a, unit),
         )),
         Step::FindWrapper { key, wrapper } => Some(check(
             format!("restic wrapper {wrapper} found"),
-            preflight::find(world.programs, a, Program::ResticWrapper(key))
+            preflight::find(ports.programs, a, Program::ResticWrapper(key))
                 .map_err(|looked_at| not_found(wrapper, looked_at)),
         )),
         Step::Activate => Some(check(
             "activate program found",
-            preflight::find(world.programs, a, Program::Activate)
+            preflight::find(ports.programs, a, Program::Activate)
                 .map_err(|looked_at| not_found("activate script", looked_at)),
         )),
         // Any LoadState is fine to stop (the detail only shows it); what
         // must hold is that the user's systemd answers.
         Step::StopUnit { unit } => Some(systemd_check(
             "user's systemd reachable".into(),
-            world
+            ports
                 .systemd
                 .load_state(a, unit, LOOK_LIMIT)
                 .map(|s| Ok(format!("{unit} LoadState={s}"))),
@@ -336,7 +323,7 @@ fn check_step(
         // only known after `activate`, so the dry run asks that it answers.
         Step::CheckHealth { .. } => Some(systemd_check(
             "user's systemd reachable".into(),
-            world
+            ports
                 .systemd
                 .load_state(a, plan::TARGET_UNIT, LOOK_LIMIT)
                 .map(|s| Ok(format!("{} LoadState={s}", plan::TARGET_UNIT))),
@@ -358,17 +345,46 @@ fn check_step(
 /// Human-readable rendering. Text that may come from a user (check
 /// details, messages) is escaped ([`escape`]), as in `status` and `doctor`.
 pub fn render_text(report: &Report) -> String {
-    use crate::model::text::escape;
-    let mut out = String::new();
+    let mut out = header_text(report);
+    if let Some(problem) = &report.problem {
+        out.push_str(&format!("{}\n", escape(problem)));
+        return out;
+    }
+    if let Some(refused) = &report.refused {
+        out.push_str(&refused_text(refused));
+        return out;
+    }
+    if report.actions.is_empty() {
+        out.push_str("The intent has no actions for this node.\n");
+    }
+    for planned in &report.actions {
+        out.push_str(&action_text(planned));
+    }
+    if let Some(last) = report.would_post.last() {
+        out.push_str(&format!(
+            "\nLast event when all goes as planned: ({}, {}) \"{}\"\n",
+            last.phase,
+            last.status,
+            escape(&last.message)
+        ));
+    }
+    out.push('\n');
+    out.push_str(&tally_text(report));
+    out
+}
+
+/// The first lines: the commit and where it came from, the intent's URL, a
+/// run holding the lock, the notes.
+fn header_text(report: &Report) -> String {
     let job = report
         .job_id
         .as_ref()
         .map(|j| format!(" (job {j})"))
         .unwrap_or_default();
-    out.push_str(&format!(
+    let mut out = format!(
         "Dry run for commit {} on node {}{job}; nothing is posted, started or written.\n",
         report.sha, report.node
-    ));
+    );
     out.push_str(&format!(
         "Commit: {}, {}.\n",
         report.sha,
@@ -383,104 +399,99 @@ pub fn render_text(report: &Report) -> String {
     for note in &report.notes {
         out.push_str(&format!("Note: {}\n", escape(note)));
     }
-    if let Some(problem) = &report.problem {
-        out.push_str(&format!("{}\n", escape(problem)));
-        return out;
+    out
+}
+
+/// Why nothing of the intent would run, and what would be posted.
+fn refused_text(refused: &Refused) -> String {
+    let why = match refused.why {
+        Refusal::SwitchFailed => "The system switch failed",
+        Refusal::InvalidIntent => "The intent is invalid",
+    };
+    format!(
+        "{why}: nothing would run; (intent, failed) \"{}\" would be posted.\n",
+        escape(&refused.message)
+    )
+}
+
+/// One action: its heading, where it stands, what it would do, and its
+/// checks.
+fn action_text(planned: &ActionReport) -> String {
+    let a = &planned.action;
+    let mut out = format!(
+        "\n{}. {} {}{}\n",
+        planned.index + 1,
+        a.op,
+        a.user,
+        route_text(a)
+    );
+    if let Some(resume) = planned.resume.describe() {
+        out.push_str(&format!("   {resume}\n"));
     }
-    if let Some(refused) = &report.refused {
-        let why = match refused.why {
-            Refusal::SwitchFailed => "The system switch failed",
-            Refusal::InvalidIntent => "The intent is invalid",
-        };
+    let would: &[String] = if planned.resume.runs() {
+        &planned.would
+    } else {
+        &[]
+    };
+    for step in would {
+        out.push_str(&format!("   would: {step}\n"));
+    }
+    if let Some(t) = &planned.fails_before_running {
         out.push_str(&format!(
-            "{why}: nothing would run; (intent, failed) \"{}\" would be posted.\n",
-            escape(&refused.message)
-        ));
-        return out;
-    }
-    if report.actions.is_empty() {
-        out.push_str("The intent has no actions for this node.\n");
-    }
-    for planned in &report.actions {
-        let a = &planned.action;
-        let mut route = Vec::new();
-        if let Some(from) = &a.from_node {
-            route.push(format!("from {from}"));
-        }
-        if let Some(to) = &a.to_node {
-            route.push(format!("to {to}"));
-        }
-        if !a.migrations.is_empty() {
-            let keys: Vec<&str> = a.migrations.iter().map(|k| k.as_str()).collect();
-            route.push(format!("migrations {}", keys.join(", ")));
-        }
-        let route = if route.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", route.join(", "))
-        };
-        out.push_str(&format!(
-            "\n{}. {} {}{route}\n",
-            planned.index + 1,
+            "   [FAIL] fails before running: ({}, {}) \"{}\"\n",
             a.op,
-            a.user
-        ));
-        if let Some(resume) = planned.resume.describe() {
-            out.push_str(&format!("   {resume}\n"));
-        }
-        let would: &[String] = if planned.resume.runs() {
-            &planned.would
-        } else {
-            &[]
-        };
-        for step in would {
-            out.push_str(&format!("   would: {step}\n"));
-        }
-        if let Some(t) = &planned.fails_before_running {
-            out.push_str(&format!(
-                "   [FAIL] fails before running: ({}, {}) \"{}\"\n",
-                a.op,
-                t.status,
-                escape(&t.message)
-            ));
-        }
-        for c in &planned.checks {
-            let mark = match (c.ok, c.unchecked) {
-                (_, true) => "skip",
-                (true, false) => "ok  ",
-                (false, false) => "FAIL",
-            };
-            out.push_str(&format!(
-                "   [{mark}] {}: {}\n",
-                escape(&c.check),
-                escape(&c.detail)
-            ));
-        }
-    }
-    if let Some(last) = report.would_post.last() {
-        out.push_str(&format!(
-            "\nLast event when all goes as planned: ({}, {}) \"{}\"\n",
-            last.phase,
-            last.status,
-            escape(&last.message)
+            t.status,
+            escape(&t.message)
         ));
     }
-    let failed: usize = report
-        .actions
-        .iter()
-        .map(|a| a.checks.iter().filter(|c| !c.ok).count())
-        .sum();
+    for c in &planned.checks {
+        out.push_str(&check_line(c));
+    }
+    out
+}
+
+/// ` (from A, to B, migrations k1, k2)`, with only what the action names.
+fn route_text(a: &Action) -> String {
+    let mut route = Vec::new();
+    if let Some(from) = &a.from_node {
+        route.push(format!("from {from}"));
+    }
+    if let Some(to) = &a.to_node {
+        route.push(format!("to {to}"));
+    }
+    if !a.migrations.is_empty() {
+        let keys: Vec<&str> = a.migrations.iter().map(|k| k.as_str()).collect();
+        route.push(format!("migrations {}", keys.join(", ")));
+    }
+    if route.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", route.join(", "))
+    }
+}
+
+/// `   [ok  ] check: detail`, `[FAIL]` or `[skip]`.
+fn check_line(c: &Check) -> String {
+    let mark = match (c.ok, c.unchecked) {
+        (_, true) => "skip",
+        (true, false) => "ok  ",
+        (false, false) => "FAIL",
+    };
+    format!("   [{mark}] {}: {}\n", escape(&c.check), escape(&c.detail))
+}
+
+/// The closing lines: how many checks passed, could not be made or failed,
+/// and how many actions would fail before running.
+fn tally_text(report: &Report) -> String {
+    let checks = || report.actions.iter().flat_map(|a| &a.checks);
+    let failed = checks().filter(|c| !c.ok).count();
+    let unchecked = checks().filter(|c| c.unchecked).count();
     let fails_early = report
         .actions
         .iter()
         .filter(|a| a.fails_before_running.is_some())
         .count();
-    let unchecked: usize = report
-        .actions
-        .iter()
-        .map(|a| a.checks.iter().filter(|c| c.unchecked).count())
-        .sum();
-    out.push('\n');
+    let mut out = String::new();
     if failed == 0 && fails_early == 0 {
         out.push_str(if unchecked == 0 {
             "All preflight checks passed.\n"
@@ -502,10 +513,4 @@ pub fn render_text(report: &Report) -> String {
         ));
     }
     out
-}
-
-/// The comin status a dry run assumes: what was given, else what comin
-/// recorded for the deployment the commit came from, else `done`.
-pub fn comin_status(given: Option<CominStatus>, from_store: Option<CominStatus>) -> CominStatus {
-    given.or(from_store).unwrap_or(CominStatus::Done)
 }

@@ -1,7 +1,8 @@
-//! The traits through which the engine touches the world, and the words it
-//! shares with them (provider errors and their advice, the settings a
-//! message points at). The engine sees only these; `commands` plugs in the
-//! real adapters and tests plug in stubs.
+//! The traits through which the engine touches the world, bundled as one
+//! [`Ports`], and the words it shares with them (provider errors and their
+//! advice, the settings a message points at). The engine, the dry run and
+//! `doctor` see only these; `commands` plugs in the real adapters and tests
+//! plug in stubs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,26 @@ use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, JobId, MigrationKey, NodeEvent, NodeName,
     RestorePlan, UnhealthyUnit, UserName,
 };
+
+// ---------------------------------------------------------------- the bundle
+
+/// The world, as every job sees it: one port of each kind. The engine uses
+/// them all; the dry run and `doctor` only look, and `commands` gives them
+/// adapters that refuse to change anything (a read-only systemd, journal and
+/// plan store). Each job takes this one bundle, whatever part it uses.
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub provider: &'a dyn Provider,
+    pub users: &'a dyn Users,
+    pub systemd: &'a dyn UserSystemd,
+    pub programs: &'a dyn UserPrograms,
+    pub plans: &'a dyn PlanStore,
+    pub journal: &'a dyn Journal,
+    pub lock: &'a dyn RunLock,
+    pub clock: &'a dyn Clock,
+    pub log: &'a dyn Log,
+    pub cancel: &'a Cancel,
+}
 
 // ---------------------------------------------------------------- provider
 
@@ -387,6 +408,11 @@ pub fn is_loaded(load_state: &str) -> bool {
 }
 
 pub trait UserSystemd {
+    /// A hint that a call for `account` follows soon (the health check
+    /// after the user's `activate` program): the adapter may get ready
+    /// meanwhile, e.g. connect to the user's bus. Starts nothing and never
+    /// fails: the call itself reports any problem.
+    fn prepare(&self, _account: &Account) {}
     /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...),
     /// within `limit` whatever the user's bus does.
     fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String>;
@@ -543,7 +569,9 @@ pub trait Journal {
     fn load(&self, job: &JobId) -> Option<JobRecord>;
     /// Replaces this node's record of `record.job` with `record`, whole and
     /// atomically (whatever was there: an earlier state, a record for
-    /// another intent, an unreadable file).
+    /// another intent, an unreadable file). A record that replaces nothing
+    /// may reach the disk only with the next change that must be durable:
+    /// lost in a crash before that, nothing is lost that a run needs.
     fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()>;
     /// Adds one change to this node's record of `job` (written whole
     /// before), durably: when it returns, a crash keeps the change.

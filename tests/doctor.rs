@@ -5,7 +5,7 @@
 mod stubs;
 
 use hostenv_activate::doctor::{
-    examine, render_text, Diagnosis, Facts, Finding, Ports, TokenFacts, Verdict,
+    examine, render_text, Diagnosis, Facts, Finding, TokenFacts, Verdict,
 };
 use hostenv_activate::model::comin::Deployment;
 use hostenv_activate::ports::{JournalScan, ProviderError};
@@ -58,15 +58,8 @@ fn healthy() -> World {
 }
 
 fn diagnose(w: &World, facts: Facts) -> Diagnosis {
-    let d = examine(
-        facts,
-        Ports {
-            provider: Some(&w.provider),
-            users: &StubUsers,
-            systemd: &w.systemd,
-            programs: &w.programs,
-        },
-    );
+    let lock = w.lock();
+    let d = examine(facts, w.ports(&lock));
     assert_eq!(
         w.provider.post_attempts.get(),
         0,
@@ -200,15 +193,8 @@ fn each_problem_is_reported_with_its_fix() {
     let mut f = facts();
     f.config = Err("HOSTENV_COMIN_NODE_NAME (--node-name) is not set (required)".into());
     f.token = TokenFacts::NotConfigured;
-    let d = examine(
-        f,
-        Ports {
-            provider: None,
-            users: &StubUsers,
-            systemd: &w.systemd,
-            programs: &w.programs,
-        },
-    );
+    let lock = w.lock();
+    let d = examine(f, w.ports(&lock));
     assert_eq!(finding(&d, "configuration").verdict, Verdict::Fail);
     assert_eq!(finding(&d, "provider").verdict, Verdict::Fail);
     assert_eq!(w.provider.intent_calls.get(), 0);

@@ -5,7 +5,7 @@
 #[path = "support/stubs.rs"]
 mod stubs;
 
-use hostenv_activate::dry_run::{render_text, report, CommitSource, Preflight, Report};
+use hostenv_activate::dry_run::{render_text, report, CommitSource, Report};
 use hostenv_activate::model::{CominStatus, Phase, Status};
 use hostenv_activate::ports::ProviderError;
 use serde_json::{json, Value};
@@ -13,15 +13,7 @@ use stubs::*;
 
 fn dry_run(w: &World) -> Report {
     let lock = w.lock();
-    let world = Preflight {
-        provider: &w.provider,
-        users: &StubUsers,
-        systemd: &w.systemd,
-        programs: &w.programs,
-        journal: &w.journal,
-        lock: &lock,
-    };
-    let report = report(&w.settings, CommitSource::Given, world);
+    let report = report(&w.settings, CommitSource::Given, w.ports(&lock));
     assert_eq!(lock.attempts.get(), 0, "a dry run never takes the lock");
     report
 }

@@ -154,6 +154,25 @@ fn server_errors_are_retried_with_backoff() {
 }
 
 #[test]
+fn the_users_systemd_hears_ahead_of_activate_that_a_health_check_follows() {
+    let w = World::new(StubProvider::with_intent(activate_intent()));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(w.programs.ran.borrow().len(), 1);
+    assert_eq!(w.systemd.health_checks.borrow().len(), 1);
+    // Once, for acme, before its health check.
+    assert_eq!(*w.systemd.prepared.borrow(), vec![("acme".to_owned(), 0)]);
+
+    let mut w = World::new(StubProvider::with_intent(activate_intent()));
+    w.settings.health_timeout = Duration::ZERO;
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert!(w.systemd.health_checks.borrow().is_empty());
+    assert!(
+        w.systemd.prepared.borrow().is_empty(),
+        "no health check follows: nothing to get ready for"
+    );
+}
+
+#[test]
 fn server_errors_beyond_the_budget_end_the_run() {
     let mut p = StubProvider::with_intent(activate_intent());
     for n in 0..100 {

@@ -956,17 +956,9 @@ fn three_activations() -> Value {
 /// A run on the real journal, where `ports.journal` is `journal`.
 fn run_on(w: &World, journal: &dyn hostenv_activate::ports::Journal) -> Outcome {
     let lock = w.lock();
-    let ports = hostenv_activate::engine::Ports {
-        provider: &w.provider,
-        users: &StubUsers,
-        systemd: &w.systemd,
-        programs: &w.programs,
-        plans: &w.plans,
+    let ports = hostenv_activate::ports::Ports {
         journal,
-        lock: &lock,
-        clock: &w.clock,
-        log: &w.log,
-        cancel: &w.cancel,
+        ..w.ports(&lock)
     };
     hostenv_activate::engine::run(&w.settings, ports)
 }

@@ -3,7 +3,9 @@
 //! configuration values, the journal's files, comin's store): for random
 //! input they never panic and give a typed error; for valid input they give
 //! back what was put in. And the escaping of a user's text for log lines and
-//! event messages: for any input, one line with no control character. Each property runs [`CASES`] generated cases with no
+//! event messages: for any input, one line with no control character; and
+//! its cut for events, within its bound and keeping the end. Each property
+//! runs [`CASES`] generated cases with no
 //! failure files written (a failure prints its shrunk input).
 
 use std::ffi::OsString;
@@ -23,7 +25,9 @@ use hostenv_activate::model::names::{MigrationKey, NodeName, UserName};
 use hostenv_activate::model::snapshot::{
     is_restic_id, pick_snapshot, Snapshot, SnapshotError, SnapshotStream,
 };
-use hostenv_activate::model::text::{escape, escape_bytes, escaped_width, unescape};
+use hostenv_activate::model::text::{
+    detail, escape, escape_bytes, escaped_width, summary, unescape, DETAIL_CHARS, SUMMARY_CHARS,
+};
 use hostenv_activate::model::{
     BackupPayload, CominStatus, EventPayload, Intent, IntentDigest, JobId, NodeEvent, Op, Phase,
     Status, Terminal,
@@ -1144,6 +1148,34 @@ proptest! {
         prop_assert_eq!(unescape(&escaped), Some(lossy));
         if let Ok(text) = std::str::from_utf8(&bytes) {
             prop_assert_eq!(escaped, escape(text));
+        }
+    }
+
+    /// Any output: its summary takes at most SUMMARY_CHARS once escaped, is
+    /// the end of the output's lines (cut between characters, marked "…"),
+    /// and is the whole of them when they fit; its detail is the end of it
+    /// in at most DETAIL_CHARS characters.
+    #[test]
+    fn summaries_and_details_keep_the_end_within_their_bound(
+        text in proptest::collection::vec(hostile_char(), 0..600).prop_map(|cs| cs.into_iter().collect::<String>()),
+        repeat in 1usize..12,
+    ) {
+        let text = text.repeat(repeat);
+        let folded = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+        let s = summary(&text);
+        prop_assert!(escape(&s).chars().count() <= SUMMARY_CHARS, "{:?}", s);
+        match s.strip_prefix('…') {
+            Some(end) if s != folded => {
+                prop_assert!(folded.ends_with(end));
+                prop_assert!(escape(&folded).chars().count() > SUMMARY_CHARS);
+            }
+            _ => prop_assert_eq!(&s, &folded),
+        }
+        let d = detail(&text);
+        prop_assert!(d.chars().count() <= DETAIL_CHARS);
+        match d.strip_prefix('…') {
+            Some(end) if d != text => prop_assert!(text.ends_with(end)),
+            _ => prop_assert_eq!(&d, &text),
         }
     }
 

@@ -474,3 +474,107 @@ fn open_fds() -> Vec<String> {
         .map(|f| format!("{:?}", std::fs::read_link(f.path())))
         .collect()
 }
+
+/// A helper program that notes each start in `log`, then is the binary
+/// under test (it runs as the user: the log is writable by all).
+fn counting_helper(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("starts");
+    std::fs::write(&log, "").expect("log");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).expect("chmod log");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let wrapper = dir.join("helper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho start >> {}\nexec {} \"$@\"\n",
+            log.display(),
+            node_run::bin().display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod wrapper");
+    (wrapper, log)
+}
+
+/// How many helpers have started, once that number has stopped changing.
+fn helpers_started(log: &std::path::Path) -> usize {
+    let count = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let mut seen = count();
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let now = count();
+        if now == seen {
+            return now;
+        }
+        seen = now;
+    }
+}
+
+#[test]
+fn the_calls_of_an_action_share_one_bus_helper() {
+    let w = world(&[UserSpec::new("a").backups(&["app"])]);
+    let user = w.user("a");
+    let a = user.account();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wrapper, log) = counting_helper(dir.path());
+    let bus = UserBus::new().helper_program(&wrapper);
+    const UNIT: &str = "restic-backups-app.service";
+
+    // A backup's calls: reads, then the run, in one helper.
+    assert_eq!(bus.load_state(&a, UNIT, LIMIT).expect("load"), "loaded");
+    assert_eq!(
+        bus.load_state(&a, "restic-backups-nope.service", LIMIT)
+            .expect("load"),
+        "not-found"
+    );
+    bus.list_units(&a, "restic-backups-", LIMIT).expect("list");
+    let run = bus
+        .run_unit(&a, UNIT, Duration::from_secs(60), &Cancel::new())
+        .expect("run_unit");
+    assert_eq!(run.outcome, JobOutcome::Done, "{}", user.manager_log());
+    assert_eq!(helpers_started(&log), 1, "one helper for four calls");
+
+    // A run leaves its job watch behind: its helper is not kept.
+    assert_eq!(bus.load_state(&a, UNIT, LIMIT).expect("load"), "loaded");
+    assert_eq!(helpers_started(&log), 2);
+
+    // `prepare` for a user whose helper is kept starts nothing; for
+    // another moment (nothing kept) it starts one ahead, which the health
+    // check then uses.
+    bus.prepare(&a);
+    assert_eq!(helpers_started(&log), 2, "the kept helper is ready already");
+    bus.run_unit(&a, UNIT, Duration::from_secs(60), &Cancel::new())
+        .expect("run_unit");
+    bus.prepare(&a);
+    assert_eq!(helpers_started(&log), 3, "started ahead");
+    let health = bus
+        .check_health(&a, Duration::from_secs(30), &Cancel::new())
+        .expect("health");
+    assert!(
+        matches!(health, hostenv_activate::ports::Health::Healthy { .. }),
+        "{health:?}"
+    );
+    assert_eq!(helpers_started(&log), 3, "the health check used it");
+
+    // Nothing is left running once the adapter is gone.
+    bus.load_state(&a, UNIT, LIMIT).expect("load");
+    drop(bus);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let helpers = || {
+        user.processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("__user-bus-helper"))
+            .collect::<Vec<_>>()
+    };
+    while !helpers().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(helpers().is_empty(), "{:?}", helpers());
+}

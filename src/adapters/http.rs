@@ -18,7 +18,7 @@ use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, IntentEnvelope, JobId, NodeEvent, NodeName,
     UserName,
 };
-use crate::ports::{Cancel, Deadline, Provider, ProviderError};
+use crate::ports::{Cancel, Deadline, Provider, ProviderError, Setting};
 use crate::secret::Token;
 
 /// Time allowed to establish a connection (TCP + TLS, or the unix socket).
@@ -73,9 +73,10 @@ impl ApiBase {
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(
-                "must not carry credentials; the token comes from HOSTENV_COMIN_TOKEN_FILE".into(),
-            );
+            return Err(format!(
+                "must not carry credentials; the token comes from {}",
+                Setting::TokenFile
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
@@ -102,8 +103,9 @@ impl ApiBase {
         }
         let base = self.to_string();
         Some(format!(
-            "HOSTENV_COMIN_API_BASE_URL ({base}) ends in /api, so requests go to {base}/api/deploy-intents/...; \
+            "{} ({base}) ends in /api, so requests go to {base}/api/deploy-intents/...; \
              the provider's paths already start with /api: if the provider answers 404, set it to {}",
+            Setting::ApiBaseUrl,
             fixed.as_str().trim_end_matches('/')
         ))
     }
@@ -218,7 +220,9 @@ impl HttpProvider {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
             // The error names neither the value nor the token.
             anyhow::anyhow!(
-                "the token in HOSTENV_COMIN_TOKEN_FILE (--token-file) contains characters that cannot go into an HTTP header (a newline or control character inside it): the file must hold only the token, on one line"
+                "the token in {} (--{}) contains characters that cannot go into an HTTP header (a newline or control character inside it): the file must hold only the token, on one line",
+                Setting::TokenFile,
+                Setting::TokenFile.flag()
             )
         })?;
         auth.set_sensitive(true);
@@ -490,7 +494,8 @@ fn redirect_note(response: &Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("(no Location)");
     format!(
-        "the provider redirects to {target}; redirects are not followed, set HOSTENV_COMIN_API_BASE_URL to the final address"
+        "the provider redirects to {target}; redirects are not followed, set {} to the final address",
+        Setting::ApiBaseUrl
     )
 }
 

@@ -24,15 +24,16 @@ use anyhow::{bail, Context};
 use jiff::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{open, openat, OFlag};
+use nix::sys::stat::fstatat;
 use nix::sys::stat::{fchmod, Mode};
-use nix::unistd::{fdatasync, ftruncate, mkdir};
+use nix::unistd::{fdatasync, fsync, ftruncate, mkdir, unlinkat, UnlinkatFlags};
 use sha2::{Digest, Sha256};
 
 use crate::adapters::files::{kind_of, read_at_most, read_bounded, replace_atomically, FileError};
 use crate::model::journal::changes::{self, Change, Folded};
 use crate::model::journal::JobRecord;
 use crate::model::{JobId, NodeName};
-use crate::ports::{Journal, JournalScan, Level, Log, LogFields};
+use crate::ports::{Journal, JournalScan, Level, Log, LogFields, Setting};
 
 /// Where the journal lives unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/hostenv-activate";
@@ -60,6 +61,9 @@ pub struct FileJournal {
     /// first, and its torn tail cut off (or an earlier version's file
     /// converted), so that no change ever lands behind unreadable bytes.
     appendable: Mutex<HashSet<String>>,
+    /// Files this journal created and has not synced yet (nor the directory
+    /// entry): the next change that must be durable syncs both.
+    unsynced: Mutex<HashSet<String>>,
     /// What this journal wrote, for the benchmark and tests.
     bytes: AtomicU64,
     syncs: AtomicU64,
@@ -71,6 +75,24 @@ pub struct FileJournal {
 pub struct Written {
     pub bytes: u64,
     pub syncs: u64,
+}
+
+/// Creates `name` in `dir` (never through a symlink, never over anything)
+/// holding `bytes`, mode 0600, without syncing: see [`Journal::rewrite`].
+/// A partly written file is removed.
+fn create_unsynced(dir: &OwnedFd, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+    let mut file = File::from(fd);
+    let written = file
+        .write_all(bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(fchmod(&file, Mode::from_bits_truncate(0o600))?));
+    if written.is_err() {
+        let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    }
+    written
 }
 
 /// A journal file name part: `[A-Za-z0-9_-]` kept, other bytes `%XX`;
@@ -109,6 +131,7 @@ impl FileJournal {
             log,
             writable: true,
             appendable: Mutex::default(),
+            unsynced: Mutex::default(),
             bytes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
         }
@@ -134,6 +157,7 @@ impl FileJournal {
             log,
             writable: false,
             appendable: Mutex::default(),
+            unsynced: Mutex::default(),
             bytes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
         }
@@ -267,6 +291,12 @@ impl FileJournal {
         Ok(())
     }
 
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn appendable(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         // A panic elsewhere cannot leave the set half-changed.
         self.appendable
@@ -343,8 +373,10 @@ impl FileJournal {
     /// The one wording of a state directory that is not one.
     fn not_a_directory(&self) -> String {
         format!(
-            "the state directory {} is a symlink or not a directory: remove it, or set HOSTENV_COMIN_STATE_DIR (--state-dir)",
-            self.dir.display()
+            "the state directory {} is a symlink or not a directory: remove it, or set {} (--{})",
+            self.dir.display(),
+            Setting::StateDir,
+            Setting::StateDir.flag()
         )
     }
 
@@ -481,15 +513,35 @@ impl Journal for FileJournal {
             .with_context(|| format!("the state directory {} vanished", self.dir.display()))?;
         let name = self.file_name(&record.job);
         let bytes = changes::encode_record(record).context("cannot encode the record")?;
-        let written = replace_atomically(&dir, &self.dir, &name, &bytes, |file: &File| {
-            fchmod(file, Mode::from_bits_truncate(0o600)).context("chmod 0600")?;
+        // A record that replaces nothing holds nothing a crash must keep: it
+        // is written in place, and synced (with its directory entry) by the
+        // next change that must be durable.
+        let fresh = matches!(
+            fstatat(
+                &dir,
+                name.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
+            ),
+            Err(Errno::ENOENT)
+        ) && create_unsynced(&dir, &name, &bytes).is_ok();
+        let written = if fresh {
             Ok(())
-        });
+        } else {
+            replace_atomically(&dir, &self.dir, &name, &bytes, |file: &File| {
+                fchmod(file, Mode::from_bits_truncate(0o600)).context("chmod 0600")?;
+                Ok(())
+            })
+        };
         // Whatever happened, the file is now either the old one or the new.
         let mut appendable = self.appendable();
         match written {
             Ok(()) => {
-                self.count(bytes.len(), 2);
+                self.count(bytes.len(), if fresh { 0 } else { 2 });
+                if fresh {
+                    self.unsynced().insert(name.clone());
+                } else {
+                    self.unsynced().remove(&name);
+                }
                 appendable.insert(name);
                 Ok(())
             }
@@ -533,14 +585,20 @@ impl Journal for FileJournal {
             );
         }
         let durable = change.must_be_durable();
+        let new_entry = durable && self.unsynced().remove(&name);
         let written = file.write_all(&line).context("write").and_then(|()| {
             if durable {
-                fdatasync(&file).context("fdatasync")
-            } else {
-                Ok(())
+                fdatasync(&file).context("fdatasync")?;
             }
+            if new_entry {
+                fsync(&dir).context("fsync of the directory")?;
+            }
+            Ok(())
         });
-        self.count(line.len(), u64::from(durable));
+        self.count(line.len(), u64::from(durable) + u64::from(new_entry));
+        if new_entry && written.is_err() {
+            self.unsynced().insert(name.clone());
+        }
         if let Err(e) = written {
             // Never leave half a line for the next change to land behind;
             // if even that fails, the next append reads the file first.

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 
-use crate::ports::{LockAttempt, LockHolder, RunLock};
+use crate::ports::{LockAttempt, LockHolder, RunLock, Setting};
 
 /// Where the lock lives unless configured otherwise.
 pub const DEFAULT_PATH: &str = "/run/hostenv-activate/lock";
@@ -61,8 +61,10 @@ impl FileLock {
                     "not a directory"
                 };
                 bail!(
-                    "the lock's directory {} is {what}; it must be a real directory: remove it, or set HOSTENV_COMIN_LOCK_FILE (--lock-file)",
-                    dir.display()
+                    "the lock's directory {} is {what}; it must be a real directory: remove it, or set {} (--{})",
+                    dir.display(),
+                    Setting::LockFile,
+                    Setting::LockFile.flag()
                 )
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {

@@ -1,13 +1,17 @@
-//! The user-systemd adapter as `--dry-run` may use it: reads only. Every
-//! call that would start, stop or reload something is refused. (Wrap
-//! `UserBus::without_starting_managers()`, which also never brings a user's
-//! manager up.)
+//! The adapters as `--dry-run` and `doctor` may use them: reads only. Every
+//! call that would start, stop or reload something, or write a restore
+//! plan, is refused. (Wrap `UserBus::without_starting_managers()`, which
+//! also never brings a user's manager up.)
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::ports::{Account, Cancel, FailedUnits, Health, UnitList, UnitRun, UserSystemd};
+use crate::model::RestorePlan;
+use crate::ports::{
+    Account, Cancel, FailedUnits, Health, PlanStore, UnitList, UnitRun, UserSystemd,
+};
 
 /// Wraps a [`UserSystemd`] so that nothing can change through it.
 pub struct ReadOnlySystemd<S>(pub S);
@@ -56,6 +60,19 @@ impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
     fn reload_manager(&self, account: &Account, _: Duration) -> anyhow::Result<()> {
         bail!(
             "dry run: refusing to reload the systemd manager of {}",
+            account.name
+        )
+    }
+}
+
+/// The restore-plan store of a job that only looks (the dry run, `doctor`):
+/// every write is refused.
+pub struct ReadOnlyPlans;
+
+impl PlanStore for ReadOnlyPlans {
+    fn write_restore_plan(&self, account: &Account, _: &RestorePlan) -> anyhow::Result<PathBuf> {
+        bail!(
+            "read only: refusing to write the restore plan of {}",
             account.name
         )
     }

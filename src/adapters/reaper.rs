@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -97,7 +97,29 @@ fn scanned_children(pid: i32) -> BTreeSet<i32> {
         .collect()
 }
 
-/// This process's children (zombies included), except `keep`.
+/// Children this process keeps on purpose while programs run (a bus helper
+/// kept for the action's next call): never strays.
+static SPARED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn spared() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    SPARED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Marks `pid`, a child this process started and will reap itself, as no
+/// stray until [`unspare`] (call that before reaping it).
+pub fn spare(pid: Pid) {
+    spared().insert(pid.as_raw());
+}
+
+/// Undoes [`spare`].
+pub fn unspare(pid: Pid) {
+    spared().remove(&pid.as_raw());
+}
+
+/// This process's children (zombies included), except `keep` and those
+/// [`spare`]d.
 pub fn children(keep: Pid) -> Vec<Pid> {
     let me = getpid().as_raw();
     let all = if has_children_files() {
@@ -105,14 +127,15 @@ pub fn children(keep: Pid) -> Vec<Pid> {
     } else {
         scanned_children(me)
     };
+    let spared = spared().clone();
     all.into_iter()
-        .filter(|&pid| pid != keep.as_raw())
+        .filter(|&pid| pid != keep.as_raw() && !spared.contains(&pid))
         .map(Pid::from_raw)
         .collect()
 }
 
 /// SIGKILLs and reaps every child of this process except `keep` (whose
-/// status belongs to whoever waits for it), and then what those leave
+/// status belongs to whoever waits for it) and the [`spare`]d, and then what those leave
 /// behind, for at most `limit`. Returns how many processes were ended.
 ///
 /// Callers must make sure no other child of this process is running that

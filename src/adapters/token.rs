@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail};
 use nix::errno::Errno;
 
 use crate::adapters::files::{self, FileError, Step};
-use crate::ports::{Cancel, Clock, Deadline, Level, Log, LogFields};
+use crate::ports::{Cancel, Clock, Deadline, Level, Log, LogFields, Setting};
 use crate::secret::Token;
 
 /// How often the file is looked at while waiting.
@@ -81,9 +81,9 @@ pub fn read_token(
     };
     bail!(
         "the token file {} {last_state}{why}: check that the sops-nix secret was rendered \
-         (systemctl status sops-nix / the secret's path) and that HOSTENV_COMIN_TOKEN_FILE \
-         (--token-file) points at it",
+         (systemctl status sops-nix / the secret's path) and that {} points at it",
         path.display(),
+        setting_and_flag(),
     )
 }
 
@@ -119,9 +119,9 @@ fn look(path: &Path) -> anyhow::Result<Look> {
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
         bail!(
-            "the token file {} is not valid UTF-8 text: check the sops secret behind \
-             HOSTENV_COMIN_TOKEN_FILE",
-            path.display()
+            "the token file {} is not valid UTF-8 text: check the sops secret behind {}",
+            path.display(),
+            Setting::TokenFile
         );
     };
     Ok(match Token::new(text) {
@@ -153,10 +153,15 @@ fn too_large(path: &Path, size: Option<u64>) -> String {
     };
     format!(
         "the token file {} {holds} the {MAX_TOKEN_BYTES}-byte limit for a token: \
-         HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file holding only the node's \
-         token",
-        path.display()
+         {} must name the file holding only the node's token",
+        path.display(),
+        setting_and_flag()
     )
+}
+
+/// The token file's setting as messages name it: its variable and flag.
+fn setting_and_flag() -> String {
+    format!("{} (--{})", Setting::TokenFile, Setting::TokenFile.flag())
 }
 
 /// Why the token file cannot be used, in the operator's terms.
@@ -176,14 +181,15 @@ fn refused(path: &Path, error: FileError) -> anyhow::Error {
             };
             anyhow!(
                 "the token file {shown}{via} is a {kind}, not a regular file: \
-                 HOSTENV_COMIN_TOKEN_FILE (--token-file) must name the file sops-nix renders"
+                 {} must name the file sops-nix renders",
+                setting_and_flag()
             )
         }
         FileError::TooLarge { .. } => anyhow!(too_large(path, None)),
         FileError::Io(Step::Look, e) => anyhow!(
-            "cannot look at the token file {shown}: {} (check the directories' modes and \
-             HOSTENV_COMIN_TOKEN_FILE)",
-            e.kind()
+            "cannot look at the token file {shown}: {} (check the directories' modes and {})",
+            e.kind(),
+            Setting::TokenFile
         ),
         FileError::Io(Step::Open, e) => {
             let why = match e.raw_os_error() {
@@ -191,8 +197,8 @@ fn refused(path: &Path, error: FileError) -> anyhow::Error {
                 None => e.kind().to_string(),
             };
             anyhow!(
-                "cannot open the token file {shown}: {why} (check its owner and mode, and \
-                 HOSTENV_COMIN_TOKEN_FILE)"
+                "cannot open the token file {shown}: {why} (check its owner and mode, and {})",
+                Setting::TokenFile
             )
         }
         FileError::Io(Step::Stat, e) => {

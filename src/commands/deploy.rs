@@ -10,17 +10,17 @@ use crate::adapters::metrics::{self, RunMetrics};
 use crate::adapters::{
     clock::SystemClock, comin_store, http::HttpProvider, journal::FileJournal, lock::FileLock,
     log::Logger, plan_store::RunPlanStore, process::ProcessRunner, programs::UserProgramsAdapter,
-    read_only::ReadOnlySystemd, signals, systemd::UserBus, token, users::SystemUsers,
+    signals, systemd::UserBus, token, users::SystemUsers,
 };
 use crate::cli::OutputFormat;
 use crate::config::{Config, Mode};
 use crate::dry_run::{self, CommitSource};
-use crate::engine::{self, Ports};
+use crate::engine;
 use crate::errors::Exit;
 use crate::model::CominStatus;
-use crate::ports::{Cancel, Level, Log, LogFields};
+use crate::ports::{Cancel, Level, Log, LogFields, Ports};
 
-use super::print;
+use super::{print, ReadOnly};
 
 /// A deployment of `sha` (comin's hook), or with `--dry-run` what one would
 /// do (`sha` or else comin's newest deployment).
@@ -43,13 +43,13 @@ pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                 Some(sha) => (sha, CommitSource::Given, None),
                 None => newest_deployed_commit(config)?,
             };
-            let comin = dry_run::comin_status(config.comin.clone(), recorded);
+            let comin = CominStatus::reported(config.comin.clone(), recorded);
             let settings = config.settings(sha, comin, &clock);
             dry_run(config, settings, source, output, &cancel, &log)
         }
         Mode::Run => {
             let sha = sha.context("no commit to deploy: set COMIN_GIT_SHA or pass --sha")?;
-            let comin = config.comin.clone().unwrap_or(CominStatus::Done);
+            let comin = CominStatus::reported(config.comin.clone(), None);
             let settings = config.settings(sha, comin, &clock);
             let journal = FileJournal::new(&config.state_dir, config.node.clone(), log.clone());
             let outcome = match provider(config, &settings, &log, &cancel, &clock) {
@@ -157,22 +157,10 @@ fn dry_run(
     cancel: &Cancel,
     log: &Arc<Logger>,
 ) -> anyhow::Result<Exit> {
-    let clock = SystemClock::new(cancel.clone());
-    let provider = provider(config, &settings, log, cancel, &clock)?;
-    let users = SystemUsers::new();
-    let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
-    let systemd = ReadOnlySystemd(UserBus::without_starting_managers());
     let journal = FileJournal::reader(&config.state_dir, config.node.clone(), log.clone());
-    let lock = FileLock::new(&config.lock_file);
-    let world = dry_run::Preflight {
-        provider: &provider,
-        users: &users,
-        systemd: &systemd,
-        programs: &programs,
-        journal: &journal,
-        lock: &lock,
-    };
-    let report = dry_run::report(&settings, source, world);
+    let adapters = ReadOnly::new(journal, &config.lock_file, log.clone(), cancel.clone());
+    let provider = provider(config, &settings, log, cancel, &adapters.clock)?;
+    let report = dry_run::report(&settings, source, adapters.ports(&provider));
     print(output, &report, dry_run::render_text, "dry-run report")?;
     Ok(Exit::passed(report.ok))
 }

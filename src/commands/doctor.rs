@@ -6,19 +6,17 @@
 use std::sync::Arc;
 
 use crate::adapters::metrics;
-use crate::adapters::{
-    clock::SystemClock, comin_store, http::HttpProvider, log::Logger, process::ProcessRunner,
-    programs::UserProgramsAdapter, read_only::ReadOnlySystemd, systemd::UserBus, token,
-    users::SystemUsers,
-};
+use crate::adapters::{clock::SystemClock, comin_store, http::HttpProvider, log::Logger, token};
 use crate::cli::Cli;
 use crate::config::{Config, StatusConfig};
 use crate::doctor::{self, Facts, TokenFacts};
 use crate::errors::{Error, Exit};
-use crate::ports::{Cancel, Level, Log, LogFields};
+use crate::model::BackupPayload;
+use crate::model::{DeployStatus, FetchedIntent, JobId, NodeEvent, NodeName, UserName};
+use crate::ports::{Cancel, Level, Log, LogFields, Provider, ProviderError};
 use crate::secret::Token;
 
-use super::{journal_to_read, lock_holder, print};
+use super::{journal_to_read, lock_holder, print, ReadOnly};
 
 /// `hostenv-activate doctor`: gathers the file facts with the real
 /// adapters, read-only, and lets `doctor` judge them.
@@ -91,18 +89,13 @@ pub fn doctor(cli: &Cli) -> Result<Exit, Error> {
                 .exists()
         }),
     };
-    let users = SystemUsers::new();
-    let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
-    let systemd = ReadOnlySystemd(UserBus::without_starting_managers());
-    let diagnosis = doctor::examine(
-        facts,
-        doctor::Ports {
-            provider: provider.as_ref().map(|p| p as &dyn crate::ports::Provider),
-            users: &users,
-            systemd: &systemd,
-            programs: &programs,
-        },
-    );
+    let adapters = ReadOnly::new(journal, &paths.lock_file, log, Cancel::new());
+    let unusable = Unusable;
+    let provider: &dyn Provider = match &provider {
+        Some(provider) => provider,
+        None => &unusable,
+    };
+    let diagnosis = doctor::examine(facts, adapters.ports(provider));
     print(
         paths.output,
         &diagnosis,
@@ -150,5 +143,44 @@ fn token_facts(path: &std::path::Path) -> (TokenFacts, Option<Token>) {
             },
             None,
         ),
+    }
+}
+
+/// Stands in for the provider when the configuration or the token file is
+/// unusable: `doctor::examine` does not ask one then (its facts say so).
+/// Asked anyway, it answers that there is none.
+struct Unusable;
+
+impl Unusable {
+    fn none<T>(&self) -> Result<T, ProviderError> {
+        Err(ProviderError::Transport(
+            "no provider: the configuration or the token file is not usable".into(),
+        ))
+    }
+}
+
+impl Provider for Unusable {
+    fn intent_by_sha(&self, _: &str) -> Result<Option<FetchedIntent>, ProviderError> {
+        self.none()
+    }
+    fn intent_url(&self, _: &str) -> String {
+        "(no provider)".into()
+    }
+    fn post_event(&self, _: &JobId, _: &NodeEvent) -> Result<(), ProviderError> {
+        self.none()
+    }
+    fn statuses(&self, _: &JobId) -> Result<Vec<DeployStatus>, ProviderError> {
+        self.none()
+    }
+    fn own_status(&self, _: &JobId) -> Result<Option<DeployStatus>, ProviderError> {
+        self.none()
+    }
+    fn backup_snapshot(
+        &self,
+        _: &JobId,
+        _: &NodeName,
+        _: &UserName,
+    ) -> Result<Option<BackupPayload>, ProviderError> {
+        self.none()
     }
 }

@@ -15,14 +15,20 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::adapters::clock::SystemClock;
 use crate::adapters::journal::FileJournal;
 use crate::adapters::lock::FileLock;
 use crate::adapters::log::Logger;
+use crate::adapters::process::ProcessRunner;
+use crate::adapters::programs::UserProgramsAdapter;
+use crate::adapters::read_only::{ReadOnlyPlans, ReadOnlySystemd};
+use crate::adapters::systemd::UserBus;
+use crate::adapters::users::SystemUsers;
 use crate::cli::{Cli, Command, Generate, OutputFormat};
 use crate::config::{self, Config, StatusConfig};
 use crate::docs;
 use crate::errors::{Error, Exit};
-use crate::ports::{LockHolder, RunLock};
+use crate::ports::{Cancel, LockHolder, Ports, Provider, RunLock};
 
 pub use deploy::deploy;
 pub use doctor::doctor;
@@ -101,4 +107,52 @@ fn journal_to_read(config: &StatusConfig, log: Arc<Logger>) -> FileJournal {
 /// Who holds the run lock now, or why that cannot be told.
 fn lock_holder(path: &Path) -> Result<Option<LockHolder>, String> {
     FileLock::new(path).holder().map_err(|e| format!("{e:#}"))
+}
+
+/// The real adapters of a job that only looks (the dry run, `doctor`): one
+/// of each port but the provider, none able to change anything (the
+/// journal is read only, systemd and the plan store refuse every change).
+struct ReadOnly {
+    users: SystemUsers,
+    systemd: ReadOnlySystemd<UserBus>,
+    programs: UserProgramsAdapter,
+    plans: ReadOnlyPlans,
+    journal: FileJournal,
+    lock: FileLock,
+    clock: SystemClock,
+    log: Arc<Logger>,
+    cancel: Cancel,
+}
+
+impl ReadOnly {
+    /// Around `journal` (opened for reading) and the lock at `lock_file`.
+    fn new(journal: FileJournal, lock_file: &Path, log: Arc<Logger>, cancel: Cancel) -> Self {
+        ReadOnly {
+            users: SystemUsers::new(),
+            systemd: ReadOnlySystemd(UserBus::without_starting_managers()),
+            programs: UserProgramsAdapter::new(ProcessRunner::new(log.clone())),
+            plans: ReadOnlyPlans,
+            journal,
+            lock: FileLock::new(lock_file),
+            clock: SystemClock::new(cancel.clone()),
+            log,
+            cancel,
+        }
+    }
+
+    /// The bundle, with `provider`.
+    fn ports<'a>(&'a self, provider: &'a dyn Provider) -> Ports<'a> {
+        Ports {
+            provider,
+            users: &self.users,
+            systemd: &self.systemd,
+            programs: &self.programs,
+            plans: &self.plans,
+            journal: &self.journal,
+            lock: &self.lock,
+            clock: &self.clock,
+            log: self.log.as_ref(),
+            cancel: &self.cancel,
+        }
+    }
 }

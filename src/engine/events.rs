@@ -3,10 +3,10 @@
 //! [`Stop`].
 
 use crate::model::{Action, EventPayload, JobId, NodeEvent, Phase, Status, Terminal};
-use crate::ports::{Level, LogFields, MessageId, ProviderError};
+use crate::ports::{Level, LogFields, MessageId, Ports, ProviderError};
 
 use crate::engine::stop::Stop;
-use crate::engine::{retry, Ports, Settings};
+use crate::engine::{retry, Settings};
 
 /// Posts this node's events for one job.
 pub struct Reporter<'a> {

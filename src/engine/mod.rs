@@ -10,14 +10,10 @@ mod retry;
 mod settings;
 mod steps;
 mod stop;
-mod text;
 
 use crate::model::journal::{Delivery, EventOf};
 use crate::model::{FetchedIntent, Terminal};
-use crate::ports::{
-    Cancel, Clock, Journal, Level, Log, LogFields, MessageId, PlanStore, Provider, RunLock,
-    Setting, UserPrograms, UserSystemd, Users,
-};
+use crate::ports::{Level, Log, LogFields, MessageId, Ports, Setting};
 
 pub use memory::recall;
 pub use plan::{plan, Plan, Recalled, Resume};
@@ -29,21 +25,6 @@ pub use stop::Stop;
 use events::Reporter;
 use memory::{of_action, RunRecorder};
 use plan::{ActionPlan, Body};
-
-/// The world, as the engine sees it.
-#[derive(Clone, Copy)]
-pub struct Ports<'a> {
-    pub provider: &'a dyn Provider,
-    pub users: &'a dyn Users,
-    pub systemd: &'a dyn UserSystemd,
-    pub programs: &'a dyn UserPrograms,
-    pub plans: &'a dyn PlanStore,
-    pub journal: &'a dyn Journal,
-    pub lock: &'a dyn RunLock,
-    pub clock: &'a dyn Clock,
-    pub log: &'a dyn Log,
-    pub cancel: &'a Cancel,
-}
 
 /// How a run ended; `errors::Exit::of` maps it to the exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,16 +13,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::journal::{ActionState, Delivery, JobRecord};
+use crate::model::text::summary;
 use crate::model::{
     Action, BackupPayload, CominStatus, EventPayload, FetchedIntent, IntentError, JobId,
     MigrationKey, NodeName, Op, Phase, RestorePlan, Status, Terminal, TerminalStatus, UserName,
 };
 
-use super::text::fold_output;
 use super::Settings;
-
-/// Characters of comin's error message an event repeats.
-const SWITCH_ERROR_CHARS: usize = 220;
 
 /// The user unit a `deactivate` stops.
 pub const TARGET_UNIT: &str = "hostenv.target";
@@ -221,7 +218,7 @@ pub fn plan(settings: &Settings, fetched: &FetchedIntent, recalled: &Recalled) -
                 format!(
                     "System switch failed on node {node}; no user action was run: {}",
                     // A build log can run to kilobytes: one line, its end.
-                    fold_output(message, SWITCH_ERROR_CHARS)
+                    summary(message)
                 ),
                 None,
             ),
@@ -374,133 +371,171 @@ fn activation(settings: &Settings, success: String) -> [Step; 2] {
     ]
 }
 
+/// The steps of `action`: each op's in the function named for it.
 fn steps(settings: &Settings, action: &Action) -> Vec<Step> {
-    let user = &action.user;
     let running = Step::Announce {
         status: Status::Running,
-        message: running_message(user),
+        message: running_message(&action.user),
     };
-    let fail = |message: String| Step::Finish {
-        terminal: Terminal::failed(message, None),
-    };
-    let keys = &action.migrations;
     match action.op {
-        Op::Activate | Op::Reload => {
-            let done = if action.op == Op::Reload {
-                "Reload completed"
-            } else {
-                "Activation completed"
-            };
-            let mut steps = vec![running, Step::ResolveUser];
-            steps.extend(activation(settings, format!("{done} for {user}")));
-            steps
-        }
-        Op::Backup if keys.is_empty() => vec![
+        Op::Activate | Op::Reload => activate_steps(settings, action, running),
+        Op::Backup => backup_steps(action, running),
+        Op::Restore => restore_steps(settings, action, running),
+        Op::Deactivate => deactivate_steps(settings, action, running),
+    }
+}
+
+/// A step that ends the action as failed with `message`.
+fn fail(message: String) -> Step {
+    Step::Finish {
+        terminal: Terminal::failed(message, None),
+    }
+}
+
+/// `activate` and `reload`: resolve the user, run `activate`, check health.
+fn activate_steps(settings: &Settings, action: &Action, running: Step) -> Vec<Step> {
+    let done = if action.op == Op::Reload {
+        "Reload completed"
+    } else {
+        "Activation completed"
+    };
+    let mut steps = vec![running, Step::ResolveUser];
+    steps.extend(activation(settings, format!("{done} for {}", action.user)));
+    steps
+}
+
+/// `backup`: every key's unit and wrapper checked before any unit starts,
+/// then each key backed up, then the snapshots published.
+fn backup_steps(action: &Action, running: Step) -> Vec<Step> {
+    let keys = &action.migrations;
+    if keys.is_empty() {
+        return vec![
             running,
             Step::Finish {
                 terminal: Terminal::success(
-                    format!("No migration backups required for {user}"),
+                    format!("No migration backups required for {}", action.user),
                     None,
                 ),
             },
-        ],
-        Op::Backup => {
-            let mut steps = vec![running, Step::ResolveUser];
-            // Every key is checked before any unit starts.
-            for key in keys {
-                steps.push(Step::CheckUnit {
-                    key: key.clone(),
-                    unit: key.unit_name(),
-                });
-                steps.push(Step::FindWrapper {
-                    key: key.clone(),
-                    wrapper: key.wrapper_name(),
-                });
-            }
-            steps.extend(keys.iter().map(|key| Step::BackUp {
-                key: key.clone(),
-                unit: key.unit_name(),
-                wrapper: key.wrapper_name(),
-            }));
-            steps.push(Step::PublishBackup {
-                message: backup_done(action),
-            });
-            steps
-        }
-        Op::Restore if keys.is_empty() => vec![
+        ];
+    }
+    let mut steps = vec![running, Step::ResolveUser];
+    for key in keys {
+        steps.push(Step::CheckUnit {
+            key: key.clone(),
+            unit: key.unit_name(),
+        });
+        steps.push(Step::FindWrapper {
+            key: key.clone(),
+            wrapper: key.wrapper_name(),
+        });
+    }
+    steps.extend(keys.iter().map(|key| Step::BackUp {
+        key: key.clone(),
+        unit: key.unit_name(),
+        wrapper: key.wrapper_name(),
+    }));
+    steps.push(Step::PublishBackup {
+        message: backup_done(action),
+    });
+    steps
+}
+
+/// `restore`: refused at once without migrations or without the node that
+/// holds the backup; else [`restore_from`] that node.
+fn restore_steps(settings: &Settings, action: &Action, running: Step) -> Vec<Step> {
+    let user = &action.user;
+    let keys = &action.migrations;
+    if keys.is_empty() {
+        return vec![
             running,
             fail(format!(
                 "restore for {user} lists no migrations: there are no snapshots to restore (the provider emits restore only for moves with migrations)"
             )),
-        ],
-        Op::Restore => {
-            let Some(source) = &action.from_node else {
-                let listed: Vec<&str> = keys.iter().map(MigrationKey::as_str).collect();
-                return vec![
-                    running,
-                    fail(format!(
-                        "restore for {user} lists migrations ({}) but no fromNode: the intent does not say where the backup is",
-                        listed.join(", ")
-                    )),
-                ];
-            };
-            let remote = other(settings, Some(source)).is_some();
-            let mut steps = Vec::new();
-            steps.push(if remote {
-                Step::Announce {
-                    status: Status::Waiting,
-                    message: format!("Waiting for the backup of {user} on {source}"),
-                }
-            } else {
-                running.clone()
-            });
-            steps.push(Step::ResolveUser);
-            steps.push(Step::AwaitBackup {
-                source: source.clone(),
-                keys: keys.clone(),
-            });
-            if remote {
-                steps.push(running);
-            }
-            steps.push(Step::WriteRestorePlan {
-                path: RestorePlan::path(user),
-                source: source.clone(),
-            });
-            steps.extend(activation(
-                settings,
-                format!("Restore and activation completed for {user}"),
-            ));
-            steps
-        }
-        Op::Deactivate => {
-            let mut steps = Vec::new();
-            match other(settings, action.to_node.as_ref()) {
-                Some(target) => {
-                    steps.push(Step::Announce {
-                        status: Status::Waiting,
-                        message: format!("Waiting for {target} to activate {user}"),
-                    });
-                    // An unknown user fails now, not after the wait.
-                    steps.push(Step::ResolveUser);
-                    steps.push(Step::AwaitTarget {
-                        target: target.clone(),
-                        observe: settings.target_observe_timeout,
-                    });
-                }
-                None => steps.extend([running, Step::ResolveUser]),
-            }
-            steps.extend([
-                Step::StopUnit {
-                    unit: TARGET_UNIT.to_owned(),
-                },
-                Step::ReloadManager,
-                Step::Finish {
-                    terminal: Terminal::success(format!("Deactivated {user}"), None),
-                },
-            ]);
-            steps
-        }
+        ];
     }
+    let Some(source) = &action.from_node else {
+        let listed: Vec<&str> = keys.iter().map(MigrationKey::as_str).collect();
+        return vec![
+            running,
+            fail(format!(
+                "restore for {user} lists migrations ({}) but no fromNode: the intent does not say where the backup is",
+                listed.join(", ")
+            )),
+        ];
+    };
+    restore_from(settings, action, source, running)
+}
+
+/// `restore` of the backup `source` took: wait for it (announced as
+/// waiting when `source` is another node), write the restore plan, then
+/// activate.
+fn restore_from(
+    settings: &Settings,
+    action: &Action,
+    source: &NodeName,
+    running: Step,
+) -> Vec<Step> {
+    let user = &action.user;
+    let remote = other(settings, Some(source)).is_some();
+    let mut steps = Vec::new();
+    steps.push(if remote {
+        Step::Announce {
+            status: Status::Waiting,
+            message: format!("Waiting for the backup of {user} on {source}"),
+        }
+    } else {
+        running.clone()
+    });
+    steps.push(Step::ResolveUser);
+    steps.push(Step::AwaitBackup {
+        source: source.clone(),
+        keys: action.migrations.clone(),
+    });
+    if remote {
+        steps.push(running);
+    }
+    steps.push(Step::WriteRestorePlan {
+        path: RestorePlan::path(user),
+        source: source.clone(),
+    });
+    steps.extend(activation(
+        settings,
+        format!("Restore and activation completed for {user}"),
+    ));
+    steps
+}
+
+/// `deactivate`: wait for the target node to activate the user (when it is
+/// another node), then stop the user's target and reload its manager.
+fn deactivate_steps(settings: &Settings, action: &Action, running: Step) -> Vec<Step> {
+    let user = &action.user;
+    let mut steps = Vec::new();
+    match other(settings, action.to_node.as_ref()) {
+        Some(target) => {
+            steps.push(Step::Announce {
+                status: Status::Waiting,
+                message: format!("Waiting for {target} to activate {user}"),
+            });
+            // An unknown user fails now, not after the wait.
+            steps.push(Step::ResolveUser);
+            steps.push(Step::AwaitTarget {
+                target: target.clone(),
+                observe: settings.target_observe_timeout,
+            });
+        }
+        None => steps.extend([running, Step::ResolveUser]),
+    }
+    steps.extend([
+        Step::StopUnit {
+            unit: TARGET_UNIT.to_owned(),
+        },
+        Step::ReloadManager,
+        Step::Finish {
+            terminal: Terminal::success(format!("Deactivated {user}"), None),
+        },
+    ]);
+    steps
 }
 
 impl Step {

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use crate::model::FetchedIntent;
-use crate::ports::{Deadline, Level, LogFields, ProviderError};
+use crate::ports::{Deadline, Level, LogFields, Ports, ProviderError};
 
 use crate::engine::stop::Stop;
-use crate::engine::{Ports, Settings};
+use crate::engine::Settings;
 
 /// How long one provider call may keep failing before the run gives up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

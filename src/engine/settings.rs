@@ -57,7 +57,7 @@ impl Settings {
         Settings {
             node,
             sha,
-            comin: CominStatus::Done,
+            comin: CominStatus::ASSUMED,
             action_timeout,
             target_observe_timeout: Self::DEFAULT_TARGET_OBSERVE_TIMEOUT,
             intent_wait: Self::DEFAULT_INTENT_WAIT,

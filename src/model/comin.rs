@@ -36,6 +36,20 @@ impl CominStatus {
     /// The message used when comin says `failed` but gives no text.
     pub const NO_MESSAGE: &'static str = "no error message from comin";
 
+    /// The switch result a run goes by when nothing says otherwise:
+    /// neither `COMIN_STATUS` nor `COMIN_ERROR_MSG` is set and comin's store
+    /// recorded no failure. The one default; `--help` and the README say
+    /// `done`.
+    pub const ASSUMED: CominStatus = CominStatus::Done;
+
+    /// The switch result a run goes by: what comin's variables said
+    /// (`given`), else what comin's store recorded for the deployment the
+    /// commit came from (`recorded`: a dry run of comin's newest), else
+    /// [`Self::ASSUMED`].
+    pub fn reported(given: Option<CominStatus>, recorded: Option<CominStatus>) -> CominStatus {
+        given.or(recorded).unwrap_or(Self::ASSUMED)
+    }
+
     /// From comin's `COMIN_STATUS` and `COMIN_ERROR_MSG`. Unset or blank
     /// status means `done`; a non-empty error message means the switch
     /// failed whatever the status says.
@@ -81,7 +95,7 @@ impl Deployment {
             Some("failed") => Some("failed"),
             _ => None,
         };
-        CominStatus::from_comin(status, self.error_msg.as_deref()).unwrap_or(CominStatus::Done)
+        CominStatus::from_comin(status, self.error_msg.as_deref()).unwrap_or(CominStatus::ASSUMED)
     }
 
     /// When it ended, else when it started: what "newest" is ordered by.
@@ -176,6 +190,26 @@ pub fn newest_deployment(bytes: &[u8]) -> Result<Deployment, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variables_win_then_the_store_then_the_one_default() {
+        let failed = |m: &str| CominStatus::Failed { message: m.into() };
+        assert_eq!(CominStatus::reported(None, None), CominStatus::ASSUMED);
+        assert_eq!(CominStatus::ASSUMED, CominStatus::Done);
+        assert_eq!(
+            CominStatus::reported(None, Some(failed("store"))),
+            failed("store")
+        );
+        assert_eq!(
+            CominStatus::reported(Some(CominStatus::Done), Some(failed("store"))),
+            CominStatus::Done
+        );
+        // Nothing set is what the default says.
+        assert_eq!(
+            CominStatus::from_comin(None, None),
+            Ok(CominStatus::ASSUMED)
+        );
+    }
 
     #[test]
     fn a_non_empty_error_message_means_the_switch_failed() {

@@ -21,6 +21,11 @@
 //! result holds no control character and no line break of any kind, and
 //! [`unescape`] gives the original back. Bytes that are not UTF-8 are first
 //! replaced by U+FFFD ([`escape_bytes`]).
+//!
+//! Such text is also cut to what an event can carry, here and nowhere else:
+//! a one-line [`summary`] of at most [`SUMMARY_CHARS`] for a message, a
+//! [`detail`] of at most [`DETAIL_CHARS`] for a payload, both keeping the
+//! end (where programs usually say what went wrong).
 
 /// How one character is written.
 enum Form {
@@ -160,9 +165,105 @@ fn hex_char(hex: &str, len: usize) -> Option<char> {
     char::from_u32(u32::from_str_radix(hex, 16).ok()?)
 }
 
+/// The most characters an event message's summary of outside text (a
+/// program's output, comin's error message) takes, once escaped.
+pub const SUMMARY_CHARS: usize = 220;
+
+/// The most characters of a program's output an event's payload carries.
+pub const DETAIL_CHARS: usize = 4000;
+
+/// `output` as one line for an event message: lines trimmed and joined
+/// with "; ", blank ones dropped, at most [`SUMMARY_CHARS`] once escaped
+/// (every event message is, see [`crate::model::NodeEvent::new`]), keeping
+/// the end. The cut falls between characters, never inside an escape
+/// sequence.
+pub fn summary(output: &str) -> String {
+    folded(output, SUMMARY_CHARS)
+}
+
+/// The end of `output` for an event's payload: at most [`DETAIL_CHARS`]
+/// characters.
+pub fn detail(output: &str) -> String {
+    tail(output, DETAIL_CHARS, |_| 1)
+}
+
+/// [`summary`], at most `max` characters once escaped.
+fn folded(output: &str, max: usize) -> String {
+    let folded = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    tail(&folded, max, escaped_width)
+}
+
+/// The end of `s` whose characters take at most `max`, each as wide as
+/// `width` says, with a leading "…" (one wide) when cut. The only place
+/// text is cut: between characters, never inside one.
+fn tail(s: &str, max: usize, width: fn(char) -> usize) -> String {
+    if s.chars().map(width).sum::<usize>() <= max {
+        return s.to_owned();
+    }
+    let budget = max.saturating_sub(1);
+    let mut used = 0;
+    let mut start = s.len();
+    for (at, c) in s.char_indices().rev() {
+        used += width(c);
+        if used > budget {
+            break;
+        }
+        start = at;
+    }
+    format!("…{}", &s[start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_folds_lines_and_keeps_the_end() {
+        assert_eq!(summary("a\n\n  b \nc\n"), "a; b; c");
+        let long = format!("{}\nERROR: disk full", "x".repeat(500));
+        let s = summary(&long);
+        assert_eq!(s.chars().count(), SUMMARY_CHARS);
+        assert!(s.starts_with('…'));
+        assert!(s.ends_with("ERROR: disk full"));
+    }
+
+    #[test]
+    fn a_summarys_bound_holds_once_escaped_and_no_escape_is_cut() {
+        // Control characters stay (escaped later, with the whole message).
+        assert_eq!(summary("a\rb\x1b[2J\n\0c\n"), "a\rb\x1b[2J; \0c");
+        for unit in ["\x1b", "\u{85}", "\\", "é", "x\0"] {
+            for max in [0, 1, 2, 5, SUMMARY_CHARS - 1, SUMMARY_CHARS] {
+                // Not only blanks at the start: `trim` would drop U+0085 there.
+                let long = format!("a{}tail", unit.repeat(300));
+                let summary = folded(&long, max);
+                let shown = escape(&summary);
+                assert!(
+                    shown.chars().count() <= max.max(1),
+                    "{unit:?} {max}: {shown}"
+                );
+                assert!(summary.starts_with('…'), "{summary:?}");
+                assert!(long.ends_with(&summary['…'.len_utf8()..]), "{summary:?}");
+                if max >= SUMMARY_CHARS {
+                    assert!(shown.chars().count() > max - 10, "{unit:?}: {shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_detail_counts_characters_not_bytes() {
+        let long = "é".repeat(DETAIL_CHARS + 10);
+        let d = detail(&long);
+        assert_eq!(d.chars().count(), DETAIL_CHARS);
+        assert_eq!(d, format!("…{}", "é".repeat(DETAIL_CHARS - 1)));
+        assert_eq!(detail("short"), "short");
+        assert_eq!(tail(&"é".repeat(10), 4, |_| 1), "…ééé");
+    }
 
     #[test]
     fn controls_and_separators_are_written_escaped() {

@@ -253,7 +253,8 @@ fn proc_write_bytes() -> Option<u64> {
 /// with the real journal on this disk: what it wrote per posted event.
 fn journal_per_event(actions: usize) -> JournalCost {
     use hostenv_activate::adapters::journal::FileJournal;
-    use hostenv_activate::engine::{self, Ports};
+    use hostenv_activate::engine;
+    use hostenv_activate::ports::Ports;
     let list: Vec<_> = (0..actions)
         .map(|i| json!({"op": "activate", "user": format!("u{i}")}))
         .collect();
@@ -332,8 +333,9 @@ impl hostenv_activate::ports::RunLock for FreeLock {
 fn peer_reaction(rounds: usize) -> (Duration, Duration) {
     use fake_provider::FakeProvider;
     use hostenv_activate::adapters::http::{ApiBase, HttpProvider};
-    use hostenv_activate::engine::{self, Ports, Settings};
+    use hostenv_activate::engine::{self, Settings};
     use hostenv_activate::model::NodeName;
+    use hostenv_activate::ports::Ports;
     use hostenv_activate::secret::Token;
 
     let mut samples = Vec::new();

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hostenv_activate::engine::{self, Outcome, Ports, Settings};
+use hostenv_activate::engine::{self, Outcome, Settings};
 use hostenv_activate::model::journal::{
     ActionRecord, ActionState, Change, Delivery, JobRecord, Posted,
 };
@@ -18,8 +18,9 @@ use hostenv_activate::model::{
 };
 use hostenv_activate::ports::{
     Account, Cancel, Clock, FailedUnits, Health, JobOutcome, Journal, Level, LockAttempt,
-    LockHolder, Log, LogFields, PlanStore, ProgramOutcome, ProgramRun, Provider, ProviderError,
-    RunLock, Search, UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd, Users,
+    LockHolder, Log, LogFields, PlanStore, Ports, ProgramOutcome, ProgramRun, Provider,
+    ProviderError, RunLock, Search, UnitList, UnitRun, UnitStatus, UserPrograms, UserSystemd,
+    Users,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
@@ -283,6 +284,9 @@ pub struct StubSystemd {
     pub health_checks: RefCell<Vec<Duration>>,
     /// What `failed_units` answers (the user's units failed now).
     pub failed: RefCell<FailedUnits>,
+    /// Each `prepare` hint: the user, and how many health checks had been
+    /// made by then.
+    pub prepared: RefCell<Vec<(String, usize)>>,
 }
 
 impl StubSystemd {
@@ -328,6 +332,13 @@ impl StubSystemd {
 }
 
 impl UserSystemd for StubSystemd {
+    fn prepare(&self, a: &Account) {
+        let checks = self.health_checks.borrow().len();
+        self.prepared
+            .borrow_mut()
+            .push((a.name.as_str().to_owned(), checks));
+    }
+
     fn check_health(&self, a: &Account, limit: Duration, _c: &Cancel) -> anyhow::Result<Health> {
         self.answering(a)?;
         self.health_checks.borrow_mut().push(limit);
@@ -779,7 +790,12 @@ impl World {
     }
 
     pub fn run_with(&self, lock: &StubLock<'_>) -> Outcome {
-        let ports = Ports {
+        engine::run(&self.settings, self.ports(lock))
+    }
+
+    /// Every stub as the one bundle of ports, with `lock`.
+    pub fn ports<'a>(&'a self, lock: &'a StubLock<'_>) -> Ports<'a> {
+        Ports {
             provider: &self.provider,
             users: &StubUsers,
             systemd: &self.systemd,
@@ -790,8 +806,7 @@ impl World {
             clock: &self.clock,
             log: &self.log,
             cancel: &self.cancel,
-        };
-        engine::run(&self.settings, ports)
+        }
     }
 
     /// Log lines containing `needle`.

@@ -196,8 +196,9 @@ fn changes_are_appended_one_line_and_one_sync_each_and_read_back_after_reopening
     );
     assert_eq!(
         j.written().syncs,
-        2 + 6,
-        "file and directory once, then one per change but an action's start"
+        1 + 3,
+        "a new file is synced with the first change that must be durable, with its \
+         directory entry; then one sync per change but an action's start or a delivery"
     );
     assert_eq!(j.written().bytes, size(&path));
     // Another process (a later run, after a crash) adds to the same file.
@@ -214,6 +215,10 @@ fn changes_are_appended_one_line_and_one_sync_each_and_read_back_after_reopening
     assert_eq!(j.load(&job), Some(r.clone()));
     assert_eq!(again.written().syncs, 1);
     assert_eq!(again.written().bytes, size(&path) - before);
+    // Replacing a record that is there: temp file and directory synced.
+    again.rewrite(&r).expect("compact");
+    assert_eq!(again.written().syncs, 1 + 2);
+    assert_eq!(j.load(&job), Some(r.clone()));
     assert!(lines.all().is_empty(), "{:?}", lines.all());
     let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -261,15 +266,19 @@ fn what_one_change_writes_does_not_grow_with_the_actions() {
         let path = root.path().join(j.file_name(&r.job));
         // Each kind of change, touching the first action and the last.
         let mut grew = Vec::new();
+        let mut new_file = true;
         for change in [started(1), finished(1), delivered(1), finished(actions)] {
             let (before, written) = (size(&path), j.written());
             j.append(&r.job, &change).expect("append");
             let now = j.written();
+            let durable = change.must_be_durable();
             assert_eq!(
                 now.syncs - written.syncs,
-                u64::from(change.must_be_durable()),
-                "one fdatasync per change that must be durable"
+                u64::from(durable) + u64::from(durable && new_file),
+                "one fdatasync per change that must be durable (the first also \
+                 syncs the new file's directory entry)"
             );
+            new_file &= !durable;
             assert_eq!(now.bytes - written.bytes, size(&path) - before);
             grew.push(size(&path) - before);
         }

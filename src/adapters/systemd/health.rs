@@ -37,26 +37,34 @@ struct Seen {
 /// Waits until every unit has settled (or `deadline`), then tells which
 /// are failed or still not settled. Each round is one `ListUnitsByNames`
 /// (state and pending job of every unit) plus one read per unit that is
-/// active, for when it became so.
+/// active, for when it became so. The signal watch is set up only when the
+/// first round finds something still settling (then a second round follows
+/// it, so no change between the two is missed): a healthy activation costs
+/// the reads of one round.
 pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Health> {
-    let changes = session.watch_changes()?;
     let units = wanted_units(session)?;
     if units.is_empty() {
         return Ok(Health::Healthy { looked_at: 0 });
     }
     let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    let seen = look(session, &names)?;
+    if settled(&seen).is_none() || Instant::now() >= deadline {
+        return Ok(verdict(session, seen, units.len()));
+    }
+    let changes = session.watch_changes()?;
     loop {
         // Drop the changes read below: they are in what this round sees.
         while changes.try_recv().is_ok() {}
         let seen = look(session, &names)?;
         let now = Instant::now();
-        let next_look = seen.iter().filter_map(|s| s.young_until).min();
-        let settling = seen.iter().any(|s| s.settling);
-        if (!settling && next_look.is_none()) || now >= deadline {
+        let Some(wake) = settled(&seen) else {
+            return Ok(verdict(session, seen, units.len()));
+        };
+        if now >= deadline {
             return Ok(verdict(session, seen, units.len()));
         }
         // Wake on the next change, the next second look or the deadline.
-        let wake = next_look.map_or(deadline, |t| t.min(deadline));
+        let wake = wake.map_or(deadline, |t| t.min(deadline));
         match changes.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => anyhow::bail!(
@@ -65,6 +73,14 @@ pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Heal
             ),
         }
     }
+}
+
+/// `None` when every unit has settled and none is young; else when to look
+/// again at the latest (`Some(None)`: on the next change only).
+fn settled(seen: &[Seen]) -> Option<Option<Instant>> {
+    let next_look = seen.iter().filter_map(|s| s.young_until).min();
+    let settling = seen.iter().any(|s| s.settling);
+    (settling || next_look.is_some()).then_some(next_look)
 }
 
 /// The names in `Wants` and `Requires` of each target that is loaded.

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use super::inside::HELPER_ARG;
 use super::wire::{Answer, Envelope, Line, MAX_ANSWER};
 use crate::adapters::creds::{self, HelperLimits};
+use crate::adapters::reaper;
 use crate::ports::{Account, Cancel};
 
 /// The limits every helper runs under: plenty for one D-Bus exchange
@@ -77,95 +78,226 @@ impl Stage {
     }
 }
 
-/// One exchange: runs `program __user-bus-helper` as `account` and returns
-/// its answer. `who` starts every message.
-pub(super) fn exchange(
-    program: &Path,
-    account: &Account,
-    who: &str,
-    envelope: &Envelope,
-    budget: Budget,
-    cancel: Option<&Cancel>,
-) -> anyhow::Result<Ended> {
-    let what = envelope.request.describe();
-    if cancel.is_some_and(Cancel::is_cancelled) {
-        return Ok(Ended::Cancelled);
+/// A running bus helper: the process, its stdin for requests, and the
+/// threads reading its answers. It answers requests one after the other;
+/// [`Conversation::ask`] hands it back when it may take another.
+pub(super) struct Conversation {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    running: Running,
+    /// The account it runs as.
+    uid: u32,
+    /// It has said [`Line::Connected`]: a later request starts from there.
+    connected: bool,
+}
+
+impl std::fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bus helper {} for uid {}", self.running.pid, self.uid)
     }
-    let mut cmd = Command::new(program);
-    cmd.arg(HELPER_ARG)
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    creds::as_bus_helper(&mut cmd, account, LIMITS);
-    let mut child = cmd.spawn().with_context(|| {
-        format!(
-            "{who}: cannot start the bus helper ({} {HELPER_ARG}) as the user, for {what}",
-            program.display()
-        )
-    })?;
-    let mut helper = Running::watch(&mut child)?;
-    // The request is small (one pipe buffer): this write never blocks.
-    let request = serde_json::to_vec(envelope).context("serialising the bus request")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&request);
+}
+
+impl Conversation {
+    /// Starts `program __user-bus-helper` as `account`; `what` names the
+    /// first request, for the message when it cannot start.
+    pub(super) fn start(
+        program: &Path,
+        account: &Account,
+        who: &str,
+        what: &str,
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.arg(HELPER_ARG)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        creds::as_bus_helper(&mut cmd, account, LIMITS);
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "{who}: cannot start the bus helper ({} {HELPER_ARG}) as the user, for {what}",
+                program.display()
+            )
+        })?;
+        let running = match Running::watch(&mut child) {
+            Ok(running) => running,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        // Ours until it is reaped here: no stray of a user's program.
+        reaper::spare(running.pid);
+        Ok(Conversation {
+            stdin: child.stdin.take(),
+            child,
+            running,
+            uid: account.uid,
+            connected: false,
+        })
     }
-    let said = helper.follow(budget, cancel);
-    let status = finish(
-        &mut child,
-        said.is_err() || said.as_ref().is_ok_and(|s| s.last.is_none()),
-    );
-    let tail = helper.stderr_tail();
-    match said {
-        Ok(Said {
-            last: Some(Line::Done { answer }),
-            ..
-        }) => Ok(Ended::Answer(answer)),
-        Ok(Said {
-            last: Some(Line::Failed { message }),
-            ..
-        }) => Err(anyhow!(message)),
-        Ok(Said {
-            cancelled: true,
+
+    pub(super) fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Sends one request; `false` when the helper is gone. A request is
+    /// small and the helper has read the one before: this never blocks.
+    pub(super) fn send(&mut self, envelope: &Envelope) -> bool {
+        let Ok(mut line) = serde_json::to_vec(envelope) else {
+            return false;
+        };
+        line.push(b'\n');
+        self.stdin
+            .as_mut()
+            .is_some_and(|stdin| stdin.write_all(&line).and_then(|()| stdin.flush()).is_ok())
+    }
+
+    /// Reads the answer to the request sent last. The helper comes back
+    /// when it answered and `keep` allows another request; otherwise it is
+    /// ended here (killed at once when it did not answer).
+    pub(super) fn ask(
+        mut self,
+        account: &Account,
+        who: &str,
+        what: &str,
+        budget: Budget,
+        cancel: Option<&Cancel>,
+        keep: bool,
+    ) -> (anyhow::Result<Ended>, Option<Conversation>) {
+        let start = if self.connected {
+            Stage::Connected
+        } else {
+            Stage::Connecting
+        };
+        let said = self.running.follow(start, budget, cancel);
+        if let Ok(Said {
+            last: Some(Line::Done { .. } | Line::Failed { .. }),
             stage,
             ..
-        }) if stage != Stage::JobQueued => Ok(Ended::Cancelled),
-        Ok(Said {
-            stage, cancelled, ..
-        }) => Err(anyhow!(
-            "{who}: the bus helper ended without an answer while {} ({what}): {}{}",
-            stage.describe(),
-            match status {
-                Some(status) => describe_exit(status),
-                None => "it could not be reaped".to_owned(),
-            },
-            if cancelled {
-                "; the run is being stopped"
-            } else {
-                ""
+        }) = &said
+        {
+            self.connected |= *stage != Stage::Connecting;
+        }
+        let answered = matches!(
+            &said,
+            Ok(Said {
+                last: Some(Line::Done { .. } | Line::Failed { .. }),
+                ..
+            })
+        );
+        match said {
+            Ok(Said {
+                last: Some(Line::Done { answer }),
+                ..
+            }) if keep => return (Ok(Ended::Answer(answer)), Some(self)),
+            Ok(Said {
+                last: Some(Line::Done { answer }),
+                ..
+            }) => {
+                self.end();
+                return (Ok(Ended::Answer(answer)), None);
             }
-        ))
-        .map_err(|e| with_tail(e, &tail)),
-        Err(Silent {
-            stage,
-            waited,
-            cancelled,
-        }) => Err(anyhow!(
-            "{who}: no answer within {}s while {} ({what}); the bus helper was killed. \
-             The user's bus /run/user/{}/bus may be hung or not a real bus: check \
-             `systemctl status user@{}.service` and what listens on that socket{}",
-            waited.as_secs(),
-            stage.describe(),
-            account.uid,
-            account.uid,
-            if cancelled {
-                " (the run is being stopped)"
-            } else {
-                ""
+            Ok(Said {
+                last: Some(Line::Failed { message }),
+                ..
+            }) if answered => {
+                // It ends after a failure; a garbled answer was killed.
+                self.end();
+                return (Err(anyhow!(message)), None);
             }
-        ))
-        .map_err(|e| with_tail(e, &tail)),
+            _ => {}
+        }
+        let status = self.kill_and_reap();
+        let tail = self.running.stderr_tail();
+        let outcome = match said {
+            Ok(Said {
+                last: Some(Line::Done { answer }),
+                ..
+            }) => Ok(Ended::Answer(answer)),
+            Ok(Said {
+                last: Some(Line::Failed { message }),
+                ..
+            }) => Err(anyhow!(message)),
+            Ok(Said {
+                cancelled: true,
+                stage,
+                ..
+            }) if stage != Stage::JobQueued => Ok(Ended::Cancelled),
+            Ok(Said {
+                stage, cancelled, ..
+            }) => Err(anyhow!(
+                "{who}: the bus helper ended without an answer while {} ({what}): {}{}",
+                stage.describe(),
+                match status {
+                    Some(status) => describe_exit(status),
+                    None => "it could not be reaped".to_owned(),
+                },
+                if cancelled {
+                    "; the run is being stopped"
+                } else {
+                    ""
+                }
+            ))
+            .map_err(|e| with_tail(e, &tail)),
+            Err(Silent {
+                stage,
+                waited,
+                cancelled,
+            }) => Err(anyhow!(
+                "{who}: no answer within {}s while {} ({what}); the bus helper was killed. \
+                 The user's bus /run/user/{}/bus may be hung or not a real bus: check \
+                 `systemctl status user@{}.service` and what listens on that socket{}",
+                waited.as_secs(),
+                stage.describe(),
+                account.uid,
+                account.uid,
+                if cancelled {
+                    " (the run is being stopped)"
+                } else {
+                    ""
+                }
+            ))
+            .map_err(|e| with_tail(e, &tail)),
+        };
+        (outcome, None)
+    }
+
+    /// Ends a helper that has nothing more to do: closes its stdin (it
+    /// exits at that) and reaps it on a thread of its own, killing it if
+    /// it has not closed its stdout within [`EXIT_GRACE`]. The caller goes
+    /// on at once; the thread is bounded.
+    pub(super) fn end(mut self) {
+        self.stdin = None;
+        let ender = thread::Builder::new().name("bus-helper-end".into());
+        let pid = self.running.pid;
+        let spawned = ender.spawn(move || self.reap_within(EXIT_GRACE));
+        if let Err(e) = spawned {
+            // No thread: end it here, at once.
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
+            drop(e);
+        }
+    }
+
+    fn reap_within(mut self, grace: Duration) {
+        if !self.running.closed_within(grace) {
+            self.running.kill();
+        }
+        let _ = self.child.wait();
+        reaper::unspare(self.running.pid);
+    }
+
+    /// Kills the helper's group and reaps it. `None`: not reapable.
+    fn kill_and_reap(&mut self) -> Option<ExitStatus> {
+        self.stdin = None;
+        self.running.kill();
+        let _ = self.child.kill();
+        let status = self.child.wait().ok();
+        reaper::unspare(self.running.pid);
+        status
     }
 }
 
@@ -217,9 +349,14 @@ impl Running {
     }
 
     /// Follows the helper until it answers or must be killed.
-    fn follow(&mut self, budget: Budget, cancel: Option<&Cancel>) -> Result<Said, Silent> {
+    fn follow(
+        &mut self,
+        start: Stage,
+        budget: Budget,
+        cancel: Option<&Cancel>,
+    ) -> Result<Said, Silent> {
         let mut said = Said {
-            stage: Stage::Connecting,
+            stage: start,
             last: None,
             cancelled: false,
         };
@@ -252,7 +389,10 @@ impl Running {
                 kill_at - now
             };
             match self.lines.recv_timeout(slice) {
-                Ok(Ok(Line::Connected)) => said.stage = Stage::Connected,
+                Ok(Ok(Line::Connected)) if said.stage == Stage::Connecting => {
+                    said.stage = Stage::Connected;
+                }
+                Ok(Ok(Line::Connected)) => {}
                 Ok(Ok(Line::JobQueued)) => {
                     said.stage = Stage::JobQueued;
                     kill_at = if said.cancelled {
@@ -276,6 +416,21 @@ impl Running {
         }
     }
 
+    /// Waits until the helper closes its stdout (it exits), at most `limit`.
+    fn closed_within(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+
     fn kill(&self) {
         let _ = killpg(self.pid, Signal::SIGKILL);
         let _ = kill(self.pid, Signal::SIGKILL);
@@ -287,34 +442,6 @@ impl Running {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         String::from_utf8_lossy(&kept).trim().to_owned()
-    }
-}
-
-/// Reaps the helper: it exits on its own right after answering; one that
-/// does not (or that was not heard from) is killed. `None`: not reapable.
-fn finish(child: &mut Child, kill_now: bool) -> Option<ExitStatus> {
-    let pid = Pid::from_raw(child.id() as i32);
-    if kill_now {
-        let _ = killpg(pid, Signal::SIGKILL);
-        let _ = child.kill();
-        return child.wait().ok();
-    }
-    let until = Instant::now() + EXIT_GRACE;
-    let mut pause = Duration::from_micros(200);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < until => {
-                thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Ok(None) => {
-                let _ = killpg(pid, Signal::SIGKILL);
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            Err(_) => return None,
-        }
     }
 }
 

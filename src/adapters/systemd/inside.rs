@@ -8,7 +8,7 @@
 //! the root process). A hostile bus can make this process hang, crash or
 //! grow; the root run then reports a failed action and goes on.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -40,44 +40,77 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 const STOP_GRACE_INTERRUPTED: Duration = Duration::from_secs(2);
 const KILL_GRACE_INTERRUPTED: Duration = Duration::from_secs(1);
 
-/// The helper's whole life: read the request from stdin, do it, print the
-/// answer on stdout. The exit status says only whether an answer was sent.
+/// The helper's whole life: read requests from stdin, one JSON line each,
+/// do each and print its answer on stdout, until stdin ends. One
+/// connection serves them all. A failed request ends the helper (the root
+/// side starts a fresh one for anything after it). The exit status says
+/// only whether every request got an answer.
 pub fn helper_main() -> ExitCode {
     let cancel = Cancel::new();
     // SIGTERM from the root process: stop what was started, then answer.
     let _ = crate::adapters::signals::install(&cancel);
-    let envelope = match read_request() {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            send(&Line::Failed {
-                message: bounded_message(&format!("bus helper: {e:#}")),
-            });
-            return ExitCode::from(1);
+    let mut input = std::io::stdin().lock();
+    let mut helper: Option<Helper> = None;
+    loop {
+        let envelope = match read_request(&mut input) {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                send(&Line::Failed {
+                    message: bounded_message(&format!("bus helper: {e:#}")),
+                });
+                return ExitCode::from(1);
+            }
+        };
+        let helper = match &mut helper {
+            Some(helper) if helper.envelope.uid == envelope.uid => {
+                helper.envelope = envelope;
+                helper.started = Instant::now();
+                helper
+            }
+            Some(_) => {
+                send(&Line::Failed {
+                    message: "bus helper: a request for another user".to_owned(),
+                });
+                return ExitCode::from(1);
+            }
+            None => helper.insert(Helper {
+                who: format!("user {} (uid {})", envelope.user, envelope.uid),
+                envelope,
+                started: Instant::now(),
+                cancel: cancel.clone(),
+                session: None,
+            }),
+        };
+        match helper.exchange() {
+            Ok(answer) => send(&Line::Done { answer }),
+            Err(e) => {
+                send(&Line::Failed {
+                    message: bounded_message(&format!("{e:#}")),
+                });
+                return ExitCode::SUCCESS;
+            }
         }
-    };
-    let helper = Helper {
-        who: format!("user {} (uid {})", envelope.user, envelope.uid),
-        envelope,
-        started: Instant::now(),
-        cancel,
-    };
-    let line = match helper.exchange() {
-        Ok(answer) => Line::Done { answer },
-        Err(e) => Line::Failed {
-            message: bounded_message(&format!("{e:#}")),
-        },
-    };
-    send(&line);
-    ExitCode::SUCCESS
+    }
 }
 
-fn read_request() -> anyhow::Result<Envelope> {
+/// The next request: one line of at most [`MAX_REQUEST`] bytes; `None`
+/// when stdin ends.
+fn read_request(input: &mut impl BufRead) -> anyhow::Result<Option<Envelope>> {
     let mut text = Vec::new();
-    std::io::stdin()
+    input
         .take(MAX_REQUEST)
-        .read_to_end(&mut text)
+        .read_until(b'\n', &mut text)
         .context("cannot read the request")?;
-    serde_json::from_slice(&text).context("the request does not parse")
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.last() != Some(&b'\n') {
+        bail!("the request is not one line of at most {MAX_REQUEST} bytes");
+    }
+    serde_json::from_slice(&text)
+        .map(Some)
+        .context("the request does not parse")
 }
 
 /// One line on stdout; a root process that went away ends us.
@@ -93,10 +126,14 @@ fn send(line: &Line) {
 }
 
 struct Helper {
+    /// The request being answered.
     envelope: Envelope,
     who: String,
+    /// When the request was read: its limits count from here.
     started: Instant,
     cancel: Cancel,
+    /// The connection, made by the first request that needs it.
+    session: Option<Session>,
 }
 
 impl Helper {
@@ -104,26 +141,34 @@ impl Helper {
         self.started + Duration::from_millis(self.envelope.limit_ms)
     }
 
-    fn exchange(&self) -> anyhow::Result<Answer> {
-        match &self.envelope.request {
+    fn exchange(&mut self) -> anyhow::Result<Answer> {
+        let request = self.envelope.request.clone();
+        let job_deadline = |timeout_ms: u64| self.started + Duration::from_millis(timeout_ms);
+        let deadline = match &request {
+            Request::RunUnit { timeout_ms, .. }
+            | Request::StopUnit { timeout_ms, .. }
+            | Request::CheckHealth { timeout_ms } => job_deadline(*timeout_ms),
+            _ => self.deadline(),
+        };
+        self.connect(deadline)?;
+        let session = self
+            .session
+            .as_ref()
+            .context("bus helper: no connection after connecting")?;
+        match request {
+            Request::Connect => Ok(Answer::Ready),
             Request::LoadState { unit } => {
-                let session = self.connect(self.deadline())?;
-                let (_, state) = session.load(unit)?;
+                let (_, state) = session.load(&unit)?;
                 Ok(Answer::LoadState { state })
             }
-            Request::RunUnit { unit, timeout_ms } => {
-                let deadline = self.started + Duration::from_millis(*timeout_ms);
-                Ok(Answer::UnitRun {
-                    run: self.run_unit(unit, deadline)?,
-                })
-            }
-            Request::StopUnit { unit, timeout_ms } => {
-                let deadline = self.started + Duration::from_millis(*timeout_ms);
-                self.stop_unit(unit, deadline)?;
+            Request::RunUnit { unit, .. } => Ok(Answer::UnitRun {
+                run: self.run_unit(session, &unit, deadline)?,
+            }),
+            Request::StopUnit { unit, .. } => {
+                self.stop_unit(session, &unit, deadline)?;
                 Ok(Answer::Stopped)
             }
             Request::ReloadManager => {
-                let session = self.connect(self.deadline())?;
                 session.manager.reload().with_context(|| {
                     format!(
                         "{}: daemon-reload of the user's systemd failed; check `systemctl --user status` as the user",
@@ -132,31 +177,29 @@ impl Helper {
                 })?;
                 Ok(Answer::Reloaded)
             }
-            Request::CheckHealth { timeout_ms } => {
-                let deadline = self.started + Duration::from_millis(*timeout_ms);
-                let session = self.connect(deadline)?;
-                Ok(Answer::Health {
-                    health: health::check(&session, deadline)?,
-                })
-            }
-            Request::ListUnits { prefix } => {
-                let session = self.connect(self.deadline())?;
-                Ok(Answer::Units {
-                    list: list_units(&session, prefix)?,
-                })
-            }
-            Request::FailedUnits => {
-                let session = self.connect(self.deadline())?;
-                Ok(Answer::Failed {
-                    failed: failed_units(&session)?,
-                })
-            }
+            Request::CheckHealth { .. } => Ok(Answer::Health {
+                health: health::check(session, deadline)?,
+            }),
+            Request::ListUnits { prefix } => Ok(Answer::Units {
+                list: list_units(session, &prefix)?,
+            }),
+            Request::FailedUnits => Ok(Answer::Failed {
+                failed: failed_units(session)?,
+            }),
         }
+    }
+
+    /// Connects once: later requests use the same connection.
+    fn connect(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        if self.session.is_none() {
+            self.session = Some(self.open(deadline)?);
+        }
+        Ok(())
     }
 
     /// Connects to the user's bus (as the user: this process is the user)
     /// and waits for the manager on it; says [`Line::Connected`].
-    fn connect(&self, deadline: Instant) -> anyhow::Result<Session> {
+    fn open(&self, deadline: Instant) -> anyhow::Result<Session> {
         let who = &self.who;
         let uid = self.envelope.uid;
         let path = bus_socket_path(uid);
@@ -189,10 +232,14 @@ impl Helper {
         Ok(session)
     }
 
-    fn run_unit(&self, unit: &str, deadline: Instant) -> anyhow::Result<UnitRun> {
+    fn run_unit(
+        &self,
+        session: &Session,
+        unit: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<UnitRun> {
         let who = &self.who;
         let cancel = &self.cancel;
-        let session = self.connect(deadline)?;
         // Listen before starting: a fast unit's job can end before StartUnit returns.
         let jobs = session.watch_jobs()?;
         if cancel.is_cancelled() {
@@ -209,19 +256,19 @@ impl Helper {
         let outcome = match jobs.wait_for(&job, deadline, Some(cancel)) {
             JobEnd::Removed(result) => job_outcome(&result),
             JobEnd::Deadline => {
-                self.abort(&session, unit, Some(&job))?;
+                self.abort(session, unit, Some(&job))?;
                 JobOutcome::TimedOut
             }
             JobEnd::Cancelled => {
-                self.abort(&session, unit, Some(&job))?;
+                self.abort(session, unit, Some(&job))?;
                 JobOutcome::Interrupted
             }
             JobEnd::Lost => {
                 // Do not leave the unit running behind the error: stop it
-                // over a fresh connection if the bus is still there.
-                drop(session);
+                // over a fresh connection if the bus is still there (the
+                // root side ends this helper after a `RunUnit`).
                 let stopped = self
-                    .connect(Instant::now() + STOP_GRACE)
+                    .open(Instant::now() + STOP_GRACE)
                     .and_then(|fresh| self.abort(&fresh, unit, None));
                 bail!(
                     "{who}: lost the connection to the user's systemd while {unit} was running \
@@ -241,8 +288,7 @@ impl Helper {
         })
     }
 
-    fn stop_unit(&self, unit: &str, deadline: Instant) -> anyhow::Result<()> {
-        let session = self.connect(deadline)?;
+    fn stop_unit(&self, session: &Session, unit: &str, deadline: Instant) -> anyhow::Result<()> {
         let who = &session.who;
         let (path, load_state) = session.load(unit)?;
         let active_state = session.unit(&path)?.active_state().with_context(|| {

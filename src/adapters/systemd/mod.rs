@@ -24,12 +24,13 @@ mod session;
 mod wire;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use zbus::blocking::connection;
 
-use self::helper::{Budget, Ended};
+use self::helper::{Budget, Conversation, Ended};
 pub use self::inside::{helper_main, HELPER_ARG};
 use self::jobs::wait_until;
 use self::proxies::ManagerProxy;
@@ -57,8 +58,12 @@ const INTERRUPTED_BUDGET: Duration = Duration::from_millis(4500);
 /// much longer, so the helper's message (naming what did not answer) wins.
 const MARGIN: Duration = Duration::from_millis(500);
 
-/// The real [`UserSystemd`]: one bus helper per call, run with the user's
-/// credentials (this process must run as root, or as that user).
+/// The real [`UserSystemd`]: bus helpers run with the user's credentials
+/// (this process must run as root, or as that user). A helper whose last
+/// request left nothing behind ([`Request::keeps_helper`]) is kept for the
+/// next call for the same user, so an action's calls share one helper and
+/// one connection; one started ahead by [`UserSystemd::prepare`] connects
+/// while the user's program runs.
 #[derive(Debug, Clone)]
 pub struct UserBus {
     /// The binary to re-execute as a bus helper: this one.
@@ -78,6 +83,49 @@ pub struct UserBus {
     deadline: Option<Instant>,
     /// The stop signal, for the calls whose port takes none.
     cancel: Option<Cancel>,
+    /// The helper kept for the next call (a clone starts without one).
+    kept: Kept,
+}
+
+/// The helper kept between calls: idle, or still answering the `Connect`
+/// sent ahead by `prepare`.
+enum KeptHelper {
+    Idle(Conversation),
+    Connecting(Conversation),
+}
+
+#[derive(Default)]
+struct Kept(Mutex<Option<KeptHelper>>);
+
+impl Kept {
+    fn slot(&self) -> MutexGuard<'_, Option<KeptHelper>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Clone for Kept {
+    fn clone(&self) -> Self {
+        Kept::default()
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.slot() {
+            Some(KeptHelper::Idle(h) | KeptHelper::Connecting(h)) => write!(f, "kept {h:?}"),
+            None => write!(f, "no helper kept"),
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(KeptHelper::Idle(h) | KeptHelper::Connecting(h)) = self.slot().take() {
+            h.end();
+        }
+    }
 }
 
 /// What a call still may take once the run deadline has passed.
@@ -102,6 +150,7 @@ impl UserBus {
             start_managers: true,
             deadline: None,
             cancel: None,
+            kept: Kept::default(),
         }
     }
 
@@ -230,37 +279,89 @@ impl UserBus {
         let asked = Instant::now();
         self.ensure_bus(account, limit, cancel)?;
         let now = Instant::now();
-        let limit = limit.saturating_sub(now - asked);
+        let ends = now + limit.saturating_sub(now - asked);
+        let budget = Budget {
+            before_job: ends + MARGIN,
+            after_job: match request {
+                Request::RunUnit { .. } => ends + ABORT_BUDGET,
+                _ => ends + MARGIN,
+            },
+            interrupted: INTERRUPTED_BUDGET,
+        };
+        let keep = request.keeps_helper();
+        let what = request.describe();
+        let who = who(account);
+        if cancel.is_some_and(Cancel::is_cancelled) {
+            return Ok(Ended::Cancelled);
+        }
+        let kept = match self.kept.slot().take() {
+            Some(KeptHelper::Idle(h) | KeptHelper::Connecting(h)) if h.uid() != account.uid => {
+                h.end();
+                None
+            }
+            Some(KeptHelper::Idle(h)) => Some(h),
+            // Started ahead by `prepare`: its connecting is this call's.
+            Some(KeptHelper::Connecting(h)) => {
+                match h.ask(account, &who, &what, budget, cancel, true) {
+                    (Ok(Ended::Answer(Answer::Ready)), Some(ready)) => Some(ready),
+                    (Ok(Ended::Answer(other)), back) => {
+                        if let Some(back) = back {
+                            back.end();
+                        }
+                        return Err(unexpected(account, &other));
+                    }
+                    (Ok(Ended::Cancelled), _) => return Ok(Ended::Cancelled),
+                    (Err(e), _) => return Err(e),
+                }
+            }
+            None => None,
+        };
+        // What is left of the call's (or the job's) time from here.
+        let left = ends.saturating_duration_since(Instant::now());
         if let Request::RunUnit { timeout_ms, .. }
         | Request::StopUnit { timeout_ms, .. }
         | Request::CheckHealth { timeout_ms } = &mut request
         {
-            // What is left of the job's time once the bus is there.
-            *timeout_ms = millis(limit);
+            *timeout_ms = millis(left);
         }
-        let before_job = now + limit + MARGIN;
-        let after_job = match request {
-            Request::RunUnit { .. } => now + limit + ABORT_BUDGET,
-            _ => before_job,
+        let envelope = self.envelope(account, left, request);
+        let mut kept = kept;
+        let sent = kept.as_mut().is_some_and(|kept| kept.send(&envelope));
+        let helper = match kept {
+            Some(kept) if sent => kept,
+            stale => {
+                // Gone since its last answer: a fresh one does the call.
+                if let Some(stale) = stale {
+                    stale.end();
+                }
+                let mut fresh = Conversation::start(&self.program, account, &who, &what)?;
+                fresh.send(&envelope);
+                fresh
+            }
         };
-        let envelope = Envelope {
+        let (outcome, back) = helper.ask(account, &who, &what, budget, cancel, keep);
+        if let Some(back) = back {
+            self.keep(KeptHelper::Idle(back));
+        }
+        outcome
+    }
+
+    fn envelope(&self, account: &Account, limit: Duration, request: Request) -> Envelope {
+        Envelope {
             user: account.name.as_str().to_owned(),
             uid: account.uid,
             limit_ms: millis(limit),
             request,
-        };
-        helper::exchange(
-            &self.program,
-            account,
-            &who(account),
-            &envelope,
-            Budget {
-                before_job,
-                after_job,
-                interrupted: INTERRUPTED_BUDGET,
-            },
-            cancel,
-        )
+        }
+    }
+
+    /// Keeps `helper` for the next call, ending the one kept before.
+    fn keep(&self, helper: KeptHelper) {
+        if let Some(KeptHelper::Idle(old) | KeptHelper::Connecting(old)) =
+            self.kept.slot().replace(helper)
+        {
+            old.end();
+        }
     }
 
     /// An exchange whose answer must be `expected`; a stop signal before it
@@ -292,6 +393,30 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl UserSystemd for UserBus {
+    fn prepare(&self, account: &Account) {
+        // Never starts the user's manager: only a bus that is there.
+        if !path_present(&bus_socket_path(account.uid))
+            || self.cancel.as_ref().is_some_and(Cancel::is_cancelled)
+        {
+            return;
+        }
+        if let Some(KeptHelper::Idle(h) | KeptHelper::Connecting(h)) = &*self.kept.slot() {
+            if h.uid() == account.uid {
+                return;
+            }
+        }
+        let request = Request::Connect;
+        let what = request.describe();
+        let envelope = self.envelope(account, self.bounded(self.method_timeout), request);
+        if let Ok(mut helper) = Conversation::start(&self.program, account, &who(account), &what) {
+            if helper.send(&envelope) {
+                self.keep(KeptHelper::Connecting(helper));
+            } else {
+                helper.end();
+            }
+        }
+    }
+
     fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String> {
         match self.ask(account, Request::LoadState { unit: unit.into() }, limit)? {
             Answer::LoadState { state } => Ok(state),

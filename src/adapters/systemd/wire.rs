@@ -3,6 +3,11 @@
 //! parses a byte of the user's bus traffic (behaviour.md, "The environment's
 //! user is not trusted").
 //!
+//! A helper answers its requests one after the other on one connection:
+//! the root side may keep it for the next exchange of the same action
+//! ([`Request::keeps_helper`]), so an action pays for one helper start and
+//! one D-Bus handshake, not one per call.
+//!
 //! The helper's answers come from a process the user can take over (it runs
 //! with the user's credentials), so the root side reads them bounded
 //! ([`MAX_ANSWER`]) and trusts nothing in them but their shape.
@@ -21,6 +26,10 @@ pub const MAX_MESSAGE: usize = 2000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    /// Connect and wait for the manager, nothing else: sent ahead of a
+    /// request that will follow (the health check after `activate`), so
+    /// the handshake overlaps with the user's program.
+    Connect,
     /// `LoadUnit` + `LoadState`.
     LoadState { unit: String },
     /// Start the unit and wait for its job, at most `timeout_ms`; past it
@@ -45,6 +54,7 @@ impl Request {
     /// What the request does, for messages: "LoadState of x.service".
     pub fn describe(&self) -> String {
         match self {
+            Request::Connect => "connecting to the user's systemd manager".to_owned(),
             Request::LoadState { unit } => format!("reading the LoadState of {unit}"),
             Request::RunUnit { unit, .. } => format!("starting {unit}"),
             Request::StopUnit { unit, .. } => format!("stopping {unit}"),
@@ -58,6 +68,24 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Whether the helper may answer another request after this one. Those
+    /// that leave a signal watch or a unit job behind end their helper, so
+    /// every helper that is kept holds a bare connection and nothing else.
+    pub fn keeps_helper(&self) -> bool {
+        match self {
+            Request::Connect
+            | Request::LoadState { .. }
+            | Request::ReloadManager
+            | Request::ListUnits { .. }
+            | Request::FailedUnits => true,
+            Request::RunUnit { .. } | Request::StopUnit { .. } | Request::CheckHealth { .. } => {
+                false
+            }
+        }
+    }
+}
+
 /// Everything a helper needs: who it talks to and what it asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -65,7 +93,8 @@ pub struct Envelope {
     pub user: String,
     pub uid: u32,
     /// Connecting, authenticating and every call end within this many
-    /// milliseconds of the helper's start (a `RunUnit` job has its own).
+    /// milliseconds of the helper reading the request (a `RunUnit` job has
+    /// its own).
     pub limit_ms: u64,
     pub request: Request,
 }
@@ -89,6 +118,7 @@ pub enum Line {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Answer {
+    Ready,
     LoadState { state: String },
     UnitRun { run: UnitRun },
     Stopped,

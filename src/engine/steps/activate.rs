@@ -2,26 +2,24 @@
 //! the action's deadline (`activate`, `reload`, and the end of `restore`);
 //! exit 0 goes on to the health check.
 
-use crate::engine::text::{fold_output, truncate_tail};
+use crate::model::text::{detail, summary};
 use crate::model::{EventPayload, ProgramFailure, Terminal};
 use crate::ports::{Account, Level, ProgramOutcome};
 
 use super::{Ctx, Ended};
 
-/// Characters of output in a failure message and in its payload.
-const SUMMARY_CHARS: usize = 220;
-const DETAIL_CHARS: usize = 4000;
-
-/// Finds and runs `activate`; anything but exit 0 ends the action.
-pub fn run(ctx: &Ctx<'_>, account: &Account) -> Result<(), Ended> {
-    match attempt(ctx, account) {
+/// Finds and runs `activate`; anything but exit 0 ends the action. With
+/// `health_follows`, the user's systemd is told that the health check
+/// comes next, so it can get ready while the program runs.
+pub fn run(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Result<(), Ended> {
+    match attempt(ctx, account, health_follows) {
         None => Ok(()),
         Some(terminal) => Err(Ended::With(terminal)),
     }
 }
 
 /// `None` when `activate` exited 0, else how the action ends.
-fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
+fn attempt(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Option<Terminal> {
     let user = &ctx.action.user;
     let search = ctx.ports.programs.find_activate(account);
     let Some(program) = search.found else {
@@ -41,6 +39,9 @@ fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
         None,
         &format!("running {}", program.display()),
     );
+    if health_follows {
+        ctx.ports.systemd.prepare(account);
+    }
     let run =
         match ctx
             .ports
@@ -59,10 +60,10 @@ fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
         Some(EventPayload::ProgramFailed(ProgramFailure {
             user: user.clone(),
             exit_code,
-            detail: truncate_tail(&run.output, DETAIL_CHARS),
+            detail: detail(&run.output),
         }))
     };
-    let summary = fold_output(&run.output, SUMMARY_CHARS);
+    let summary = summary(&run.output);
     Some(match run.outcome {
         ProgramOutcome::Exited(0) => {
             ctx.log(

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::engine::text::fold_output;
 use crate::model::snapshot::SnapshotStream;
+use crate::model::text::summary;
 use crate::model::{BackupPayload, EventPayload, MigrationKey, Terminal, UnitFailure};
 use crate::ports::{Account, JobOutcome, Level, ProgramOutcome, UnitStatus};
 
@@ -241,7 +241,7 @@ pub fn back_up(
             return Err(k.failed(
                 format!(
                     "{shown} snapshots failed for user {user}, migration key {key} ({other}): {}",
-                    fold_output(&listed.output, 220)
+                    summary(&listed.output)
                 ),
                 Some(status),
             ))

@@ -16,9 +16,9 @@ use std::time::Duration;
 use crate::engine::events::Reporter;
 use crate::engine::plan::{self, ActionPlan, Step};
 use crate::engine::stop::Stop;
-use crate::engine::{retry, Ports, Settings};
+use crate::engine::{retry, Settings};
 use crate::model::{Action, MigrationKey, Status, Terminal};
-use crate::ports::{Account, Deadline, Level, LogFields, ProviderError};
+use crate::ports::{Account, Deadline, Level, LogFields, Ports, ProviderError};
 
 /// Why an action's steps stop early: it has its terminal event, or the run
 /// must halt (the provider closed the job, refused us, ...).
@@ -193,8 +193,8 @@ impl<'a> Ctx<'a> {
 /// Non-terminal events (`running`, `waiting`) are posted on the way.
 pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     let mut progress = Progress::default();
-    for step in &plan.steps {
-        match run_step(ctx, step, &mut progress) {
+    for (i, step) in plan.steps.iter().enumerate() {
+        match run_step(ctx, step, plan.steps.get(i + 1), &mut progress) {
             Ok(()) => {}
             Err(Ended::With(terminal)) => return Ok(terminal),
             Err(Ended::Halt(stop)) => return Err(stop),
@@ -209,7 +209,13 @@ pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     ))
 }
 
-fn run_step(ctx: &Ctx<'_>, step: &Step, progress: &mut Progress) -> Result<(), Ended> {
+/// Runs `step`; `next` is the step after it, if any.
+fn run_step(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    next: Option<&Step>,
+    progress: &mut Progress,
+) -> Result<(), Ended> {
     let action = ctx.action;
     match step {
         Step::Announce { status, message } => Ok(ctx.post(*status, message)?),
@@ -264,7 +270,11 @@ fn run_step(ctx: &Ctx<'_>, step: &Step, progress: &mut Progress) -> Result<(), E
             source,
             progress.snapshots.clone(),
         ),
-        Step::Activate => activate::run(ctx, progress.account(action)?),
+        Step::Activate => activate::run(
+            ctx,
+            progress.account(action)?,
+            matches!(next, Some(Step::CheckHealth { .. })),
+        ),
         Step::CheckHealth { within, success } => Err(Ended::With(health::check(
             ctx,
             progress.account(action)?,

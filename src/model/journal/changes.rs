@@ -61,18 +61,23 @@ pub enum Change {
 }
 
 impl Change {
-    /// Whether the change must be on disk before the run goes on. An
-    /// action's start need not: lost in a crash, the action is run again,
-    /// which is what a start without a finish means anyway (a backup the
-    /// provider already serves is adopted either way). Its line still goes
-    /// to disk with the next change's sync.
+    /// Whether the change must be on disk before the run goes on. Two need
+    /// not; their lines go to disk with the next change's sync (every run
+    /// ends with one, [`Change::End`]):
+    /// - an action's start: lost in a crash, the action is run again, which
+    ///   is what a start without a finish means anyway (a backup the
+    ///   provider already serves is adopted either way);
+    /// - that an event was delivered: lost, the next run finds the event
+    ///   finished and not delivered, sees that the provider has it already
+    ///   (`memory::already_there`) and posts nothing, or posts that same
+    ///   event once more.
     pub fn must_be_durable(&self) -> bool {
         !matches!(
             self,
             Change::Action(ActionRecord {
                 state: ActionState::Started { .. },
                 ..
-            })
+            }) | Change::Delivery { .. }
         )
     }
 }
