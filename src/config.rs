@@ -8,14 +8,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jiff::Timestamp;
-
 use crate::adapters::http::ApiBase;
 use crate::cli::{Cli, OutputFormat};
 use crate::engine::Settings;
 use crate::errors::{Combination, ConfigError};
 use crate::model::{shown, CominStatus, NodeName};
-use crate::ports::Setting;
+use crate::ports::{Clock, Setting};
 
 /// The names of each setting: its environment variable and its flag. The
 /// one mapping from the engine's [`Setting`] to what the operator sets;
@@ -456,8 +454,8 @@ impl Config {
     }
 
     /// The engine's settings for performing `sha` after a switch that
-    /// ended as `comin` says, in the run that started at `started_at`.
-    pub fn settings(&self, sha: String, comin: CominStatus, started_at: Timestamp) -> Settings {
+    /// ended as `comin` says, in the run that starts now on `clock`.
+    pub fn settings(&self, sha: String, comin: CominStatus, clock: &dyn Clock) -> Settings {
         Settings {
             comin,
             target_observe_timeout: self.target_observe_timeout,
@@ -465,7 +463,7 @@ impl Config {
             run_timeout: self.run_timeout,
             health_timeout: self.health_timeout,
             pid: std::process::id(),
-            ..Settings::new(self.node.clone(), sha, self.action_timeout, started_at)
+            ..Settings::new(self.node.clone(), sha, self.action_timeout, clock)
         }
     }
 }

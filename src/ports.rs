@@ -7,9 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+
+mod deadline;
+
+pub use deadline::{Deadline, Over};
 
 use crate::model::journal::{Change, JobRecord};
 use crate::model::{
@@ -633,10 +637,13 @@ pub trait RunLock {
 
 // ---------------------------------------------------------------- clock
 
-/// Wall time and waiting. The real clock's `sleep` returns early on cancel;
-/// the test clock advances instantly.
+/// Wall time, monotonic time and waiting. The real clock's `sleep` returns
+/// early on cancel; the test clock advances instantly.
 pub trait Clock {
+    /// Wall time: what events and the journal say.
     fn now(&self) -> Timestamp;
+    /// Monotonic time: what a [`Deadline`] is checked against.
+    fn instant(&self) -> Instant;
     fn sleep(&self, duration: Duration);
 }
 

@@ -1,14 +1,12 @@
-//! The real clock: wall time for deadlines and events, and a sleep that
-//! wakes up within 100 ms of SIGTERM/SIGINT so a stop is never delayed by a
-//! wait.
+//! The real clock: wall time for events, the monotonic clock for
+//! deadlines, and a sleep that wakes up within [`Deadline::SLICE`] of
+//! SIGTERM/SIGINT so a stop is never delayed by a wait.
 
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::ports::{Cancel, Clock};
-
-const SLICE: Duration = Duration::from_millis(100);
+use crate::ports::{Cancel, Clock, Deadline};
 
 /// [`Clock`] on the system time; `sleep` returns early once `cancel` is set.
 #[derive(Debug, Clone)]
@@ -27,14 +25,14 @@ impl Clock for SystemClock {
         Timestamp::now()
     }
 
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
+
     fn sleep(&self, duration: Duration) {
-        let start = Instant::now();
-        while !self.cancel.is_cancelled() {
-            let left = duration.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return;
-            }
-            std::thread::sleep(left.min(SLICE));
+        let until = Deadline::after(duration);
+        while let Ok(nap) = until.slice(Deadline::SLICE, &self.cancel) {
+            std::thread::sleep(nap);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `Authorization` header; it never appears in a URL, a log line or an error.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -18,7 +18,7 @@ use crate::model::{
     BackupPayload, DeployStatus, FetchedIntent, IntentEnvelope, JobId, NodeEvent, NodeName,
     UserName,
 };
-use crate::ports::{Cancel, Provider, ProviderError, Setting};
+use crate::ports::{Cancel, Deadline, Provider, ProviderError, Setting};
 use crate::secret::Token;
 
 /// Time allowed to establish a connection (TCP + TLS, or the unix socket).
@@ -199,7 +199,7 @@ pub struct HttpProvider {
     cancel: Option<Cancel>,
     /// The run deadline: no request outlives it by more than
     /// [`STOPPING_TIMEOUT`].
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -270,7 +270,7 @@ impl HttpProvider {
 
     /// Bounds every request by the run deadline (plus [`STOPPING_TIMEOUT`],
     /// so the last event can still go out).
-    pub fn ending_by(mut self, deadline: Instant) -> Self {
+    pub fn ending_by(mut self, deadline: Deadline) -> Self {
         self.deadline = Some(deadline);
         self
     }
@@ -280,10 +280,7 @@ impl HttpProvider {
         let stopping = self.cancel.as_ref().is_some_and(Cancel::is_cancelled);
         match self.deadline {
             _ if stopping => STOPPING_TIMEOUT,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                REQUEST_TIMEOUT.min(left + STOPPING_TIMEOUT)
-            }
+            Some(deadline) => REQUEST_TIMEOUT.min(deadline.remaining() + STOPPING_TIMEOUT),
             None => REQUEST_TIMEOUT,
         }
     }
@@ -333,9 +330,9 @@ impl HttpProvider {
         std::thread::spawn(move || {
             let _ = tx.send(worker.exchange(endpoint, request, limit));
         });
-        let mut give_up_at = None;
+        let mut give_up: Option<Deadline> = None;
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            match rx.recv_timeout(Deadline::SLICE) {
                 Ok(answer) => return answer,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(ProviderError::Transport(format!(
@@ -347,8 +344,8 @@ impl HttpProvider {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if cancel.is_cancelled() {
-                let at = *give_up_at.get_or_insert_with(|| Instant::now() + STOPPING_TIMEOUT);
-                if Instant::now() >= at {
+                let at = *give_up.get_or_insert_with(|| Deadline::after(STOPPING_TIMEOUT));
+                if at.reached() {
                     return Err(ProviderError::Transport(format!(
                         "{} at {}: no answer {}s after the stop signal; not waiting any longer",
                         endpoint.describe(),
@@ -601,6 +598,8 @@ impl Provider for HttpProvider {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -887,13 +886,13 @@ mod tests {
             Token::new("s3cr3t-token").expect("token"),
         )
         .expect("client")
-        .ending_by(Instant::now());
+        .ending_by(Deadline::after(Duration::ZERO));
         assert_eq!(provider.request_limit(), STOPPING_TIMEOUT);
         let start = Instant::now();
         let err = provider.intent_by_sha("abc").expect_err("no answer");
         assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
         assert!(start.elapsed() < REQUEST_TIMEOUT, "{:?}", start.elapsed());
-        let later = provider.ending_by(Instant::now() + Duration::from_secs(10));
+        let later = provider.ending_by(Deadline::after(Duration::from_secs(10)));
         assert!(later.request_limit() <= Duration::from_secs(13));
         assert!(later.request_limit() > STOPPING_TIMEOUT);
     }

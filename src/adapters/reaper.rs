@@ -10,11 +10,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{getpid, gettid, Pid};
+
+use crate::ports::Deadline;
 
 /// Makes orphaned descendants of our children ours (`PR_SET_CHILD_SUBREAPER`).
 pub fn become_subreaper() -> nix::Result<()> {
@@ -139,11 +141,11 @@ pub fn children(keep: Pid) -> Vec<Pid> {
 /// Callers must make sure no other child of this process is running that
 /// should survive: `ProcessRunner` runs one program at a time.
 pub fn end_strays(keep: Pid, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
+    let deadline = Deadline::after(limit);
     let mut ended = BTreeSet::new();
     loop {
         let strays = children(keep);
-        if strays.is_empty() || Instant::now() >= deadline {
+        if strays.is_empty() || deadline.reached() {
             return ended.len();
         }
         for pid in strays {

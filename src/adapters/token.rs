@@ -11,11 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use jiff::{SignedDuration, Timestamp};
 use nix::errno::Errno;
 
 use crate::adapters::files::{self, FileError, Step};
-use crate::ports::{Cancel, Clock, Level, Log, LogFields, Setting};
+use crate::ports::{Cancel, Clock, Deadline, Level, Log, LogFields, Setting};
 use crate::secret::Token;
 
 /// How often the file is looked at while waiting.
@@ -40,19 +39,16 @@ pub fn read_token(
     log: &dyn Log,
     cancel: &Cancel,
     wait: Duration,
-    deadline: Option<Timestamp>,
+    deadline: Option<Deadline>,
 ) -> anyhow::Result<Token> {
-    let start = clock.now();
-    let waited_end = SignedDuration::try_from(wait)
-        .ok()
-        .and_then(|w| start.checked_add(w).ok())
-        .unwrap_or(Timestamp::MAX);
+    let start = clock.instant();
+    let waited_end = Deadline::from(start, wait);
     let (end, cut_by_deadline) = match deadline {
         Some(deadline) if deadline < waited_end => (deadline, true),
         _ => (waited_end, false),
     };
     // Also bounded by attempts, in case the clock does not move on.
-    let window = Duration::try_from(end.duration_since(start)).unwrap_or(Duration::ZERO);
+    let window = end.remaining_at(start);
     let max_attempts = window.as_millis() / POLL.as_millis() + 2;
     let mut attempts = 0u128;
     let last_state = loop {
@@ -64,11 +60,11 @@ pub fn read_token(
             }
             Look::NotYet(state) => state,
         };
-        let now = clock.now();
-        if now >= end || attempts >= max_attempts {
+        let now = clock.instant();
+        if end.reached_at(now) || attempts >= max_attempts {
             break state;
         }
-        clock.sleep((end.duration_since(now)).unsigned_abs().min(POLL));
+        clock.sleep(end.remaining_at(now).min(POLL));
         if cancel.is_cancelled() {
             bail!(
                 "interrupted by a stop signal while waiting for the token file {} (it {state})",
@@ -76,7 +72,7 @@ pub fn read_token(
             );
         }
     };
-    let waited = clock.now().duration_since(start).unsigned_abs().as_secs();
+    let waited = clock.instant().saturating_duration_since(start).as_secs();
     let why = match (cut_by_deadline, wait.is_zero()) {
         (true, _) => format!(" when the run's deadline was reached after waiting {waited}s"),
         // Looked at once, without waiting (`doctor`).
@@ -250,7 +246,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    use jiff::Timestamp;
+    use jiff::{SignedDuration, Timestamp};
     use nix::sys::stat::Mode;
 
     use super::*;
@@ -259,6 +255,8 @@ mod tests {
     /// A clock whose sleep advances time instantly and runs a hook after
     /// each sleep (to make the file appear "later").
     struct FakeClock {
+        /// Its monotonic time at the start.
+        origin: Instant,
         now: Cell<Timestamp>,
         sleeps: Cell<u32>,
         on_sleep: RefCell<Box<dyn FnMut(u32)>>,
@@ -267,6 +265,7 @@ mod tests {
     impl FakeClock {
         fn new(on_sleep: impl FnMut(u32) + 'static) -> Self {
             FakeClock {
+                origin: Instant::now(),
                 now: Cell::new(Timestamp::UNIX_EPOCH),
                 sleeps: Cell::new(0),
                 on_sleep: RefCell::new(Box::new(on_sleep)),
@@ -280,6 +279,9 @@ mod tests {
     impl Clock for FakeClock {
         fn now(&self) -> Timestamp {
             self.now.get()
+        }
+        fn instant(&self) -> Instant {
+            self.origin + self.elapsed().unsigned_abs()
         }
         fn sleep(&self, d: Duration) {
             let d = SignedDuration::try_from(d).expect("small duration");
@@ -613,7 +615,7 @@ mod tests {
         assert!(reaction < Duration::from_secs(1), "took {reaction:?}");
     }
 
-    fn read_until(path: &Path, clock: &FakeClock, deadline: Timestamp) -> anyhow::Result<Token> {
+    fn read_until(path: &Path, clock: &FakeClock, deadline: Deadline) -> anyhow::Result<Token> {
         let log = Recorder::default();
         read_token(
             path,
@@ -630,7 +632,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("never");
         let clock = FakeClock::new(|_| {});
-        let deadline = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(5);
+        let deadline = Deadline::from(clock.origin, Duration::from_secs(5));
         let err = read_until(&path, &clock, deadline).expect_err("gave up");
         let msg = format!("{err:#}");
         assert_eq!(clock.elapsed(), SignedDuration::from_secs(5));
@@ -638,14 +640,14 @@ mod tests {
 
         // A later deadline leaves the 30 s as they are.
         let clock = FakeClock::new(|_| {});
-        let late = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(3600);
+        let late = Deadline::from(clock.origin, Duration::from_secs(3600));
         let err = read_until(&path, &clock, late).expect_err("gave up");
         assert_eq!(clock.elapsed(), SignedDuration::from_secs(30));
         assert!(!format!("{err:#}").contains("deadline"));
 
         // A deadline already past: one look, no wait.
         let clock = FakeClock::new(|_| {});
-        let past = Timestamp::UNIX_EPOCH - SignedDuration::from_secs(1);
+        let past = Deadline::at(clock.origin);
         let (_dir, present) = token_file(b"here\n");
         let token = read_until(&present, &clock, past).expect("a present file is still read");
         assert_eq!(token.expose(), "here");

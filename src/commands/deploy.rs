@@ -25,10 +25,9 @@ use super::{print, ReadOnly};
 /// A deployment of `sha` (comin's hook), or with `--dry-run` what one would
 /// do (`sha` or else comin's newest deployment).
 pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
-    // The run deadline counts from here.
-    let started_at = jiff::Timestamp::now();
-    let deadline = std::time::Instant::now() + config.run_timeout;
     let cancel = Cancel::new();
+    // The run deadline counts from the settings' start, read on this clock.
+    let clock = SystemClock::new(cancel.clone());
     signals::install(&cancel).context("cannot install the SIGTERM/SIGINT handler")?;
     let log = Arc::new(Logger::system());
     let fields = LogFields {
@@ -45,21 +44,20 @@ pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                 None => newest_deployed_commit(config)?,
             };
             let comin = CominStatus::reported(config.comin.clone(), recorded);
-            let settings = config.settings(sha, comin, started_at);
-            dry_run(config, settings, source, output, &cancel, &log, deadline)
+            let settings = config.settings(sha, comin, &clock);
+            dry_run(config, settings, source, output, &cancel, &log)
         }
         Mode::Run => {
             let sha = sha.context("no commit to deploy: set COMIN_GIT_SHA or pass --sha")?;
             let comin = CominStatus::reported(config.comin.clone(), None);
-            let settings = config.settings(sha, comin, started_at);
-            let clock = SystemClock::new(cancel.clone());
+            let settings = config.settings(sha, comin, &clock);
             let journal = FileJournal::new(&config.state_dir, config.node.clone(), log.clone());
-            let outcome = match provider(config, &settings, &log, &cancel, &clock, deadline) {
+            let outcome = match provider(config, &settings, &log, &cancel, &clock) {
                 Ok(provider) => {
                     let users = SystemUsers::new();
                     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
                     let systemd = UserBus::new()
-                        .ending_by(deadline)
+                        .ending_by(settings.deadline().instant())
                         .stopping_with(cancel.clone());
                     let plans = RunPlanStore::new();
                     let lock = FileLock::new(&config.lock_file);
@@ -91,7 +89,7 @@ pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                     &journal.records(),
                     std::process::id(),
                     outcome.is_success(),
-                    started_at,
+                    settings.started_at,
                     jiff::Timestamp::now(),
                 );
                 if let Err(e) = metrics::write(path, &metrics) {
@@ -116,7 +114,6 @@ fn provider(
     log: &Logger,
     cancel: &Cancel,
     clock: &SystemClock,
-    deadline: std::time::Instant,
 ) -> anyhow::Result<HttpProvider> {
     let token = token::read_token(
         &config.token_file,
@@ -129,7 +126,7 @@ fn provider(
     Ok(
         HttpProvider::new(&config.api_base, config.node.clone(), token)?
             .stopping_with(cancel.clone())
-            .ending_by(deadline),
+            .ending_by(settings.deadline()),
     )
 }
 
@@ -159,11 +156,10 @@ fn dry_run(
     output: OutputFormat,
     cancel: &Cancel,
     log: &Arc<Logger>,
-    deadline: std::time::Instant,
 ) -> anyhow::Result<Exit> {
     let journal = FileJournal::reader(&config.state_dir, config.node.clone(), log.clone());
     let adapters = ReadOnly::new(journal, &config.lock_file, log.clone(), cancel.clone());
-    let provider = provider(config, &settings, log, cancel, &adapters.clock, deadline)?;
+    let provider = provider(config, &settings, log, cancel, &adapters.clock)?;
     let report = dry_run::report(&settings, source, adapters.ports(&provider));
     print(output, &report, dry_run::render_text, "dry-run report")?;
     Ok(Exit::passed(report.ok))

@@ -7,6 +7,13 @@ use std::os::unix::ffi::OsStringExt;
 use clap::Parser;
 
 use super::*;
+use crate::adapters::clock::SystemClock;
+use crate::ports::{Cancel, Deadline};
+
+/// The real clock, for the start of a run.
+fn clock() -> SystemClock {
+    SystemClock::new(Cancel::new())
+}
 
 fn cli(args: &[&str]) -> Cli {
     let mut full = vec!["hostenv-activate"];
@@ -39,7 +46,7 @@ fn a_complete_configuration_resolves_to_the_engine_settings() {
     assert_eq!(c.api_base.to_string(), "https://provider.example.org");
     assert_eq!(c.comin, None);
     assert_eq!(c.mode, Mode::Run);
-    let s = c.settings("abc".into(), CominStatus::Done, Timestamp::UNIX_EPOCH);
+    let s = c.settings("abc".into(), CominStatus::Done, &clock());
     assert_eq!(s.run_timeout, Settings::DEFAULT_RUN_TIMEOUT);
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/hostenv-activate"));
     assert_eq!(c.lock_file, PathBuf::from("/run/hostenv-activate/lock"));
@@ -59,7 +66,7 @@ fn the_health_timeout_reaches_the_engine_and_0_turns_the_check_off() {
         Config::from_cli(&full(extra)).expect("valid").settings(
             "abc".into(),
             CominStatus::Done,
-            Timestamp::UNIX_EPOCH,
+            &clock(),
         )
     };
     assert_eq!(
@@ -349,8 +356,12 @@ fn the_commit_must_look_like_a_commit_id() {
 #[test]
 fn the_run_deadline_reaches_the_engine() {
     let c = Config::from_cli(&full(&["--run-timeout=5"])).expect("valid");
-    let s = c.settings("abc".into(), CominStatus::Done, Timestamp::UNIX_EPOCH);
+    let s = c.settings("abc".into(), CominStatus::Done, &clock());
     assert_eq!(s.run_timeout, Duration::from_secs(5));
+    assert_eq!(
+        s.deadline(),
+        Deadline::from(s.started, Duration::from_secs(5))
+    );
 }
 
 #[test]

@@ -171,7 +171,7 @@ fn execute(
                     format!("Interrupted before {what} on node {node}; no further action was run"),
                     None,
                 ))
-            } else if settings.time_left(ports.clock.now()).is_zero() {
+            } else if settings.deadline().reached_at(ports.clock.instant()) {
                 Some(Terminal::timed_out(
                     format!(
                         "{} before {what} on node {node}; no further action was run",

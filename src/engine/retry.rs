@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
-
 use crate::model::FetchedIntent;
-use crate::ports::{Clock, Level, LogFields, Ports, ProviderError};
+use crate::ports::{Deadline, Level, LogFields, Ports, ProviderError};
 
 use crate::engine::stop::Stop;
 use crate::engine::Settings;
@@ -31,11 +29,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Time since `since` on `clock`, never negative.
-pub fn elapsed(clock: &dyn Clock, since: Timestamp) -> Duration {
-    Duration::try_from(clock.now().duration_since(since)).unwrap_or(Duration::ZERO)
-}
-
 /// Calls `call` until it succeeds, fails for good, or the budget is spent.
 /// Once cancel is set, no more waiting: the error comes back at once.
 pub fn retrying<T>(
@@ -45,15 +38,15 @@ pub fn retrying<T>(
     mut call: impl FnMut() -> Result<T, ProviderError>,
 ) -> Result<T, ProviderError> {
     let policy = settings.retry;
-    let start = ports.clock.now();
+    // Retrying ends with the budget or the run, whichever comes first.
+    let until = Deadline::on(ports.clock, policy.budget).earlier(settings.deadline());
     let mut delay = policy.first_delay;
     let mut attempt = 1u32;
     loop {
         match call() {
             Err(e) if e.is_retryable() => {
-                let spent = elapsed(ports.clock, start);
-                let left = settings.time_left(ports.clock.now());
-                if ports.cancel.is_cancelled() || spent + delay > policy.budget || delay > left {
+                let left = until.remaining_at(ports.clock.instant());
+                if ports.cancel.is_cancelled() || delay > left {
                     return Err(e);
                 }
                 let fields = LogFields {
@@ -80,7 +73,8 @@ pub fn retrying<T>(
 /// Looks the intent up, retrying a 404 every poll interval for up to the
 /// intent wait. `Ok(None)`: the provider has no intent for this node.
 pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<FetchedIntent>, Stop> {
-    let start = ports.clock.now();
+    let waited = Deadline::on(ports.clock, settings.intent_wait);
+    let run = settings.deadline();
     let step = "intent lookup".to_owned();
     loop {
         let found = retrying(settings, ports, &step, || {
@@ -93,22 +87,17 @@ pub fn fetch_intent(settings: &Settings, ports: Ports<'_>) -> Result<Option<Fetc
         if ports.cancel.is_cancelled() {
             return Err(Stop::Interrupted { step });
         }
-        let spent = elapsed(ports.clock, start);
-        if spent >= settings.intent_wait {
+        let now = ports.clock.instant();
+        if waited.reached_at(now) {
             return Ok(None);
         }
-        let left = settings.time_left(ports.clock.now());
-        if left.is_zero() {
+        if run.reached_at(now) {
             return Err(Stop::Deadline {
                 reached: settings.deadline_reached(),
                 step: format!("{step} (the provider answered 404 so far)"),
             });
         }
-        ports.clock.sleep(
-            settings
-                .intent_poll
-                .min(settings.intent_wait - spent)
-                .min(left),
-        );
+        let left = waited.earlier(run).remaining_at(now);
+        ports.clock.sleep(settings.intent_poll.min(left));
     }
 }

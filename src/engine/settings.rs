@@ -1,11 +1,12 @@
 //! What the engine is told before a run, already validated, and the one
 //! place each default lives (the command line shows these same values).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use crate::model::{CominStatus, NodeName};
+use crate::ports::{Clock, Deadline};
 
 use super::retry::RetryPolicy;
 
@@ -22,9 +23,12 @@ pub struct Settings {
     /// How long the services may take to settle after `activate` exits 0
     /// (zero: no health check).
     pub health_timeout: Duration,
-    /// How long the whole run may take, from `started_at`.
+    /// How long the whole run may take, from `started`.
     pub run_timeout: Duration,
-    /// When the process started: the run deadline counts from here.
+    /// When the run started, on the monotonic clock: the run deadline
+    /// counts from here.
+    pub started: Instant,
+    /// The same moment on the wall clock.
     pub started_at: Timestamp,
     /// This process, as the journal and the lock name it.
     pub pid: u32,
@@ -48,13 +52,8 @@ impl Settings {
     pub const LOCK_POLL: Duration = Duration::from_millis(500);
 
     /// Settings with every default, for `node` performing `sha`, the run
-    /// starting at `started_at`.
-    pub fn new(
-        node: NodeName,
-        sha: String,
-        action_timeout: Duration,
-        started_at: Timestamp,
-    ) -> Self {
+    /// starting now on `clock` (read once, on both of its clocks).
+    pub fn new(node: NodeName, sha: String, action_timeout: Duration, clock: &dyn Clock) -> Self {
         Settings {
             node,
             sha,
@@ -64,7 +63,8 @@ impl Settings {
             intent_wait: Self::DEFAULT_INTENT_WAIT,
             health_timeout: Self::DEFAULT_HEALTH_TIMEOUT,
             run_timeout: Self::DEFAULT_RUN_TIMEOUT,
-            started_at,
+            started: clock.instant(),
+            started_at: clock.now(),
             pid: 0,
             intent_poll: Self::INTENT_POLL,
             peer_poll: Self::PEER_POLL,
@@ -74,17 +74,18 @@ impl Settings {
 }
 
 impl Settings {
-    /// When the whole run must be over.
-    pub fn deadline(&self) -> Timestamp {
-        let timeout = SignedDuration::try_from(self.run_timeout).unwrap_or(SignedDuration::MAX);
-        self.started_at
-            .checked_add(timeout)
-            .unwrap_or(Timestamp::MAX)
+    /// When the whole run must be over: `run_timeout` after the run's
+    /// start, on the monotonic clock.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::from(self.started, self.run_timeout)
     }
 
-    /// Time left before the run deadline at `now`.
+    /// Time left before the run deadline at wall time `now`: only for
+    /// `memory::take_lock`, until it checks [`deadline`](Self::deadline)
+    /// on the clock's `instant()` like every other wait.
     pub fn time_left(&self, now: Timestamp) -> Duration {
-        Duration::try_from(self.deadline().duration_since(now)).unwrap_or(Duration::ZERO)
+        let spent = Duration::try_from(now.duration_since(self.started_at)).unwrap_or_default();
+        self.run_timeout.saturating_sub(spent)
     }
 
     /// The start of every message about the run deadline.

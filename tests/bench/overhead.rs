@@ -366,7 +366,7 @@ fn peer_reaction(rounds: usize) -> (Duration, Duration) {
             NodeName::parse("node-a").expect("node"),
             "abc".into(),
             Duration::from_secs(60),
-            clock.now(),
+            &clock,
         );
         let (systemd, programs, plans, journal) = (
             StubSystemd::default(),

@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hostenv_activate::engine::{self, Outcome, Settings};
 use hostenv_activate::model::journal::{
@@ -47,8 +47,11 @@ impl<T: Clone> Script<T> {
 
 // ------------------------------------------------------------------ clock
 
+/// Both of its clocks move only when it sleeps or is advanced, together.
 pub struct FakeClock {
     pub now: Cell<Timestamp>,
+    /// Its monotonic time.
+    pub instant: Cell<Instant>,
     pub slept: Cell<Duration>,
 }
 
@@ -56,10 +59,12 @@ impl FakeClock {
     pub fn new() -> Self {
         FakeClock {
             now: Cell::new("2026-11-22T10:00:00Z".parse().expect("ts")),
+            instant: Cell::new(Instant::now()),
             slept: Cell::new(Duration::ZERO),
         }
     }
     pub fn advance(&self, d: Duration) {
+        self.instant.set(self.instant.get() + d);
         let d = SignedDuration::try_from(d).expect("duration");
         self.now.set(self.now.get().checked_add(d).expect("time"));
     }
@@ -68,6 +73,9 @@ impl FakeClock {
 impl Clock for FakeClock {
     fn now(&self) -> Timestamp {
         self.now.get()
+    }
+    fn instant(&self) -> Instant {
+        self.instant.get()
     }
     fn sleep(&self, d: Duration) {
         self.slept.set(self.slept.get() + d);
@@ -751,7 +759,7 @@ impl World {
             NodeName::parse(NODE).expect("node"),
             "abc".into(),
             Duration::from_secs(900),
-            clock.now(),
+            &clock,
         );
         settings.pid = 777;
         World {

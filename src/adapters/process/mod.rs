@@ -10,7 +10,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::errno::Errno;
@@ -25,10 +25,12 @@ pub use command::{user_path, UserCommand};
 use output::{Chunks, Output, OutputTail, Sink};
 
 use crate::adapters::{creds, reaper};
-use crate::ports::{Account, Cancel, Level, Log, LogFields, ProgramOutcome, ProgramRun};
+use crate::ports::{
+    Account, Cancel, Deadline, Level, Log, LogFields, Over, ProgramOutcome, ProgramRun,
+};
 
 /// How often the deadline and the cancel flag are looked at.
-const SLICE: Duration = Duration::from_millis(100);
+const SLICE: Duration = Deadline::SLICE;
 /// Between SIGTERM and SIGKILL to the process group.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// After SIGKILL, how long to wait for the output pipe to close.
@@ -188,7 +190,7 @@ impl ProcessRunner {
         );
         let status = kill_group(group, handle, output)?;
         let mut text = output.text();
-        if !output.complete_within(Duration::ZERO) {
+        if !output.complete_by(Deadline::after(Duration::ZERO)) {
             self.log.line(
                 Level::Warn,
                 fields,
@@ -258,13 +260,13 @@ fn spawn<'a>(
 fn finished_by(
     handle: &duct::Handle,
     output: &mut Output<'_>,
-    until: Instant,
+    until: Deadline,
 ) -> anyhow::Result<Option<ExitStatus>> {
-    if !output.complete_within(until.saturating_duration_since(Instant::now())) {
+    if !output.complete_by(until) {
         return Ok(None);
     }
     let out = handle
-        .wait_timeout(until.saturating_duration_since(Instant::now()))
+        .wait_timeout(until.remaining())
         .context("waiting for the program")?;
     Ok(out.map(|out| out.status))
 }
@@ -284,23 +286,22 @@ fn wait(
     timeout: Duration,
     cancel: &Cancel,
 ) -> anyhow::Result<Supervised> {
-    let deadline = Instant::now() + timeout;
-    let mut exited_at: Option<Instant> = None;
+    let deadline = Deadline::after(timeout);
+    // Set once the program exited: how long what it left may hold the output.
+    let mut linger: Option<Deadline> = None;
     loop {
-        if let Some(status) = finished_by(handle, output, Instant::now() + SLICE)? {
+        if let Some(status) = finished_by(handle, output, Deadline::after(SLICE))? {
             return Ok(Supervised::Finished(status));
         }
-        let now = Instant::now();
-        if cancel.is_cancelled() {
-            return Ok(Supervised::CutShort(Cut::Interrupted));
+        match deadline.check(cancel) {
+            Err(Over::Stopped) => return Ok(Supervised::CutShort(Cut::Interrupted)),
+            Err(Over::Reached) => return Ok(Supervised::CutShort(Cut::TimedOut)),
+            Ok(()) => {}
         }
-        if now >= deadline {
-            return Ok(Supervised::CutShort(Cut::TimedOut));
+        if linger.is_none() && leader_exited(group) {
+            linger = Some(Deadline::after(LINGER));
         }
-        if exited_at.is_none() && leader_exited(group) {
-            exited_at = Some(now);
-        }
-        if exited_at.is_some_and(|t| now.duration_since(t) >= LINGER) {
+        if linger.is_some_and(Deadline::reached) {
             return Ok(Supervised::CutShort(Cut::Lingering));
         }
     }
@@ -322,8 +323,8 @@ impl ProcessRunner {
             ),
         );
         let _ = killpg(group, Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < TERM_GRACE {
+        let grace = Deadline::after(TERM_GRACE);
+        while !grace.reached() {
             if killpg(group, None).is_err() {
                 return;
             }
@@ -355,16 +356,16 @@ fn kill_group(
 ) -> anyhow::Result<Option<ExitStatus>> {
     // ESRCH: the group is already gone, which is what we want.
     let _ = killpg(group, Signal::SIGTERM);
-    if let Some(status) = finished_by(handle, output, Instant::now() + TERM_GRACE)? {
+    if let Some(status) = finished_by(handle, output, Deadline::after(TERM_GRACE))? {
         return Ok(Some(status));
     }
     let _ = killpg(group, Signal::SIGKILL);
     // Whatever left the group may hold the output pipe: end it too.
     reaper::end_strays(group, KILL_GRACE);
-    let until = Instant::now() + KILL_GRACE;
-    output.complete_within(KILL_GRACE);
+    let until = Deadline::after(KILL_GRACE);
+    output.complete_by(until);
     let out = handle
-        .wait_timeout(until.saturating_duration_since(Instant::now()))
+        .wait_timeout(until.remaining())
         .context("waiting for the program after SIGKILL")?;
     Ok(out.map(|out| out.status))
 }
@@ -391,6 +392,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
     use std::sync::Mutex;
+    use std::time::Instant;
 
     use nix::unistd::{getegid, geteuid};
 

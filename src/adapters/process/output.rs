@@ -9,11 +9,12 @@ use std::collections::VecDeque;
 use std::io::{PipeReader, Read};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::MAX_OUTPUT;
+use crate::ports::Deadline;
 
 /// Bytes read from stdout at a time.
 const CHUNK: usize = 64 * 1024;
@@ -107,15 +108,12 @@ impl Chunks {
     /// Hands what arrives to `sink` until stdout ends (true) or `until`
     /// passes (false). Returns once `until` has passed even if chunks keep
     /// coming, after handing over at least what is ready now.
-    fn drain_until(&mut self, until: Instant, sink: &mut dyn FnMut(&[u8])) -> bool {
+    fn drain_until(&mut self, until: Deadline, sink: &mut dyn FnMut(&[u8])) -> bool {
         while !self.ended {
-            match self
-                .chunks
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
+            match self.chunks.recv_timeout(until.remaining()) {
                 Ok(chunk) => {
                     sink(&chunk);
-                    if Instant::now() >= until {
+                    if until.reached() {
                         return false;
                     }
                 }
@@ -156,17 +154,15 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Whether all the output has ended, waiting up to `limit` for it and
-    /// handing stdout to its consumer meanwhile.
-    pub(super) fn complete_within(&mut self, limit: Duration) -> bool {
-        let until = Instant::now() + limit;
+    /// Whether all the output has ended, waiting until `until` at most for
+    /// it and handing stdout to its consumer meanwhile.
+    pub(super) fn complete_by(&mut self, until: Deadline) -> bool {
         if let Some((chunks, sink)) = &mut self.stdout {
             if !chunks.drain_until(until, &mut **sink) {
                 return false;
             }
         }
-        self.tail
-            .complete_within(until.saturating_duration_since(Instant::now()))
+        self.tail.complete_within(until.remaining())
     }
 
     /// The tail kept: the combined output, or stderr's.
@@ -223,8 +219,11 @@ mod tests {
             &mut sink,
             OutputTail::read(err_reader).expect("tail"),
         );
-        assert!(output.complete_within(Duration::from_secs(30)));
-        assert!(output.complete_within(Duration::ZERO), "stays complete");
+        assert!(output.complete_by(Deadline::after(Duration::from_secs(30))));
+        assert!(
+            output.complete_by(Deadline::after(Duration::ZERO)),
+            "stays complete"
+        );
         drop(output);
         writing.join().expect("writer");
         let want: String = (0..1000u32).map(|i| format!("{i},")).collect();

@@ -9,12 +9,25 @@ use serde_json::json;
 use super::*;
 use crate::model::{IntentDigest, UserName};
 
+/// The planner reads no time: a clock that stands still at the epoch.
+struct Still(std::time::Instant);
+
+impl crate::ports::Clock for Still {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::UNIX_EPOCH
+    }
+    fn instant(&self) -> std::time::Instant {
+        self.0
+    }
+    fn sleep(&self, _: Duration) {}
+}
+
 fn settings() -> Settings {
     Settings::new(
         NodeName::parse("node-a").expect("node"),
         "abc".into(),
         Duration::from_secs(900),
-        jiff::Timestamp::UNIX_EPOCH,
+        &Still(std::time::Instant::now()),
     )
 }
 

@@ -13,14 +13,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
-
 use crate::engine::events::Reporter;
 use crate::engine::plan::{self, ActionPlan, Step};
 use crate::engine::stop::Stop;
 use crate::engine::{retry, Settings};
 use crate::model::{Action, MigrationKey, Status, Terminal};
-use crate::ports::{Account, Level, LogFields, Ports, ProviderError};
+use crate::ports::{Account, Deadline, Level, LogFields, Ports, ProviderError};
 
 /// Why an action's steps stop early: it has its terminal event, or the run
 /// must halt (the provider closed the job, refused us, ...).
@@ -73,7 +71,7 @@ pub struct Ctx<'a> {
     pub reporter: &'a Reporter<'a>,
     pub action: &'a Action,
     /// The action's own deadline or the run's, whichever comes first.
-    pub deadline: Timestamp,
+    pub deadline: Deadline,
     /// The run deadline comes first: a timeout is the run's.
     run_bound: bool,
 }
@@ -85,17 +83,14 @@ impl<'a> Ctx<'a> {
         reporter: &'a Reporter<'a>,
         action: &'a Action,
     ) -> Self {
-        let timeout =
-            SignedDuration::try_from(settings.action_timeout).unwrap_or(SignedDuration::MAX);
-        let now = ports.clock.now();
-        let own = now.checked_add(timeout).unwrap_or(Timestamp::MAX);
+        let own = Deadline::on(ports.clock, settings.action_timeout);
         let run = settings.deadline();
         Ctx {
             settings,
             ports,
             reporter,
             action,
-            deadline: own.min(run),
+            deadline: own.earlier(run),
             run_bound: run <= own,
         }
     }
@@ -117,8 +112,7 @@ impl<'a> Ctx<'a> {
 
     /// Time left before the action's deadline.
     pub fn remaining(&self) -> Duration {
-        Duration::try_from(self.deadline.duration_since(self.ports.clock.now()))
-            .unwrap_or(Duration::ZERO)
+        self.deadline.remaining_at(self.ports.clock.instant())
     }
 
     pub fn timeout_secs(&self) -> u64 {

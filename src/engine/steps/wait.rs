@@ -5,13 +5,11 @@
 //! (`activate`, `success`) or (`intent`, `success`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
-
-use crate::engine::retry;
 use crate::engine::stop::Stop;
 use crate::model::{DeployStatus, MigrationKey, NodeName, Phase, Status, Terminal};
+use crate::ports::{Deadline, Over};
 
 use super::{Ctx, Ended};
 
@@ -62,17 +60,17 @@ pub fn target_verdict(latest: Option<&DeployStatus>) -> Option<Result<(), String
 /// Between two polls: ends the wait on cancel or past the deadline,
 /// otherwise sleeps until one poll interval after `polled` (when the last
 /// poll began), so polls start at most one interval apart.
-fn pause<T>(ctx: &Ctx<'_>, polled: Timestamp) -> Option<Waited<T>> {
-    if ctx.ports.cancel.is_cancelled() {
-        return Some(Waited::Interrupted);
+fn pause<T>(ctx: &Ctx<'_>, polled: Instant) -> Option<Waited<T>> {
+    let now = ctx.ports.clock.instant();
+    match ctx.deadline.check_at(now, ctx.ports.cancel) {
+        Err(Over::Stopped) => return Some(Waited::Interrupted),
+        Err(Over::Reached) => return Some(Waited::TimedOut),
+        Ok(()) => {}
     }
-    let left = ctx.remaining();
-    if left.is_zero() {
-        return Some(Waited::TimedOut);
-    }
-    let spent = retry::elapsed(ctx.ports.clock, polled);
-    let interval = ctx.settings.peer_poll.saturating_sub(spent);
-    ctx.ports.clock.sleep(interval.min(left));
+    let next_poll = Deadline::from(polled, ctx.settings.peer_poll);
+    ctx.ports
+        .clock
+        .sleep(next_poll.earlier(ctx.deadline).remaining_at(now));
     None
 }
 
@@ -140,10 +138,10 @@ pub fn await_backup(
 
 /// Waits until `target` has activated, has failed, or cannot be seen.
 fn for_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Result<Waited<Target>, Stop> {
-    let start = ctx.ports.clock.now();
+    let unseen_until = Deadline::on(ctx.ports.clock, observe);
     let mut seen = false;
     loop {
-        let polled = ctx.ports.clock.now();
+        let polled = ctx.ports.clock.instant();
         let statuses = ctx.provider_call("statuses", || {
             ctx.ports.provider.statuses(ctx.reporter.job())
         })?;
@@ -158,7 +156,7 @@ fn for_target(ctx: &Ctx<'_>, target: &NodeName, observe: Duration) -> Result<Wai
             }
             None => {}
         }
-        if !seen && retry::elapsed(ctx.ports.clock, start) >= observe {
+        if !seen && unseen_until.reached_at(ctx.ports.clock.instant()) {
             return Ok(Waited::Ready(Target::NotVisible));
         }
         if let Some(end) = pause(ctx, polled) {
@@ -176,7 +174,7 @@ fn for_backup(
 ) -> Result<Waited<BTreeMap<MigrationKey, String>>, Stop> {
     let user = &ctx.action.user;
     loop {
-        let polled = ctx.ports.clock.now();
+        let polled = ctx.ports.clock.instant();
         let payload = ctx.provider_call("backup-snapshot", || {
             ctx.ports
                 .provider
