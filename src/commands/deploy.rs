@@ -57,7 +57,7 @@ pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                     let users = SystemUsers::new();
                     let programs = UserProgramsAdapter::new(ProcessRunner::new(log.clone()));
                     let systemd = UserBus::new()
-                        .ending_by(settings.deadline().instant())
+                        .ending_by(settings.deadline())
                         .stopping_with(cancel.clone());
                     let plans = RunPlanStore::new();
                     let lock = FileLock::new(&config.lock_file);

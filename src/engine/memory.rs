@@ -9,7 +9,7 @@ use crate::model::journal::{
     ActionRecord, ActionState, Change, Delivery, EventOf, JobRecord, Posted, RunEnd, Target,
 };
 use crate::model::{Action, BackupPayload, FetchedIntent, JobId, NodeEvent, Op, Terminal};
-use crate::ports::{Level, LockAttempt, LogFields, MessageId, ProviderError};
+use crate::ports::{Level, LockAttempt, LogFields, MessageId, Over, ProviderError};
 
 use super::plan::{ActionPlan, Recalled};
 use super::stop::Stop;
@@ -52,19 +52,24 @@ pub fn take_lock(settings: &Settings, ports: Ports<'_>) -> Result<(), Stop> {
                 ),
             );
         }
-        if ports.cancel.is_cancelled() {
-            return Err(Stop::Interrupted {
-                step: format!("waiting for the run lock ({who})"),
-            });
+        let pause =
+            settings
+                .deadline()
+                .slice_at(ports.clock.instant(), Settings::LOCK_POLL, ports.cancel);
+        match pause {
+            Ok(pause) => ports.clock.sleep(pause),
+            Err(Over::Stopped) => {
+                return Err(Stop::Interrupted {
+                    step: format!("waiting for the run lock ({who})"),
+                })
+            }
+            Err(Over::Reached) => {
+                return Err(Stop::Deadline {
+                    reached: settings.deadline_reached(),
+                    step: format!("waiting for the run lock held by another run ({who})"),
+                })
+            }
         }
-        let left = settings.time_left(now);
-        if left.is_zero() {
-            return Err(Stop::Deadline {
-                reached: settings.deadline_reached(),
-                step: format!("waiting for the run lock held by another run ({who})"),
-            });
-        }
-        ports.clock.sleep(Settings::LOCK_POLL.min(left));
     }
 }
 

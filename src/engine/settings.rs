@@ -80,14 +80,6 @@ impl Settings {
         Deadline::from(self.started, self.run_timeout)
     }
 
-    /// Time left before the run deadline at wall time `now`: only for
-    /// `memory::take_lock`, until it checks [`deadline`](Self::deadline)
-    /// on the clock's `instant()` like every other wait.
-    pub fn time_left(&self, now: Timestamp) -> Duration {
-        let spent = Duration::try_from(now.duration_since(self.started_at)).unwrap_or_default();
-        self.run_timeout.saturating_sub(spent)
-    }
-
     /// The start of every message about the run deadline.
     pub fn deadline_reached(&self) -> String {
         format!("run deadline of {} s reached", self.run_timeout.as_secs())

@@ -285,7 +285,10 @@ fn main() {
         .and_then(|n| n.parse::<usize>().ok())
     {
         let (t, peak) = timed_run((0..n).map(|_| activate()).collect());
-        println!("| {n} | {:>9.2?} per action | peak RSS {peak} KiB |", t / n as u32);
+        println!(
+            "| {n} | {:>9.2?} per action | peak RSS {peak} KiB |",
+            t / n as u32
+        );
         return;
     }
     let (activate_floor, backup_floor) = floors(user);

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::time::{clock_gettime, ClockId};
 
 use super::session::Session;
 use crate::model::UnhealthyUnit;
-use crate::ports::{is_loaded, Health};
+use crate::ports::{is_loaded, Deadline, Health};
 
 /// The targets whose units make the environment.
 const TARGETS: [&str; 2] = ["default.target", "hostenv.target"];
@@ -31,7 +31,7 @@ struct Seen {
     /// A job is pending, or the unit is between states.
     settling: bool,
     /// Active for less than [`SECOND_LOOK`]: when to look again.
-    young_until: Option<Instant>,
+    young_until: Option<Deadline>,
 }
 
 /// Waits until every unit has settled (or `deadline`), then tells which
@@ -41,14 +41,14 @@ struct Seen {
 /// first round finds something still settling (then a second round follows
 /// it, so no change between the two is missed): a healthy activation costs
 /// the reads of one round.
-pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Health> {
+pub(super) fn check(session: &Session, deadline: Deadline) -> anyhow::Result<Health> {
     let units = wanted_units(session)?;
     if units.is_empty() {
         return Ok(Health::Healthy { looked_at: 0 });
     }
     let names: Vec<&str> = units.iter().map(String::as_str).collect();
     let seen = look(session, &names)?;
-    if settled(&seen).is_none() || Instant::now() >= deadline {
+    if settled(&seen).is_none() || deadline.reached() {
         return Ok(verdict(session, seen, units.len()));
     }
     let changes = session.watch_changes()?;
@@ -56,16 +56,15 @@ pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Heal
         // Drop the changes read below: they are in what this round sees.
         while changes.try_recv().is_ok() {}
         let seen = look(session, &names)?;
-        let now = Instant::now();
         let Some(wake) = settled(&seen) else {
             return Ok(verdict(session, seen, units.len()));
         };
-        if now >= deadline {
+        if deadline.reached() {
             return Ok(verdict(session, seen, units.len()));
         }
         // Wake on the next change, the next second look or the deadline.
-        let wake = wake.map_or(deadline, |t| t.min(deadline));
-        match changes.recv_timeout(wake.saturating_duration_since(now)) {
+        let wake = wake.map_or(deadline, |t| t.earlier(deadline));
+        match changes.recv_timeout(wake.remaining()) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => anyhow::bail!(
                 "{}: lost the connection to the user's systemd while watching its services settle",
@@ -77,7 +76,7 @@ pub(super) fn check(session: &Session, deadline: Instant) -> anyhow::Result<Heal
 
 /// `None` when every unit has settled and none is young; else when to look
 /// again at the latest (`Some(None)`: on the next change only).
-fn settled(seen: &[Seen]) -> Option<Option<Instant>> {
+fn settled(seen: &[Seen]) -> Option<Option<Deadline>> {
     let next_look = seen.iter().filter_map(|s| s.young_until).min();
     let settling = seen.iter().any(|s| s.settling);
     (settling || next_look.is_some()).then_some(next_look)
@@ -140,10 +139,10 @@ fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
 
 /// When a unit that entered `active` at `entered` (µs, CLOCK_MONOTONIC)
 /// has been active for [`SECOND_LOOK`], if that is still ahead at `now`.
-fn young_until(entered: u64, now: u64) -> Option<Instant> {
+fn young_until(entered: u64, now: u64) -> Option<Deadline> {
     let second_look = u64::try_from(SECOND_LOOK.as_micros()).unwrap_or(u64::MAX);
     let ripe = entered.saturating_add(second_look);
-    (entered != 0 && ripe > now).then(|| Instant::now() + Duration::from_micros(ripe - now))
+    (entered != 0 && ripe > now).then(|| Deadline::after(Duration::from_micros(ripe - now)))
 }
 
 fn monotonic_micros() -> u64 {
@@ -193,7 +192,7 @@ mod tests {
             "active for 3 s"
         );
         let again = young_until(now - 500_000, now).expect("active for 0.5 s");
-        let wait = again.saturating_duration_since(Instant::now());
+        let wait = again.remaining();
         assert!(
             wait <= Duration::from_millis(1500) && wait > Duration::from_millis(1000),
             "{wait:?}"

@@ -20,7 +20,7 @@ use super::inside::HELPER_ARG;
 use super::wire::{Answer, Envelope, Line, MAX_ANSWER};
 use crate::adapters::creds::{self, HelperLimits};
 use crate::adapters::reaper;
-use crate::ports::{Account, Cancel};
+use crate::ports::{Account, Cancel, Deadline};
 
 /// The limits every helper runs under: plenty for one D-Bus exchange
 /// (the static binary needs a few MiB), far from what a hostile bus could
@@ -42,10 +42,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 pub(super) struct Budget {
     /// Until the helper says a job is queued: connecting, authenticating and
     /// each call end here.
-    pub(super) before_job: Instant,
+    pub(super) before_job: Deadline,
     /// Once a job is queued: its deadline plus the time to stop the unit
     /// and kill what will not stop.
-    pub(super) after_job: Instant,
+    pub(super) after_job: Deadline,
     /// After a stop signal, with a job queued: the helper stops the unit
     /// (it got SIGTERM) and must answer within this.
     pub(super) interrupted: Duration,
@@ -321,7 +321,6 @@ struct Silent {
 struct Running {
     lines: Receiver<Result<Line, String>>,
     stderr: Arc<Mutex<Vec<u8>>>,
-    started: Instant,
     pid: Pid,
 }
 
@@ -343,7 +342,6 @@ impl Running {
         Ok(Running {
             lines,
             stderr: kept,
-            started: Instant::now(),
             pid: Pid::from_raw(child.id() as i32),
         })
     }
@@ -360,6 +358,7 @@ impl Running {
             last: None,
             cancelled: false,
         };
+        let asked = Instant::now();
         let mut kill_at = budget.before_job;
         loop {
             if !said.cancelled && cancel.is_some_and(Cancel::is_cancelled) {
@@ -367,26 +366,25 @@ impl Running {
                 if said.stage == Stage::JobQueued {
                     // It stops the unit it started, then answers.
                     let _ = kill(self.pid, Signal::SIGTERM);
-                    kill_at = kill_at.min(Instant::now() + budget.interrupted);
+                    kill_at = kill_at.earlier(Deadline::after(budget.interrupted));
                 } else {
                     // Nothing started: nothing to wait for.
                     self.kill();
                     return Ok(said);
                 }
             }
-            let now = Instant::now();
-            if now >= kill_at {
+            if kill_at.reached() {
                 self.kill();
                 return Err(Silent {
                     stage: said.stage,
-                    waited: now - self.started,
+                    waited: asked.elapsed(),
                     cancelled: said.cancelled,
                 });
             }
             let slice = if cancel.is_some() && !said.cancelled {
-                CANCEL_CHECK.min(kill_at - now)
+                CANCEL_CHECK.min(kill_at.remaining())
             } else {
-                kill_at - now
+                kill_at.remaining()
             };
             match self.lines.recv_timeout(slice) {
                 Ok(Ok(Line::Connected)) if said.stage == Stage::Connecting => {
@@ -418,12 +416,9 @@ impl Running {
 
     /// Waits until the helper closes its stdout (it exits), at most `limit`.
     fn closed_within(&self, limit: Duration) -> bool {
-        let until = Instant::now() + limit;
+        let until = Deadline::after(limit);
         loop {
-            match self
-                .lines
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
+            match self.lines.recv_timeout(until.remaining()) {
                 Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => return true,
                 Err(RecvTimeoutError::Timeout) => return false,

@@ -24,7 +24,9 @@ use super::session::Session;
 use super::user_manager_unit;
 use super::wire::{bounded_message, Answer, Envelope, Line, Request};
 use super::{bus_socket_path, is_settled, job_outcome, manager_hint_for, prefix_pattern};
-use crate::ports::{is_loaded, Cancel, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun};
+use crate::ports::{
+    is_loaded, Cancel, Deadline, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun,
+};
 
 /// The first argument that makes the binary a bus helper.
 pub const HELPER_ARG: &str = "__user-bus-helper";
@@ -137,13 +139,14 @@ struct Helper {
 }
 
 impl Helper {
-    fn deadline(&self) -> Instant {
-        self.started + Duration::from_millis(self.envelope.limit_ms)
+    fn deadline(&self) -> Deadline {
+        Deadline::from(self.started, Duration::from_millis(self.envelope.limit_ms))
     }
 
     fn exchange(&mut self) -> anyhow::Result<Answer> {
         let request = self.envelope.request.clone();
-        let job_deadline = |timeout_ms: u64| self.started + Duration::from_millis(timeout_ms);
+        let job_deadline =
+            |timeout_ms: u64| Deadline::from(self.started, Duration::from_millis(timeout_ms));
         let deadline = match &request {
             Request::RunUnit { timeout_ms, .. }
             | Request::StopUnit { timeout_ms, .. }
@@ -190,7 +193,7 @@ impl Helper {
     }
 
     /// Connects once: later requests use the same connection.
-    fn connect(&mut self, deadline: Instant) -> anyhow::Result<()> {
+    fn connect(&mut self, deadline: Deadline) -> anyhow::Result<()> {
         if self.session.is_none() {
             self.session = Some(self.open(deadline)?);
         }
@@ -199,7 +202,7 @@ impl Helper {
 
     /// Connects to the user's bus (as the user: this process is the user)
     /// and waits for the manager on it; says [`Line::Connected`].
-    fn open(&self, deadline: Instant) -> anyhow::Result<Session> {
+    fn open(&self, deadline: Deadline) -> anyhow::Result<Session> {
         let who = &self.who;
         let uid = self.envelope.uid;
         let path = bus_socket_path(uid);
@@ -212,7 +215,7 @@ impl Helper {
         })?;
         let conn = connection::Builder::async_io_unix_stream(stream)
             .user_id(uid)
-            .method_timeout(deadline.saturating_duration_since(Instant::now()))
+            .method_timeout(deadline.remaining())
             .build()
             .with_context(|| {
                 format!(
@@ -236,7 +239,7 @@ impl Helper {
         &self,
         session: &Session,
         unit: &str,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> anyhow::Result<UnitRun> {
         let who = &self.who;
         let cancel = &self.cancel;
@@ -268,7 +271,7 @@ impl Helper {
                 // over a fresh connection if the bus is still there (the
                 // root side ends this helper after a `RunUnit`).
                 let stopped = self
-                    .open(Instant::now() + STOP_GRACE)
+                    .open(Deadline::after(STOP_GRACE))
                     .and_then(|fresh| self.abort(&fresh, unit, None));
                 bail!(
                     "{who}: lost the connection to the user's systemd while {unit} was running \
@@ -288,7 +291,7 @@ impl Helper {
         })
     }
 
-    fn stop_unit(&self, session: &Session, unit: &str, deadline: Instant) -> anyhow::Result<()> {
+    fn stop_unit(&self, session: &Session, unit: &str, deadline: Deadline) -> anyhow::Result<()> {
         let who = &session.who;
         let (path, load_state) = session.load(unit)?;
         let active_state = session.unit(&path)?.active_state().with_context(|| {
@@ -314,7 +317,7 @@ impl Helper {
             ),
             JobEnd::Deadline => bail!(
                 "{who}: {unit} did not stop within {}s; {hint}",
-                deadline.saturating_duration_since(self.started).as_secs()
+                deadline.instant().saturating_duration_since(self.started).as_secs()
             ),
             JobEnd::Lost => {
                 bail!("{who}: lost the connection to the user's systemd while stopping {unit}; {hint}")

@@ -4,14 +4,14 @@
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zbus::message::Type as MessageType;
 use zbus::zvariant::OwnedObjectPath;
 use zbus::Message;
 
-use super::{MANAGER_INTERFACE, SLICE};
-use crate::ports::Cancel;
+use super::MANAGER_INTERFACE;
+use crate::ports::{Cancel, Deadline, Over};
 
 /// A `JobRemoved(id, job, unit, result)` from the manager (`owner`), or `None`.
 pub(super) fn job_removed(message: &Message, owner: &str) -> Option<JobRemoved> {
@@ -57,22 +57,22 @@ impl JobWatch {
     pub(super) fn wait_for(
         &self,
         job: &OwnedObjectPath,
-        deadline: Instant,
+        deadline: Deadline,
         cancel: Option<&Cancel>,
     ) -> JobEnd {
         let job = job.as_str();
         loop {
-            let cancelled = cancel.is_some_and(Cancel::is_cancelled);
-            let now = Instant::now();
-            if cancelled || now >= deadline {
+            let pause = match deadline.slice(Deadline::SLICE, cancel) {
+                Ok(pause) => pause,
                 // A job that ended just now still counts as ended.
-                return self.drain_for(job).unwrap_or(if cancelled {
-                    JobEnd::Cancelled
-                } else {
-                    JobEnd::Deadline
-                });
-            }
-            match self.rx.recv_timeout(SLICE.min(deadline - now)) {
+                Err(over) => {
+                    return self.drain_for(job).unwrap_or(match over {
+                        Over::Stopped => JobEnd::Cancelled,
+                        Over::Reached => JobEnd::Deadline,
+                    })
+                }
+            };
+            match self.rx.recv_timeout(pause) {
                 Ok(removed) if removed.job == job => return JobEnd::Removed(removed.result),
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return JobEnd::Lost,
@@ -111,7 +111,7 @@ impl GaveUp {
 /// Polls `ready` every 100 ms until it holds, the deadline passes or
 /// `cancel` is set. `ready` is always tried at least once.
 pub(super) fn wait_until(
-    deadline: Instant,
+    deadline: Deadline,
     cancel: Option<&Cancel>,
     mut ready: impl FnMut() -> bool,
 ) -> Result<(), GaveUp> {
@@ -119,13 +119,10 @@ pub(super) fn wait_until(
         if ready() {
             return Ok(());
         }
-        if cancel.is_some_and(Cancel::is_cancelled) {
-            return Err(GaveUp::Cancelled);
+        match deadline.slice(Deadline::SLICE, cancel) {
+            Ok(pause) => thread::sleep(pause),
+            Err(Over::Stopped) => return Err(GaveUp::Cancelled),
+            Err(Over::Reached) => return Err(GaveUp::Deadline),
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(GaveUp::Deadline);
-        }
-        thread::sleep(SLICE.min(deadline - now));
     }
 }

@@ -25,7 +25,7 @@ mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use zbus::blocking::connection;
@@ -36,16 +36,14 @@ use self::jobs::wait_until;
 use self::proxies::ManagerProxy;
 use self::wire::{Answer, Envelope, Request};
 use crate::ports::{
-    Account, Cancel, FailedUnit, FailedUnits, Health, JobOutcome, ManagerNotRunning, UnitList,
-    UnitRun, UnitStatus, UserSystemd,
+    Account, Cancel, Deadline, FailedUnit, FailedUnits, Health, JobOutcome, ManagerNotRunning,
+    UnitList, UnitRun, UnitStatus, UserSystemd,
 };
 
 /// The well-known name of a systemd manager on its bus.
 const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
-/// The longest single sleep of any polling wait here.
-const SLICE: Duration = Duration::from_millis(100);
 /// What a unit that must stop may take past its job's deadline: 5 s for
 /// its stop job, then `SIGKILL` and up to 3 s for it to settle, plus the
 /// helper's own margin (behaviour.md: the action ends within its deadline
@@ -80,7 +78,7 @@ pub struct UserBus {
     start_managers: bool,
     /// The run deadline: exchanges end at it (calls past it get a short
     /// bound, so a run is never held up long after its deadline).
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
     /// The stop signal, for the calls whose port takes none.
     cancel: Option<Cancel>,
     /// The helper kept for the next call (a clone starts without one).
@@ -168,7 +166,7 @@ impl UserBus {
     }
 
     /// Bounds every wait and call by the run deadline.
-    pub fn ending_by(mut self, deadline: Instant) -> Self {
+    pub fn ending_by(mut self, deadline: Deadline) -> Self {
         self.deadline = Some(deadline);
         self
     }
@@ -183,11 +181,7 @@ impl UserBus {
     /// [`PAST_DEADLINE`] once it has passed).
     fn bounded(&self, limit: Duration) -> Duration {
         match self.deadline {
-            Some(deadline) => limit.min(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(PAST_DEADLINE),
-            ),
+            Some(deadline) => limit.min(deadline.remaining().max(PAST_DEADLINE)),
             None => limit,
         }
     }
@@ -227,7 +221,7 @@ impl UserBus {
             }
             .into());
         }
-        let deadline = Instant::now() + self.bounded(self.bus_wait.min(limit));
+        let deadline = Deadline::after(self.bounded(self.bus_wait.min(limit)));
         self.start_user_manager(account)?;
         wait_until(deadline, cancel, || path_present(&path)).map_err(|why| {
             anyhow!(
@@ -276,15 +270,14 @@ impl UserBus {
         cancel: Option<&Cancel>,
     ) -> anyhow::Result<Ended> {
         let cancel = self.cancel_for(cancel);
-        let asked = Instant::now();
+        // The call's time counts from here, the wait for the bus included.
+        let ends = Deadline::after(limit);
         self.ensure_bus(account, limit, cancel)?;
-        let now = Instant::now();
-        let ends = now + limit.saturating_sub(now - asked);
         let budget = Budget {
-            before_job: ends + MARGIN,
+            before_job: Deadline::from(ends.instant(), MARGIN),
             after_job: match request {
-                Request::RunUnit { .. } => ends + ABORT_BUDGET,
-                _ => ends + MARGIN,
+                Request::RunUnit { .. } => Deadline::from(ends.instant(), ABORT_BUDGET),
+                _ => Deadline::from(ends.instant(), MARGIN),
             },
             interrupted: INTERRUPTED_BUDGET,
         };
@@ -317,7 +310,7 @@ impl UserBus {
             None => None,
         };
         // What is left of the call's (or the job's) time from here.
-        let left = ends.saturating_duration_since(Instant::now());
+        let left = ends.remaining();
         if let Request::RunUnit { timeout_ms, .. }
         | Request::StopUnit { timeout_ms, .. }
         | Request::CheckHealth { timeout_ms } = &mut request
@@ -612,6 +605,7 @@ mod tests {
     use super::jobs::{GaveUp, JobEnd, JobRemoved, JobWatch};
     use super::*;
     use crate::model::UserName;
+    use std::time::Instant;
 
     fn account() -> Account {
         Account {
@@ -683,19 +677,19 @@ mod tests {
         let past = Instant::now();
         let mut tries = 0;
         assert_eq!(
-            wait_until(past, None, || {
+            wait_until(Deadline::at(past), None, || {
                 tries += 1;
                 false
             }),
             Err(GaveUp::Deadline)
         );
         assert_eq!(tries, 1);
-        assert_eq!(wait_until(past, None, || true), Ok(()));
+        assert_eq!(wait_until(Deadline::at(past), None, || true), Ok(()));
         let cancel = Cancel::new();
         cancel.cancel();
         let far = Instant::now() + Duration::from_secs(60);
         assert_eq!(
-            wait_until(far, Some(&cancel), || false),
+            wait_until(Deadline::at(far), Some(&cancel), || false),
             Err(GaveUp::Cancelled)
         );
     }
@@ -717,11 +711,11 @@ mod tests {
         .expect("send");
         // Past the deadline, a result already queued still wins.
         assert_eq!(
-            watch.wait_for(&job, Instant::now(), None),
+            watch.wait_for(&job, Deadline::after(Duration::ZERO), None),
             JobEnd::Removed("done".into())
         );
         assert_eq!(
-            watch.wait_for(&job, Instant::now() + Duration::from_millis(150), None),
+            watch.wait_for(&job, Deadline::after(Duration::from_millis(150)), None),
             JobEnd::Deadline
         );
         let cancel = Cancel::new();
@@ -729,14 +723,14 @@ mod tests {
         assert_eq!(
             watch.wait_for(
                 &job,
-                Instant::now() + Duration::from_secs(60),
+                Deadline::after(Duration::from_secs(60)),
                 Some(&cancel)
             ),
             JobEnd::Cancelled
         );
         drop(tx);
         assert_eq!(
-            watch.wait_for(&job, Instant::now() + Duration::from_secs(60), None),
+            watch.wait_for(&job, Deadline::after(Duration::from_secs(60)), None),
             JobEnd::Lost
         );
     }

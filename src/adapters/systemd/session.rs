@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use zbus::blocking::{fdo::DBusProxy, Connection, MessageIterator};
@@ -16,7 +16,7 @@ use zbus::MatchRule;
 use super::jobs::{job_removed, wait_until, JobWatch};
 use super::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
 use super::{is_settled, MANAGER_INTERFACE, MANAGER_PATH, SYSTEMD_NAME};
-use crate::ports::{Cancel, UnitStatus};
+use crate::ports::{Cancel, Deadline, UnitStatus};
 
 /// One connection to one user's manager. Closing the connection on drop
 /// also ends the job-signal reader thread.
@@ -38,7 +38,7 @@ impl Session {
     /// after `user@.service` starts, the bus can be up before the manager.
     pub(super) fn wait_for_manager(
         &self,
-        deadline: Instant,
+        deadline: Deadline,
         cancel: Option<&Cancel>,
         hint: &str,
     ) -> anyhow::Result<()> {
@@ -142,7 +142,7 @@ impl Session {
 
     /// Polls until the unit is `inactive` or `failed`, at most `limit`.
     pub(super) fn wait_settled(&self, unit: &str, limit: Duration) -> bool {
-        wait_until(Instant::now() + limit, None, || {
+        wait_until(Deadline::after(limit), None, || {
             self.unit_by_name(unit)
                 .and_then(|u| Ok(u.active_state()?))
                 .is_ok_and(|state| is_settled(&state))
