@@ -530,8 +530,19 @@ fn the_token_is_in_no_command_line_and_no_environment_during_a_run() {
                 );
             }
         }
+        // Ours, and the user's processes but those its own systemd started
+        // (its dbus-daemon, say, which systemd hands NOTIFY_SOCKET itself).
+        let managed = user
+            .manager_pid()
+            .map(|m| descendants(m as i32))
+            .unwrap_or_default();
         let mut watched: BTreeSet<i32> = descendants(binary);
-        watched.extend(user.processes().into_iter().map(|(p, _)| p));
+        watched.extend(
+            user.processes()
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| !managed.contains(p)),
+        );
         for pid in watched {
             let Some(env) = proc_bytes(pid, "environ") else {
                 continue;
