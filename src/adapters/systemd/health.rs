@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::time::{clock_gettime, ClockId};
 
+use super::batch::Batch;
 use super::session::Session;
+use super::UNIT_INTERFACE;
 use crate::model::UnhealthyUnit;
 use crate::ports::{is_loaded, Deadline, Health};
 
@@ -82,32 +84,50 @@ fn settled(seen: &[Seen]) -> Option<Option<Deadline>> {
     (settling || next_look.is_some()).then_some(next_look)
 }
 
-/// The names in `Wants` and `Requires` of each target that is loaded.
+/// The names in `Wants` and `Requires` of each target that is loaded:
+/// one round trip for the targets, one for what they all want.
 fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
     let context = || format!("{}: cannot look at {}", session.who, TARGETS.join(" and "));
     let rows = session
         .manager
         .list_units_by_names(&TARGETS)
         .with_context(context)?;
-    let mut units = BTreeSet::new();
+    let mut batch = Batch::default();
+    let mut reads = Vec::new();
     for row in rows.into_iter().filter(|row| is_loaded(&row.2)) {
         let (target, path) = (row.0, row.6);
-        let proxy = session.unit(&path)?;
+        let wants = batch.get(&path, UNIT_INTERFACE, "Wants")?;
+        let requires = batch.get(&path, UNIT_INTERFACE, "Requires")?;
+        reads.push((target, wants, requires));
+    }
+    let mut units = BTreeSet::new();
+    if reads.is_empty() {
+        return Ok(units);
+    }
+    let mut replies = batch.send(&session.conn).with_context(context)?;
+    for (target, wants, requires) in reads {
         let context = || format!("{}: cannot read what {target} wants", session.who);
-        units.extend(proxy.wants().with_context(context)?);
-        units.extend(proxy.requires().with_context(context)?);
+        units.extend(replies.value::<Vec<String>>(wants).with_context(context)?);
+        units.extend(
+            replies
+                .value::<Vec<String>>(requires)
+                .with_context(context)?,
+        );
     }
     Ok(units)
 }
 
 /// The loaded units among `names` as they are now (a `Wants=` of something
-/// absent is no failure).
+/// absent is no failure): one round trip for their states, one for when
+/// each active one became so.
 fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
+    let context = || format!("{}: cannot read the state of its services", session.who);
     let rows = session
         .manager
         .list_units_by_names(names)
-        .with_context(|| format!("{}: cannot read the state of its services", session.who))?;
-    let mut seen = Vec::with_capacity(rows.len());
+        .with_context(context)?;
+    let mut batch = Batch::default();
+    let mut read = Vec::with_capacity(rows.len());
     for row in rows.into_iter().filter(|row| is_loaded(&row.2)) {
         let (unit, active_state, sub_state, job, path) = (row.0, row.3, row.4, row.7, row.6);
         let settling = job != 0
@@ -115,16 +135,29 @@ fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
                 active_state.as_str(),
                 "activating" | "deactivating" | "reloading" | "refreshing"
             );
-        let young_until = if active_state == "active" {
-            let entered = session
-                .unit(&path)?
-                .active_enter_timestamp_monotonic()
-                .with_context(|| {
-                    format!("{}: cannot read when {unit} became active", session.who)
-                })?;
-            young_until(entered, monotonic_micros())
+        let entered = if active_state == "active" {
+            Some(batch.get(&path, UNIT_INTERFACE, "ActiveEnterTimestampMonotonic")?)
         } else {
             None
+        };
+        read.push((unit, active_state, sub_state, settling, entered));
+    }
+    let mut replies = if read.iter().any(|r| r.4.is_some()) {
+        Some(batch.send(&session.conn).with_context(context)?)
+    } else {
+        None
+    };
+    let now = monotonic_micros();
+    let mut seen = Vec::with_capacity(read.len());
+    for (unit, active_state, sub_state, settling, entered) in read {
+        let young_until = match (entered, replies.as_mut()) {
+            (Some(slot), Some(replies)) => {
+                let entered = replies.value::<u64>(slot).with_context(|| {
+                    format!("{}: cannot read when {unit} became active", session.who)
+                })?;
+                young_until(entered, now)
+            }
+            _ => None,
         };
         seen.push(Seen {
             unit,

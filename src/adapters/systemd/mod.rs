@@ -15,6 +15,7 @@
 //! What stays here, as root: starting `user@<uid>.service` on the system bus
 //! when the user's bus socket is absent, and waiting for the socket.
 
+mod batch;
 mod health;
 mod helper;
 mod inside;
@@ -44,6 +45,8 @@ use crate::ports::{
 const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER_INTERFACE: &str = "org.freedesktop.systemd1.Manager";
+const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
 /// What a unit that must stop may take past its job's deadline: 5 s for
 /// its stop job, then `SIGKILL` and up to 3 s for it to settle, plus the
 /// helper's own margin (behaviour.md: the action ends within its deadline

@@ -7,7 +7,8 @@
 //! session in `mod.rs` adds the rule itself and reads the raw messages.
 //!
 //! Only blocking proxies are generated. Property caching is switched off
-//! where the proxies are built (`mod.rs`), so every read is a fresh `Get`.
+//! where the proxies are built (`session.rs`), so every read is a fresh
+//! `Get`. Reads of several properties at once go through `batch.rs`.
 
 use zbus::proxy;
 use zbus::zvariant::OwnedObjectPath;
@@ -79,15 +80,6 @@ pub trait Unit {
     fn load_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn active_state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn sub_state(&self) -> zbus::Result<String>;
-    /// CLOCK_MONOTONIC, microseconds; 0 when never active.
-    #[zbus(property)]
-    fn active_enter_timestamp_monotonic(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn wants(&self) -> zbus::Result<Vec<String>>;
-    #[zbus(property)]
-    fn requires(&self) -> zbus::Result<Vec<String>>;
 }
 
 #[proxy(
@@ -99,6 +91,4 @@ pub trait Unit {
 pub trait Service {
     #[zbus(property)]
     fn result(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn exec_main_status(&self) -> zbus::Result<i32>;
 }

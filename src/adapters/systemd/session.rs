@@ -13,9 +13,12 @@ use zbus::proxy::CacheProperties;
 use zbus::zvariant::OwnedObjectPath;
 use zbus::MatchRule;
 
+use super::batch::Batch;
 use super::jobs::{job_removed, wait_until, JobWatch};
 use super::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
-use super::{is_settled, MANAGER_INTERFACE, MANAGER_PATH, SYSTEMD_NAME};
+use super::{
+    is_settled, MANAGER_INTERFACE, MANAGER_PATH, SERVICE_INTERFACE, SYSTEMD_NAME, UNIT_INTERFACE,
+};
 use crate::ports::{Cancel, Deadline, UnitStatus};
 
 /// One connection to one user's manager. Closing the connection on drop
@@ -104,8 +107,9 @@ impl Session {
             .build()?)
     }
 
-    /// The unit's state for the operator; fields that cannot be read (a
-    /// target has no `Result`) stay `None`.
+    /// The unit's state for the operator, its four properties read in one
+    /// round trip; fields that cannot be read (a target has no `Result`)
+    /// stay `None`.
     pub(super) fn status(&self, unit: &str) -> UnitStatus {
         let Ok(path) = self
             .manager
@@ -114,19 +118,21 @@ impl Session {
         else {
             return UnitStatus::default();
         };
-        let mut status = UnitStatus::default();
-        if let Ok(u) = self.unit(&path) {
-            status.active_state = u.active_state().ok();
-            status.sub_state = u.sub_state().ok();
-        }
-        let service = ServiceProxy::builder(&self.conn)
-            .path(path)
-            .and_then(|b| b.cache_properties(CacheProperties::No).build());
-        if let Ok(s) = service {
-            status.result = s.result().ok();
-            status.exec_main_status = s.exec_main_status().ok();
-        }
-        status
+        let read = || -> anyhow::Result<UnitStatus> {
+            let mut batch = Batch::default();
+            let active = batch.get(&path, UNIT_INTERFACE, "ActiveState")?;
+            let sub = batch.get(&path, UNIT_INTERFACE, "SubState")?;
+            let result = batch.get(&path, SERVICE_INTERFACE, "Result")?;
+            let exec = batch.get(&path, SERVICE_INTERFACE, "ExecMainStatus")?;
+            let mut replies = batch.send(&self.conn)?;
+            Ok(UnitStatus {
+                active_state: replies.value(active).ok(),
+                sub_state: replies.value(sub).ok(),
+                result: replies.value(result).ok(),
+                exec_main_status: replies.value(exec).ok(),
+            })
+        };
+        read().unwrap_or_default()
     }
 
     /// The service `Result` of the unit at `path`; `None` when it cannot be
@@ -151,13 +157,12 @@ impl Session {
     }
 
     /// `Subscribe`, match rules for `PropertiesChanged` of any unit and for
-    /// `JobRemoved`, and a reader thread that sends `()` on each such
-    /// signal: a wait for units to settle wakes on their changes.
+    /// `JobRemoved` (the three in one round trip), and a reader thread that
+    /// sends `()` on each such signal: a wait for units to settle wakes on
+    /// their changes.
     pub(super) fn watch_changes(&self) -> anyhow::Result<mpsc::Receiver<()>> {
         let who = &self.who;
         let context = || format!("{who}: cannot listen for unit changes in the user's systemd");
-        self.manager.subscribe().with_context(context)?;
-        let dbus = DBusProxy::new(&self.conn).with_context(context)?;
         let messages = MessageIterator::from(&self.conn);
         let rules = [
             MatchRule::builder()
@@ -175,8 +180,14 @@ impl Session {
                 .member("JobRemoved")?
                 .build(),
         ];
+        let mut batch = Batch::default();
+        let mut slots = vec![batch.manager("Subscribe", &())?];
         for rule in rules {
-            dbus.add_match_rule(rule).with_context(context)?;
+            slots.push(batch.bus("AddMatch", &(rule.to_string(),))?);
+        }
+        let mut replies = batch.send(&self.conn).with_context(context)?;
+        for slot in slots {
+            replies.take(slot).with_context(context)?;
         }
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
@@ -193,19 +204,12 @@ impl Session {
         Ok(rx)
     }
 
-    /// `Subscribe`, a match rule for `JobRemoved` and a reader thread
+    /// `Subscribe`, the manager's unique name and a match rule for
+    /// `JobRemoved` (the three in one round trip), and a reader thread
     /// forwarding each one to a channel, so waits can use `recv_timeout`.
     pub(super) fn watch_jobs(&self) -> anyhow::Result<JobWatch> {
         let who = &self.who;
         let context = || format!("{who}: cannot listen for job signals of the user's systemd");
-        self.manager.subscribe().with_context(context)?;
-        let dbus = DBusProxy::new(&self.conn).with_context(context)?;
-        // Only the manager itself may end our job (other processes of the
-        // user share the bus).
-        let owner = dbus
-            .get_name_owner(BusName::try_from(SYSTEMD_NAME)?)
-            .with_context(context)?
-            .to_string();
         // The stream exists before the rule, the rule before StartUnit: no
         // signal can slip past. Closing the connection ends the stream.
         let messages = MessageIterator::from(&self.conn);
@@ -216,7 +220,19 @@ impl Session {
             .interface(MANAGER_INTERFACE)?
             .member("JobRemoved")?
             .build();
-        dbus.add_match_rule(rule).with_context(context)?;
+        let mut batch = Batch::default();
+        let subscribe = batch.manager("Subscribe", &())?;
+        // Only the manager itself may end our job (other processes of the
+        // user share the bus).
+        let owner = batch.bus("GetNameOwner", &(SYSTEMD_NAME,))?;
+        let matched = batch.bus("AddMatch", &(rule.to_string(),))?;
+        let mut replies = batch.send(&self.conn).with_context(context)?;
+        replies.take(subscribe).with_context(context)?;
+        replies.take(matched).with_context(context)?;
+        let owner: String = replies
+            .take(owner)
+            .and_then(|reply| reply.body().deserialize::<String>())
+            .with_context(context)?;
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("systemd-jobs".into())
