@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use fake_provider::{FakeHandle, FakeProvider};
 use harness::{TestUser, UserSpec};
-use node_run::{action, intent, spawn, world, NodeConfig, NodeState};
+use node_run::{action, intent, world, NodeConfig, NodeState};
 
 const NODE: &str = "node-a";
 const OTHER: &str = "node-b";
@@ -85,13 +85,24 @@ fn timed_run(actions: Vec<Value>) -> (Duration, u64) {
 
 /// [`timed_run`] with more variables for the binary.
 fn timed_run_with(actions: Vec<Value>, env: &[(&str, &str)]) -> (Duration, u64) {
+    timed_run_of(&node_run::bin(), actions, env)
+}
+
+/// [`timed_run_with`] of the binary `program`.
+fn timed_run_of(
+    program: &std::path::Path,
+    actions: Vec<Value>,
+    env: &[(&str, &str)],
+) -> (Duration, u64) {
     let fake = provider("job-bench", actions);
-    let run = spawn(
+    let run = node_run::spawn_binary(
+        program,
         &fake,
         &NodeConfig {
             extra_env: env,
             ..config(None)
         },
+        &[],
     );
     let (finished, peak) = run.wait_measuring(Duration::from_secs(600));
     assert_eq!(finished.code, Some(0), "{}", finished.output());
@@ -243,6 +254,60 @@ fn instant_backup(user: &TestUser) {
     user.daemon_reload().expect("daemon-reload");
 }
 
+/// Medians of `2 * ROUNDS` one-action runs of `old` and of `new`, taking
+/// turns, and with `--actions N,M,...` also three runs of N (M, ...)
+/// `activate` actions of each (median time per action).
+fn compare(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    activate: &dyn Fn() -> Value,
+    backup: &dyn Fn() -> Value,
+    args: &[String],
+) {
+    println!("old: {}\nnew: {}", old.display(), new.display());
+    println!("medians of {} runs each, taking turns", 2 * ROUNDS);
+    println!("| run | old | new | new / old |");
+    println!("|---|---|---|---|");
+    for (name, make, env) in [
+        ("activate", activate, &[][..]),
+        ("activate (health check off)", activate, HEALTH_OFF),
+        ("backup", backup, &[]),
+    ] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..2 * ROUNDS {
+            a.push(timed_run_of(old, vec![make()], env).0);
+            b.push(timed_run_of(new, vec![make()], env).0);
+        }
+        let (a, b) = (median(a), median(b));
+        println!(
+            "| one-action {name} | {a:>9.1?} | {b:>9.1?} | {:.2} |",
+            b.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+    let sizes = args
+        .iter()
+        .skip_while(|a| *a != "--actions")
+        .nth(1)
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.parse::<usize>().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for n in sizes {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            a.push(timed_run_of(old, (0..n).map(|_| activate()).collect(), &[]).0 / n as u32);
+            b.push(timed_run_of(new, (0..n).map(|_| activate()).collect(), &[]).0 / n as u32);
+        }
+        let (a, b) = (median(a), median(b));
+        println!(
+            "| {n} activate actions, per action | {a:>9.2?} | {b:>9.2?} | {:.2} |",
+            b.as_secs_f64() / a.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("end_to_end: not measuring (run `cargo bench --bench end_to_end` as root)");
@@ -276,6 +341,22 @@ fn main() {
         return;
     }
 
+    // `-- --compare OLD NEW [--actions N,M]`: the one-action runs of two
+    // binaries, taking turns (so that a noisy neighbour hits both alike),
+    // then stop.
+    if let Some(i) = args.iter().position(|a| a == "--compare") {
+        let (Some(old), Some(new)) = (args.get(i + 1), args.get(i + 2)) else {
+            panic!("--compare OLD NEW: two binaries");
+        };
+        compare(
+            std::path::Path::new(old),
+            std::path::Path::new(new),
+            &activate,
+            &backup,
+            &args,
+        );
+        return;
+    }
     // `-- --actions N`: one timed run of N `activate` actions, then stop
     // (to profile the per-action path at scale).
     if let Some(n) = args
