@@ -85,7 +85,7 @@ fn timed_run(actions: Vec<Value>) -> (Duration, u64) {
 
 /// [`timed_run`] with more variables for the binary.
 fn timed_run_with(actions: Vec<Value>, env: &[(&str, &str)]) -> (Duration, u64) {
-    timed_run_of(&node_run::bin(), actions, env)
+    timed_run_of(node_run::bin(), actions, env)
 }
 
 /// [`timed_run_with`] of the binary `program`.

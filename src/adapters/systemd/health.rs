@@ -14,7 +14,7 @@ use nix::time::{clock_gettime, ClockId};
 
 use super::batch::Batch;
 use super::session::Session;
-use super::UNIT_INTERFACE;
+use super::{unit_object_path, UNIT_INTERFACE};
 use crate::model::UnhealthyUnit;
 use crate::ports::{is_loaded, Deadline, Health};
 
@@ -84,29 +84,28 @@ fn settled(seen: &[Seen]) -> Option<Option<Deadline>> {
     (settling || next_look.is_some()).then_some(next_look)
 }
 
-/// The names in `Wants` and `Requires` of each target that is loaded:
-/// one round trip for the targets, one for what they all want.
+/// The names in `Wants` and `Requires` of each target that is loaded: the
+/// `LoadState`, `Wants` and `Requires` of both targets in one round trip.
 fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
     let context = || format!("{}: cannot look at {}", session.who, TARGETS.join(" and "));
-    let rows = session
-        .manager
-        .list_units_by_names(&TARGETS)
-        .with_context(context)?;
     let mut batch = Batch::default();
     let mut reads = Vec::new();
-    for row in rows.into_iter().filter(|row| is_loaded(&row.2)) {
-        let (target, path) = (row.0, row.6);
-        let wants = batch.get(&path, UNIT_INTERFACE, "Wants")?;
-        let requires = batch.get(&path, UNIT_INTERFACE, "Requires")?;
-        reads.push((target, wants, requires));
-    }
-    let mut units = BTreeSet::new();
-    if reads.is_empty() {
-        return Ok(units);
+    for target in TARGETS {
+        let path = unit_object_path(target);
+        reads.push((
+            target,
+            batch.get(&path, UNIT_INTERFACE, "LoadState")?,
+            batch.get(&path, UNIT_INTERFACE, "Wants")?,
+            batch.get(&path, UNIT_INTERFACE, "Requires")?,
+        ));
     }
     let mut replies = batch.send(&session.conn).with_context(context)?;
-    for (target, wants, requires) in reads {
+    let mut units = BTreeSet::new();
+    for (target, state, wants, requires) in reads {
         let context = || format!("{}: cannot read what {target} wants", session.who);
+        if !is_loaded(&replies.value::<String>(state).with_context(context)?) {
+            continue;
+        }
         units.extend(replies.value::<Vec<String>>(wants).with_context(context)?);
         units.extend(
             replies

@@ -539,6 +539,26 @@ pub fn bounded_failed(failed: FailedUnits) -> FailedUnits {
     FailedUnits { units, more }
 }
 
+/// The object path of `unit` in a systemd manager: its name escaped as
+/// systemd's `bus_label_escape` does (every byte but a letter, or a digit
+/// after the first, as `_` and two lowercase hex digits). A call on that
+/// path loads the unit if needed, as `LoadUnit` does, so a unit's state
+/// can be read without asking for its path first.
+pub fn unit_object_path(unit: &str) -> String {
+    let mut path = String::from("/org/freedesktop/systemd1/unit/");
+    if unit.is_empty() {
+        path.push('_');
+    }
+    for (i, byte) in unit.bytes().enumerate() {
+        if byte.is_ascii_alphabetic() || (i > 0 && byte.is_ascii_digit()) {
+            path.push(char::from(byte));
+        } else {
+            path.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    path
+}
+
 /// `/run/user/<uid>/bus`: where the user's session bus listens.
 pub fn bus_socket_path(uid: u32) -> PathBuf {
     PathBuf::from(format!("/run/user/{uid}/bus"))
@@ -658,6 +678,37 @@ mod tests {
             "refreshing",
         ] {
             assert!(!is_settled(busy), "{busy}");
+        }
+    }
+
+    #[test]
+    fn unit_paths_are_escaped_as_systemd_escapes_them() {
+        let path = |unit| unit_object_path(unit);
+        assert_eq!(
+            path("restic-backups-app.service"),
+            "/org/freedesktop/systemd1/unit/restic_2dbackups_2dapp_2eservice"
+        );
+        assert_eq!(
+            path("default.target"),
+            "/org/freedesktop/systemd1/unit/default_2etarget"
+        );
+        assert_eq!(
+            path("2fa_x@1.service"),
+            "/org/freedesktop/systemd1/unit/_32fa_5fx_401_2eservice"
+        );
+        assert_eq!(path(""), "/org/freedesktop/systemd1/unit/_");
+        // Whatever the name, a valid object path: [A-Za-z0-9_] after the prefix.
+        for odd in ["ä.service", "a b", "../x", "\n"] {
+            let p = path(odd);
+            let tail = p.trim_start_matches("/org/freedesktop/systemd1/unit/");
+            assert!(
+                tail.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{p}"
+            );
+            assert!(
+                zbus::zvariant::ObjectPath::try_from(p.as_str()).is_ok(),
+                "{p}"
+            );
         }
     }
 

@@ -17,7 +17,8 @@ use super::batch::Batch;
 use super::jobs::{job_removed, wait_until, JobWatch};
 use super::proxies::{JobProxy, ManagerProxy, ServiceProxy, UnitProxy};
 use super::{
-    is_settled, MANAGER_INTERFACE, MANAGER_PATH, SERVICE_INTERFACE, SYSTEMD_NAME, UNIT_INTERFACE,
+    is_settled, unit_object_path, MANAGER_INTERFACE, MANAGER_PATH, SERVICE_INTERFACE, SYSTEMD_NAME,
+    UNIT_INTERFACE,
 };
 use crate::ports::{Cancel, Deadline, UnitStatus};
 
@@ -74,13 +75,13 @@ impl Session {
     /// `LoadUnit`: the unit's object path and `LoadState`.
     pub(super) fn load(&self, unit: &str) -> anyhow::Result<(OwnedObjectPath, String)> {
         let who = &self.who;
-        let path = self
-            .manager
-            .load_unit(unit)
-            .with_context(|| format!("{who}: cannot load {unit} in the user's systemd"))?;
-        let state = self
-            .unit(&path)?
-            .load_state()
+        let path = OwnedObjectPath::try_from(unit_object_path(unit))
+            .with_context(|| format!("{who}: {unit} is not a unit name systemd could load"))?;
+        let mut batch = Batch::default();
+        let state = batch.get(&path, UNIT_INTERFACE, "LoadState")?;
+        let state = batch
+            .send(&self.conn)
+            .and_then(|mut replies| Ok(replies.value::<String>(state)?))
             .with_context(|| format!("{who}: cannot read the LoadState of {unit}"))?;
         Ok((path, state))
     }
@@ -111,13 +112,7 @@ impl Session {
     /// round trip; fields that cannot be read (a target has no `Result`)
     /// stay `None`.
     pub(super) fn status(&self, unit: &str) -> UnitStatus {
-        let Ok(path) = self
-            .manager
-            .get_unit(unit)
-            .or_else(|_| self.manager.load_unit(unit))
-        else {
-            return UnitStatus::default();
-        };
+        let path = unit_object_path(unit);
         let read = || -> anyhow::Result<UnitStatus> {
             let mut batch = Batch::default();
             let active = batch.get(&path, UNIT_INTERFACE, "ActiveState")?;
