@@ -32,8 +32,6 @@ pub(super) const LIMITS: HelperLimits = HelperLimits {
 };
 /// The tail of a helper's stderr kept for messages (a panic says why there).
 const STDERR_TAIL: usize = 2048;
-/// How often a wait looks at the stop signal (the answer itself wakes it).
-const CANCEL_CHECK: Duration = Duration::from_millis(50);
 /// How long a helper that answered may take to exit.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -382,7 +380,7 @@ impl Running {
                 });
             }
             let slice = if cancel.is_some() && !said.cancelled {
-                CANCEL_CHECK.min(kill_at.remaining())
+                Deadline::SLICE.min(kill_at.remaining())
             } else {
                 kill_at.remaining()
             };
