@@ -171,54 +171,33 @@ impl Conversation {
             Stage::Connecting
         };
         let said = self.running.follow(start, budget, cancel);
-        if let Ok(Said {
-            last: Some(Line::Done { .. } | Line::Failed { .. }),
-            stage,
-            ..
-        }) = &said
-        {
-            self.connected |= *stage != Stage::Connecting;
+        if let Ok(said) = &said {
+            self.connected |= said.stage != Stage::Connecting;
         }
-        let answered = matches!(
-            &said,
-            Ok(Said {
-                last: Some(Line::Done { .. } | Line::Failed { .. }),
-                ..
-            })
-        );
-        match said {
-            Ok(Said {
-                last: Some(Line::Done { answer }),
-                ..
-            }) if keep => return (Ok(Ended::Answer(answer)), Some(self)),
+        let said = match said {
             Ok(Said {
                 last: Some(Line::Done { answer }),
                 ..
             }) => {
+                if keep {
+                    return (Ok(Ended::Answer(answer)), Some(self));
+                }
                 self.end();
                 return (Ok(Ended::Answer(answer)), None);
             }
             Ok(Said {
                 last: Some(Line::Failed { message }),
                 ..
-            }) if answered => {
-                // It ends after a failure; a garbled answer was killed.
+            }) => {
+                // It ends after a failure (a garbled answer was killed).
                 self.end();
                 return (Err(anyhow!(message)), None);
             }
-            _ => {}
-        }
+            no_answer => no_answer,
+        };
         let status = self.kill_and_reap();
         let tail = self.running.stderr_tail();
         let outcome = match said {
-            Ok(Said {
-                last: Some(Line::Done { answer }),
-                ..
-            }) => Ok(Ended::Answer(answer)),
-            Ok(Said {
-                last: Some(Line::Failed { message }),
-                ..
-            }) => Err(anyhow!(message)),
             Ok(Said {
                 cancelled: true,
                 stage,
