@@ -417,9 +417,9 @@ impl Running {
     }
 }
 
-/// Reads lines (at most [`MAX_ANSWER`] bytes in all) and hands each,
-/// parsed, to `deliver` until it declines, the pipe ends or the bound is
-/// reached (which is delivered as an error).
+/// Reads lines (at most [`MAX_ANSWER`] bytes in all, over the helper's
+/// life) and hands each, parsed, to `deliver` until it declines, the pipe
+/// ends or the bound is reached (which is delivered as an error).
 fn read_lines(stdout: impl Read, mut deliver: impl FnMut(Result<Line, String>) -> bool) {
     let mut reader = BufReader::new(stdout.take(MAX_ANSWER as u64 + 1));
     let mut total = 0usize;

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ports::{FailedUnits, Health, UnitList, UnitRun};
 
-/// The most the root process reads of a helper's answer (all its lines).
+/// The most the root process reads of what one helper says, all its lines
+/// over all the requests it answers (a helper answers a few small ones).
 pub const MAX_ANSWER: usize = 64 * 1024;
 /// The longest message a helper sends; longer texts are cut (they may hold
 /// whatever the user's bus said).
