@@ -216,11 +216,7 @@ fn action_rows_follow_the_servers_bookkeeping_and_the_job_closes() {
         "tok-a",
         backup_success("node-a", "acme-shop-main", &[("drupal-migrate", "abc")]),
     );
-    let a: Vec<_> = fake
-        .actions("job-1")
-        .into_iter()
-        .filter(|r| r.node == "node-a")
-        .collect();
+    let a = rows_of(&fake, "node-a");
     assert_eq!(
         (a[0].op.as_str(), a[0].status.as_str()),
         ("backup", "success")
@@ -232,10 +228,8 @@ fn action_rows_follow_the_servers_bookkeeping_and_the_job_closes() {
 
     // node-a finishes with (intent, success): its open rows become success.
     raw.post("job-1", "tok-a", event("node-a", "intent", "success", "m"));
-    assert!(fake
-        .actions("job-1")
+    assert!(rows_of(&fake, "node-a")
         .iter()
-        .filter(|r| r.node == "node-a")
         .all(|r| r.status == "success"));
     assert_eq!(
         fake.job_state("job-1"),
@@ -272,17 +266,9 @@ fn a_failure_finalises_the_nodes_other_rows_and_fails_the_job() {
         "tok-a",
         event("node-a", "backup", "timed_out", "m"),
     );
-    let a: Vec<_> = fake
-        .actions("job-1")
-        .into_iter()
-        .filter(|r| r.node == "node-a")
-        .collect();
+    let a = rows_of(&fake, "node-a");
     assert!(a.iter().all(|r| r.status == "timed_out"), "{a:?}");
-    let b: Vec<_> = fake
-        .actions("job-1")
-        .into_iter()
-        .filter(|r| r.node == "node-b")
-        .collect();
+    let b = rows_of(&fake, "node-b");
     assert!(
         b.iter().all(|r| r.status == "queued"),
         "other nodes untouched: {b:?}"
@@ -421,6 +407,14 @@ fn injected_failures_reactions_and_close_after_lookup() {
 }
 
 // ------------------------------------------------------------ HttpProvider
+
+/// The action rows of `node` in job-1, in order.
+fn rows_of(fake: &fake_provider::FakeHandle, node: &str) -> Vec<fake_provider::ActionRow> {
+    fake.actions("job-1")
+        .into_iter()
+        .filter(|r| r.node == node)
+        .collect()
+}
 
 fn http(fake_url: &str, node: &str, token: &str) -> HttpProvider {
     let base = match fake_url.strip_prefix("unix:") {

@@ -36,10 +36,6 @@ pub type UnitRow = (
     blocking_name = "ManagerProxy"
 )]
 pub trait Manager {
-    /// Loads the unit if needed; works for units that do not exist (their
-    /// `LoadState` is then `not-found`).
-    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Returns the job's object path.
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     /// Returns the job's object path.
@@ -76,8 +72,6 @@ pub trait Job {
     blocking_name = "UnitProxy"
 )]
 pub trait Unit {
-    #[zbus(property)]
-    fn load_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn active_state(&self) -> zbus::Result<String>;
 }

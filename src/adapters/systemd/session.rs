@@ -93,12 +93,9 @@ impl Session {
             .build()?)
     }
 
+    /// The unit's proxy at its computed path (loaded on first use).
     pub(super) fn unit_by_name(&self, unit: &str) -> anyhow::Result<UnitProxy<'static>> {
-        let path = self
-            .manager
-            .get_unit(unit)
-            .or_else(|_| self.manager.load_unit(unit))?;
-        self.unit(&path)
+        self.unit(&OwnedObjectPath::try_from(unit_object_path(unit))?)
     }
 
     pub(super) fn job(&self, path: &OwnedObjectPath) -> anyhow::Result<JobProxy<'static>> {
