@@ -408,10 +408,12 @@ pub fn is_loaded(load_state: &str) -> bool {
 }
 
 pub trait UserSystemd {
-    /// A hint that a call for `account` follows soon (the health check
-    /// after the user's `activate` program): the adapter may get ready
-    /// meanwhile, e.g. connect to the user's bus. Starts nothing and never
-    /// fails: the call itself reports any problem.
+    /// A hint that calls for `account` follow soon, with no wait for
+    /// another node before them (a backup's unit checks after the
+    /// announcement, the health check after the user's `activate`
+    /// program): the adapter may get ready meanwhile, e.g. connect to the
+    /// user's bus. Starts nothing and never fails: the calls themselves
+    /// report any problem.
     fn prepare(&self, _account: &Account) {}
     /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...),
     /// within `limit` whatever the user's bus does.
@@ -574,8 +576,15 @@ pub trait Journal {
     /// lost in a crash before that, nothing is lost that a run needs.
     fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()>;
     /// Adds one change to this node's record of `job` (written whole
-    /// before), durably: when it returns, a crash keeps the change.
-    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()>;
+    /// before); see [`Journal::append_all`].
+    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()> {
+        self.append_all(job, std::slice::from_ref(change))
+    }
+    /// Adds `changes`, in order, to this node's record of `job` (written
+    /// whole before), with one sync if any of them must be durable
+    /// ([`Change::must_be_durable`]): when it returns, a crash keeps those,
+    /// and every change before them.
+    fn append_all(&self, job: &JobId, changes: &[Change]) -> anyhow::Result<()>;
     /// This node's records that hold undelivered terminal events.
     fn with_pending(&self) -> Vec<JobRecord>;
     /// Removes old records: those beyond the newest 50 that are also older

@@ -306,7 +306,7 @@ pub fn render_text(status: &Status) -> String {
         let outcome = match (run.success, &run.outcome) {
             (Some(true), Some(m)) => format!("succeeded: {}", escape(m)),
             (Some(false), Some(m)) => format!("FAILED: {}", escape(m)),
-            _ => "did not finish (still running, or it died)".to_owned(),
+            _ => "did not finish (still running, or it died; after a power loss, maybe only its end was lost)".to_owned(),
         };
         let ended = run
             .ended_at

@@ -154,13 +154,31 @@ fn server_errors_are_retried_with_backoff() {
 }
 
 #[test]
-fn the_users_systemd_hears_ahead_of_activate_that_a_health_check_follows() {
+fn the_users_systemd_hears_ahead_that_its_calls_follow() {
     let w = World::new(StubProvider::with_intent(activate_intent()));
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(w.programs.ran.borrow().len(), 1);
     assert_eq!(w.systemd.health_checks.borrow().len(), 1);
     // Once, for acme, before its health check.
     assert_eq!(*w.systemd.prepared.borrow(), vec![("acme".to_owned(), 0)]);
+
+    // A backup: once, before its unit starts.
+    let mut w = World::new(StubProvider::with_intent(backup_intent(&["db-migrate"])));
+    w.systemd = StubSystemd::default().loaded("restic-backups-db-migrate.service", unit_ok());
+    w.run();
+    assert_eq!(w.systemd.started.borrow().len(), 1);
+    assert_eq!(*w.systemd.prepared.borrow(), vec![("acme".to_owned(), 0)]);
+
+    // An unknown user: no hint, and the action fails as before.
+    let w = World::new(StubProvider::with_intent(intent(
+        json!([{"op": "activate", "user": "ghost"}]),
+    )));
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert!(w.systemd.prepared.borrow().is_empty());
+    assert_eq!(
+        w.provider.sequence(),
+        seq(&[(Activate, Running), (Activate, Failed)])
+    );
 
     let mut w = World::new(StubProvider::with_intent(activate_intent()));
     w.settings.health_timeout = Duration::ZERO;

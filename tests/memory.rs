@@ -143,10 +143,11 @@ fn a_run_journals_every_action_and_its_delivery() {
         Some(RunEnd { success: true, .. })
     ));
     // Every change is saved: the record whole when the run starts, each
-    // start/end/delivery, the closing event and the run's end appended (a
-    // run this small is not compacted when it ends).
+    // start/end/delivery, the closing event and its delivery, and the run's
+    // end appended (a run this small is not compacted when it ends). The
+    // last action's end and the closing event go in one save.
     assert_eq!(w.journal.rewrites.get(), 1);
-    assert_eq!(w.journal.saves.get(), 1 + 2 * 3 + 2 + 1);
+    assert_eq!(w.journal.saves.get(), 1 + 2 * 3 + 1 + 1);
 }
 
 #[test]
@@ -462,6 +463,27 @@ fn an_undelivered_event_of_a_closed_job_is_dropped_with_a_line() {
         "{lines:?}"
     );
     assert_eq!(w.provider.sequence(), seq(&[(Intent, Success)]));
+}
+
+#[test]
+fn the_closing_event_recorded_with_the_last_action_is_dropped_with_it_when_the_job_closed() {
+    // 0: activate running, 1: its success -> 409.
+    let w = World::new(
+        StubProvider::with_intent(intent(json!([{"op": "activate", "user": "acme"}])))
+            .fail_post(1, ProviderError::JobClosed),
+    );
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    let record = w.journal.record(JOB).expect("a record");
+    assert_eq!(
+        record
+            .closing
+            .as_ref()
+            .map(|c| (c.terminal.is_success(), c.delivery)),
+        Some((true, Delivery::Dropped)),
+        "decided with the last action's success, and closed with the job"
+    );
+    assert!(record.pending().is_empty(), "nothing left for a later run");
+    assert_eq!(w.provider.sequence(), seq(&[(Activate, Running)]));
 }
 
 #[test]
@@ -930,12 +952,12 @@ impl hostenv_activate::ports::Journal for Recording<'_> {
     fn rewrite(&self, record: &JobRecord) -> anyhow::Result<()> {
         self.keep(self.inner.rewrite(record))
     }
-    fn append(
+    fn append_all(
         &self,
         job: &JobId,
-        change: &hostenv_activate::model::journal::Change,
+        changes: &[hostenv_activate::model::journal::Change],
     ) -> anyhow::Result<()> {
-        self.keep(self.inner.append(job, change))
+        self.keep(self.inner.append_all(job, changes))
     }
     fn with_pending(&self) -> Vec<JobRecord> {
         self.inner.with_pending()
@@ -982,8 +1004,8 @@ fn a_run_killed_after_any_journal_record_or_in_the_middle_of_one_is_resumed_with
     let points = recording.points.into_inner();
     assert_eq!(
         points.len(),
-        2 + 3 * 3 + 2,
-        "start, 3 per action, closing and its delivery, end"
+        2 + 3 * 3 + 1,
+        "start, 3 per action (the last one's end with the closing event), the closing's delivery, end"
     );
     // Where the run may die: after a write (the provider has what was
     // posted until then), just before the next one (it has what was posted

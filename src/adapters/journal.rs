@@ -10,7 +10,7 @@
 //! of earlier versions is read, and replaced at the next write. The file
 //! names keep the `.json` ending of those versions. Old files are pruned.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -61,9 +61,12 @@ pub struct FileJournal {
     /// first, and its torn tail cut off (or an earlier version's file
     /// converted), so that no change ever lands behind unreadable bytes.
     appendable: Mutex<HashSet<String>>,
-    /// Files this journal created and has not synced yet (nor the directory
-    /// entry): the next change that must be durable syncs both.
-    unsynced: Mutex<HashSet<String>>,
+    /// Files this journal created whose creation is not known to be on disk
+    /// yet. Each is synced with its directory entry on a thread of its own
+    /// (`Some`), so that the sync overlaps what the run does next; the next
+    /// change that must be durable waits for it, and syncs the directory
+    /// itself when that thread could not start or failed (`None`).
+    unsynced: Mutex<HashMap<String, Option<Syncing>>>,
     /// What this journal wrote, for the benchmark and tests.
     bytes: AtomicU64,
     syncs: AtomicU64,
@@ -77,10 +80,26 @@ pub struct Written {
     pub syncs: u64,
 }
 
+/// A new file's sync (the file, then its directory entry) under way.
+type Syncing = std::thread::JoinHandle<nix::Result<()>>;
+
+/// Starts syncing a new `file` and its directory entry in `dir` on a thread
+/// of its own; `None` if it cannot start (the caller syncs later).
+fn sync_in_background(dir: &OwnedFd, file: &File) -> Option<Syncing> {
+    let (dir, file) = (dir.try_clone().ok()?, file.try_clone().ok()?);
+    std::thread::Builder::new()
+        .name("journal-sync".into())
+        .spawn(move || {
+            fdatasync(&file)?;
+            fsync(&dir)
+        })
+        .ok()
+}
+
 /// Creates `name` in `dir` (never through a symlink, never over anything)
 /// holding `bytes`, mode 0600, without syncing: see [`Journal::rewrite`].
 /// A partly written file is removed.
-fn create_unsynced(dir: &OwnedFd, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+fn create_unsynced(dir: &OwnedFd, name: &str, bytes: &[u8]) -> anyhow::Result<File> {
     let flags =
         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
@@ -92,7 +111,7 @@ fn create_unsynced(dir: &OwnedFd, name: &str, bytes: &[u8]) -> anyhow::Result<()
     if written.is_err() {
         let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
     }
-    written
+    written.map(|()| file)
 }
 
 /// A journal file name part: `[A-Za-z0-9_-]` kept, other bytes `%XX`;
@@ -291,7 +310,7 @@ impl FileJournal {
         Ok(())
     }
 
-    fn unsynced(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Syncing>>> {
         self.unsynced
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -514,16 +533,22 @@ impl Journal for FileJournal {
         let name = self.file_name(&record.job);
         let bytes = changes::encode_record(record).context("cannot encode the record")?;
         // A record that replaces nothing holds nothing a crash must keep: it
-        // is written in place, and synced (with its directory entry) by the
-        // next change that must be durable.
-        let fresh = matches!(
+        // is written in place and synced, with its directory entry, beside
+        // the run; the next change that must be durable waits for that.
+        let created = if matches!(
             fstatat(
                 &dir,
                 name.as_str(),
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
             ),
             Err(Errno::ENOENT)
-        ) && create_unsynced(&dir, &name, &bytes).is_ok();
+        ) {
+            create_unsynced(&dir, &name, &bytes).ok()
+        } else {
+            None
+        };
+        let fresh = created.is_some();
+        let syncing = created.and_then(|file| sync_in_background(&dir, &file));
         let written = if fresh {
             Ok(())
         } else {
@@ -536,9 +561,10 @@ impl Journal for FileJournal {
         let mut appendable = self.appendable();
         match written {
             Ok(()) => {
-                self.count(bytes.len(), if fresh { 0 } else { 2 });
+                let syncs = if fresh { syncing.is_some() } else { true };
+                self.count(bytes.len(), if syncs { 2 } else { 0 });
                 if fresh {
-                    self.unsynced().insert(name.clone());
+                    self.unsynced().insert(name.clone(), syncing);
                 } else {
                     self.unsynced().remove(&name);
                 }
@@ -552,7 +578,7 @@ impl Journal for FileJournal {
         }
     }
 
-    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()> {
+    fn append_all(&self, job: &JobId, changes: &[Change]) -> anyhow::Result<()> {
         let Some(node) = &self.node else {
             bail!("the journal is open for reading only");
         };
@@ -573,7 +599,10 @@ impl Journal for FileJournal {
             }
             self.appendable().insert(name.clone());
         }
-        let line = changes::encode(change).context("cannot encode the change")?;
+        let mut line = Vec::new();
+        for change in changes {
+            line.extend(changes::encode(change).context("cannot encode the change")?);
+        }
         let before = file
             .metadata()
             .with_context(|| format!("cannot stat {}", path.display()))?
@@ -584,8 +613,19 @@ impl Journal for FileJournal {
                 path.display()
             );
         }
-        let durable = change.must_be_durable();
-        let new_entry = durable && self.unsynced().remove(&name);
+        let durable = changes.iter().any(Change::must_be_durable);
+        // A new file's entry is on disk once its sync is: waited for here,
+        // or made here if that sync could not start or failed.
+        let creation = if durable {
+            self.unsynced().remove(&name)
+        } else {
+            None
+        };
+        let new_entry = match creation {
+            None => false,
+            Some(Some(syncing)) => !matches!(syncing.join(), Ok(Ok(()))),
+            Some(None) => true,
+        };
         let written = file.write_all(&line).context("write").and_then(|()| {
             if durable {
                 fdatasync(&file).context("fdatasync")?;
@@ -597,7 +637,7 @@ impl Journal for FileJournal {
         });
         self.count(line.len(), u64::from(durable) + u64::from(new_entry));
         if new_entry && written.is_err() {
-            self.unsynced().insert(name.clone());
+            self.unsynced().insert(name.clone(), None);
         }
         if let Err(e) = written {
             // Never leave half a line for the next change to land behind;

@@ -339,17 +339,27 @@ impl<'a> RunRecorder<'a> {
     /// Applies `change` to the record and appends it to the journal (or
     /// writes the record whole, when an earlier change is missing there).
     fn change(&self, change: Change) {
-        self.record.borrow_mut().apply(&change);
+        self.changes(vec![change]);
+    }
+
+    /// [`Self::change`] for several changes, in order, with one sync.
+    fn changes(&self, changes: Vec<Change>) {
+        {
+            let mut record = self.record.borrow_mut();
+            for change in &changes {
+                record.apply(change);
+            }
+        }
         if self.behind.get() {
             self.rewrite();
             return;
         }
         let record = self.record.borrow();
-        if let Err(e) = self.ports.journal.append(&record.job, &change) {
+        if let Err(e) = self.ports.journal.append_all(&record.job, &changes) {
             self.behind.set(true);
             cannot_write(self.settings, self.ports, &record.job, &e);
         }
-        self.appended.set(self.appended.get() + 1);
+        self.appended.set(self.appended.get() + changes.len());
     }
 
     fn started_at(&self, planned: &ActionPlan) -> jiff::Timestamp {
@@ -384,9 +394,33 @@ impl<'a> RunRecorder<'a> {
         adopted: bool,
         delivery: Delivery,
     ) {
+        self.change(self.finish(planned, terminal, adopted, delivery));
+    }
+
+    /// The last action has its terminal event (to be posted), and the
+    /// node's final event, to be posted after it, is `closing`: both are
+    /// recorded with one sync. A crash before they are posted leaves both
+    /// to deliver, in that order, as a crash between them would have.
+    pub fn finished_closing(&self, planned: &ActionPlan, terminal: &Terminal, closing: &Terminal) {
+        self.changes(vec![
+            self.finish(planned, terminal, false, Delivery::Pending),
+            Change::Closing(Posted {
+                terminal: closing.clone(),
+                delivery: Delivery::Pending,
+            }),
+        ]);
+    }
+
+    fn finish(
+        &self,
+        planned: &ActionPlan,
+        terminal: &Terminal,
+        adopted: bool,
+        delivery: Delivery,
+    ) -> Change {
         let started_at = self.started_at(planned);
         let now = self.ports.clock.now();
-        self.change(Change::Action(ActionRecord {
+        Change::Action(ActionRecord {
             index: planned.index,
             op: planned.action.op,
             user: planned.action.user.clone(),
@@ -399,15 +433,20 @@ impl<'a> RunRecorder<'a> {
                     delivery,
                 },
             },
-        }));
+        })
     }
 
-    /// The node's final (`intent`, ...) event is about to be posted.
+    /// The node's final (`intent`, ...) event is about to be posted (and
+    /// recorded, unless [`Self::finished_closing`] recorded it already).
     pub fn closing(&self, terminal: &Terminal) {
-        self.change(Change::Closing(Posted {
+        let posted = Posted {
             terminal: terminal.clone(),
             delivery: Delivery::Pending,
-        }));
+        };
+        if self.record.borrow().closing.as_ref() == Some(&posted) {
+            return;
+        }
+        self.change(Change::Closing(posted));
     }
 
     /// What posting the event `of` came to: delivered, dropped (the job is

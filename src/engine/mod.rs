@@ -158,7 +158,7 @@ fn execute(
     };
     let node = &settings.node;
     let total = actions.len();
-    for planned in actions {
+    for (n, planned) in actions.iter().enumerate() {
         let action = &planned.action;
         let number = planned.index + 1;
         let what = format!(
@@ -211,9 +211,20 @@ fn execute(
                     Ok(terminal) => terminal,
                     Err(stop) => return Err(close_action(reporter, memo, planned, stop)),
                 };
-                memo.finished(planned, &terminal, false, Delivery::Pending);
+                // The last action's success decides the closing event:
+                // recorded with it, one sync for both.
+                let closes = n + 1 == total && terminal.is_success() && !plan.closing_delivered;
+                if closes {
+                    memo.finished_closing(planned, &terminal, closing);
+                } else {
+                    memo.finished(planned, &terminal, false, Delivery::Pending);
+                }
                 let posted = reporter.post_terminal(action, &terminal);
                 memo.delivery(&of_action(planned), &posted);
+                if closes && matches!(posted, Err(Stop::JobClosed { .. })) {
+                    // The job is closed: the closing event cannot go either.
+                    memo.delivery(&EventOf::Closing, &posted);
+                }
                 posted?;
                 terminal
             }

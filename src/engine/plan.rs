@@ -586,7 +586,53 @@ impl Step {
     }
 }
 
+/// What a step needs of the world while it runs, as far as getting ready
+/// for it goes (see [`ActionPlan::needs_user_systemd_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// It calls the user's systemd.
+    UserSystemd,
+    /// It waits for another node, which may take minutes.
+    OtherNode,
+    /// Neither.
+    Other,
+}
+
+impl Step {
+    /// What the step reaches out to.
+    pub fn reach(&self) -> Reach {
+        match self {
+            Step::CheckUnit { .. }
+            | Step::BackUp { .. }
+            | Step::CheckHealth { .. }
+            | Step::StopUnit { .. }
+            | Step::ReloadManager => Reach::UserSystemd,
+            Step::AwaitBackup { .. } | Step::AwaitTarget { .. } => Reach::OtherNode,
+            Step::Announce { .. }
+            | Step::ResolveUser
+            | Step::FindWrapper { .. }
+            | Step::WriteRestorePlan { .. }
+            | Step::Activate
+            | Step::PublishBackup { .. }
+            | Step::Finish { .. } => Reach::Other,
+        }
+    }
+}
+
 impl ActionPlan {
+    /// Whether, from step `from` on, the user's systemd is called before
+    /// any wait for another node: then it is worth getting ready for now
+    /// (the bus helper's start overlaps the announcement and the user's
+    /// program), and not before a wait that may take minutes.
+    pub fn needs_user_systemd_next(&self, from: usize) -> bool {
+        self.steps
+            .iter()
+            .skip(from)
+            .map(Step::reach)
+            .find(|reach| *reach != Reach::Other)
+            == Some(Reach::UserSystemd)
+    }
+
     /// The terminal event the plan decides before anything runs, if it is
     /// a failure (e.g. a restore without migrations, or one an earlier run
     /// already reported).

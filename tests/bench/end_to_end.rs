@@ -155,6 +155,16 @@ fn traced_run(actions: Vec<Value>) -> Io {
 
 /// Runs `actions` with the binary under `strace <options> -o <out>`.
 fn run_under_strace(actions: Vec<Value>, state: &NodeState, options: &str, out: &std::path::Path) {
+    run_traced(
+        actions,
+        state,
+        &format!("strace {options} -o {}", out.display()),
+    );
+}
+
+/// One run of the binary under `tracer` (a command line that ends where
+/// the binary's path goes), which must succeed.
+fn run_traced(actions: Vec<Value>, state: &NodeState, tracer: &str) {
     let fake = provider("job-traced", actions);
     // strace runs the binary: NodeConfig's environment reaches it through
     // strace, which passes its own environment on.
@@ -166,8 +176,7 @@ fn run_under_strace(actions: Vec<Value>, state: &NodeState, options: &str, out: 
     fs::write(
         wrapper.path(),
         format!(
-            "#!/bin/sh\nexec strace {options} -o {} {} \"$@\"\n",
-            out.display(),
+            "#!/bin/sh\nexec {tracer} {} \"$@\"\n",
             node_run::bin().display()
         ),
     )
@@ -323,8 +332,28 @@ fn main() {
     timed_run(vec![activate()]);
     timed_run(vec![backup()]);
     // `-- --profile DIR`: where the time of one run of each goes
-    // (`strace -f -ttt -T`), then stop.
+    // (`strace -f -ttt -T`), then stop. `-- --perf DIR`: the same with
+    // `perf trace`, which slows each system call far less than `strace`.
     let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--perf")
+        .and_then(|i| args.get(i + 1))
+    {
+        for (name, make) in [
+            ("activate", &activate as &dyn Fn() -> Value),
+            ("backup", &backup),
+        ] {
+            let out = std::path::Path::new(dir).join(format!("{name}.perf"));
+            let tracer = match std::env::var("BENCH_TRACER") {
+                Ok(t) => format!("{t} -o {} --", out.display()),
+                Err(_) => format!("perf trace -T --sched -o {} --", out.display()),
+            };
+            run_traced(vec![make()], &NodeState::new(), &tracer);
+            println!("perf trace of a one-action {name} run: {}", out.display());
+        }
+        return;
+    }
     if let Some(dir) = args
         .iter()
         .position(|a| a == "--profile")

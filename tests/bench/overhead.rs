@@ -112,11 +112,9 @@ fn journal_dir() -> tempfile::TempDir {
         .expect("a directory on this disk")
 }
 
-/// One journal change as a run makes it whenever an action starts, ends or
-/// is delivered: one line appended to the file of a 20-action job, with
-/// one fdatasync, on this machine's disk.
-/// One journal change appended: an action's start (no sync of its own)
-/// and a run's end (one `fdatasync`), medians of 50 each.
+/// One journal change as a run makes it: one line appended to the file of
+/// a 20-action job, on this machine's disk. An action's start (no sync of
+/// its own) and the closing event (one `fdatasync`), medians of 50 each.
 fn journal_change() -> (Duration, Duration) {
     use hostenv_activate::adapters::journal::FileJournal;
     use hostenv_activate::model::journal::{ActionRecord, ActionState, Change, JobRecord};
@@ -156,14 +154,13 @@ fn journal_change() -> (Duration, Duration) {
             .collect();
         median(samples)
     };
-    let end = |_| {
-        Change::End(hostenv_activate::model::journal::RunEnd {
-            at: now,
-            success: true,
-            message: "done".into(),
+    let closing = |_| {
+        Change::Closing(hostenv_activate::model::journal::Posted {
+            terminal: hostenv_activate::model::Terminal::success("done", None),
+            delivery: hostenv_activate::model::journal::Delivery::Pending,
         })
     };
-    (timed(&|i| started(i % 20)), timed(&end))
+    (timed(&|i| started(i % 20)), timed(&closing))
 }
 
 /// The real journal, counting beside it what the whole-record journal of
@@ -212,18 +209,20 @@ impl hostenv_activate::ports::Journal for Compared<'_> {
         self.count();
         self.inner.rewrite(record)
     }
-    fn append(
+    fn append_all(
         &self,
         job: &hostenv_activate::model::JobId,
-        change: &hostenv_activate::model::journal::Change,
+        changes: &[hostenv_activate::model::journal::Change],
     ) -> anyhow::Result<()> {
         let spent = Spent(&self.counting, Instant::now());
         if let Some(record) = &mut *self.record.borrow_mut() {
-            record.apply(change);
+            for change in changes {
+                record.apply(change);
+            }
         }
         drop(spent);
         self.count();
-        self.inner.append(job, change)
+        self.inner.append_all(job, changes)
     }
     fn with_pending(&self) -> Vec<hostenv_activate::model::journal::JobRecord> {
         self.inner.with_pending()

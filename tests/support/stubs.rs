@@ -284,8 +284,9 @@ pub struct StubSystemd {
     pub health_checks: RefCell<Vec<Duration>>,
     /// What `failed_units` answers (the user's units failed now).
     pub failed: RefCell<FailedUnits>,
-    /// Each `prepare` hint: the user, and how many health checks had been
-    /// made by then.
+    /// Each `prepare` hint: the user, and how many calls that change or
+    /// look at units (health checks, units started or stopped, reloads)
+    /// had been made by then.
     pub prepared: RefCell<Vec<(String, usize)>>,
 }
 
@@ -333,10 +334,13 @@ impl StubSystemd {
 
 impl UserSystemd for StubSystemd {
     fn prepare(&self, a: &Account) {
-        let checks = self.health_checks.borrow().len();
+        let calls = self.health_checks.borrow().len()
+            + self.started.borrow().len()
+            + self.stopped.borrow().len()
+            + self.reloads.get();
         self.prepared
             .borrow_mut()
-            .push((a.name.as_str().to_owned(), checks));
+            .push((a.name.as_str().to_owned(), calls));
     }
 
     fn check_health(&self, a: &Account, limit: Duration, _c: &Cancel) -> anyhow::Result<Health> {
@@ -617,7 +621,7 @@ impl Journal for StubJournal {
         self.put(record.clone());
         Ok(())
     }
-    fn append(&self, job: &JobId, change: &Change) -> anyhow::Result<()> {
+    fn append_all(&self, job: &JobId, changes: &[Change]) -> anyhow::Result<()> {
         let mut records = self.records.borrow_mut();
         let Some(record) = records.get_mut(job.as_str()) else {
             anyhow::bail!("no record of {job} to add to");
@@ -627,7 +631,9 @@ impl Journal for StubJournal {
             anyhow::bail!("disk full for a moment");
         }
         self.write()?;
-        record.apply(change);
+        for change in changes {
+            record.apply(change);
+        }
         Ok(())
     }
     fn with_pending(&self) -> Vec<JobRecord> {

@@ -196,9 +196,13 @@ fn changes_are_appended_one_line_and_one_sync_each_and_read_back_after_reopening
     );
     assert_eq!(
         j.written().syncs,
-        1 + 3,
-        "a new file is synced with the first change that must be durable, with its \
-         directory entry; then one sync per change but an action's start or a delivery"
+        2 + 3,
+        "a new file is synced with its directory entry beside the run; then one \
+         sync per change but an action's start, a delivery or the run's end"
+    );
+    assert!(
+        j.unsynced().is_empty(),
+        "the first durable change waited for it"
     );
     assert_eq!(j.written().bytes, size(&path));
     // Another process (a later run, after a crash) adds to the same file.
@@ -213,11 +217,11 @@ fn changes_are_appended_one_line_and_one_sync_each_and_read_back_after_reopening
     again.append(&job, &change).expect("append after reopening");
     r.apply(&change);
     assert_eq!(j.load(&job), Some(r.clone()));
-    assert_eq!(again.written().syncs, 1);
+    assert_eq!(again.written().syncs, 0, "the run's end is not synced");
     assert_eq!(again.written().bytes, size(&path) - before);
     // Replacing a record that is there: temp file and directory synced.
     again.rewrite(&r).expect("compact");
-    assert_eq!(again.written().syncs, 1 + 2);
+    assert_eq!(again.written().syncs, 2);
     assert_eq!(j.load(&job), Some(r.clone()));
     assert!(lines.all().is_empty(), "{:?}", lines.all());
     let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
@@ -266,19 +270,16 @@ fn what_one_change_writes_does_not_grow_with_the_actions() {
         let path = root.path().join(j.file_name(&r.job));
         // Each kind of change, touching the first action and the last.
         let mut grew = Vec::new();
-        let mut new_file = true;
         for change in [started(1), finished(1), delivered(1), finished(actions)] {
             let (before, written) = (size(&path), j.written());
             j.append(&r.job, &change).expect("append");
             let now = j.written();
-            let durable = change.must_be_durable();
             assert_eq!(
                 now.syncs - written.syncs,
-                u64::from(durable) + u64::from(durable && new_file),
-                "one fdatasync per change that must be durable (the first also \
-                 syncs the new file's directory entry)"
+                u64::from(change.must_be_durable()),
+                "one fdatasync per change that must be durable (the new file and \
+                 its directory entry were synced beside the run)"
             );
-            new_file &= !durable;
             assert_eq!(now.bytes - written.bytes, size(&path) - before);
             grew.push(size(&path) - before);
         }

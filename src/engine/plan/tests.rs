@@ -457,3 +457,61 @@ fn what_an_action_uses_is_what_its_steps_do() {
         assert_eq!(uses.keys, checked, "{action}");
     }
 }
+
+#[test]
+fn the_users_systemd_is_got_ready_for_when_no_wait_for_another_node_comes_first() {
+    // From which steps on each plan calls the user's systemd before any
+    // wait for another node.
+    let ready_from = |settings: &Settings, action: serde_json::Value| -> Vec<usize> {
+        let plan = plan(settings, &fetched(json!([action])), &Recalled::default());
+        let Body::Perform { actions, .. } = plan.body else {
+            panic!("actions");
+        };
+        (0..actions[0].steps.len())
+            .filter(|&i| actions[0].needs_user_systemd_next(i))
+            .collect()
+    };
+    let s = settings();
+    // Announce, ResolveUser, Activate, CheckHealth: from the start.
+    assert_eq!(
+        ready_from(&s, json!({"op": "activate", "user": "acme"})),
+        [0, 1, 2, 3]
+    );
+    let off = Settings {
+        health_timeout: Duration::ZERO,
+        ..settings()
+    };
+    assert!(
+        ready_from(&off, json!({"op": "activate", "user": "acme"})).is_empty(),
+        "no health check: activate never calls the user's systemd"
+    );
+    // Announce, ResolveUser, CheckUnit, FindWrapper, BackUp, PublishBackup.
+    assert_eq!(
+        ready_from(
+            &s,
+            json!({"op": "backup", "user": "acme", "migrations": ["db"]})
+        ),
+        [0, 1, 2, 3, 4]
+    );
+    // Waiting, ResolveUser, AwaitBackup, then running, plan, activate, health:
+    // not before the wait, which may take minutes.
+    assert_eq!(
+        ready_from(
+            &s,
+            json!({"op": "restore", "user": "acme", "fromNode": "node-b", "toNode": "node-a", "migrations": ["db"]})
+        ),
+        [3, 4, 5, 6]
+    );
+    // Waiting, ResolveUser, AwaitTarget, StopUnit, ReloadManager, Finish.
+    assert_eq!(
+        ready_from(
+            &s,
+            json!({"op": "deactivate", "user": "acme", "fromNode": "node-a", "toNode": "node-b"})
+        ),
+        [3, 4]
+    );
+    assert_eq!(
+        ready_from(&s, json!({"op": "deactivate", "user": "acme"})),
+        [0, 1, 2, 3]
+    );
+}

@@ -8,18 +8,16 @@ use crate::ports::{Account, Level, ProgramOutcome};
 
 use super::{Ctx, Ended};
 
-/// Finds and runs `activate`; anything but exit 0 ends the action. With
-/// `health_follows`, the user's systemd is told that the health check
-/// comes next, so it can get ready while the program runs.
-pub fn run(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Result<(), Ended> {
-    match attempt(ctx, account, health_follows) {
+/// Finds and runs `activate`; anything but exit 0 ends the action.
+pub fn run(ctx: &Ctx<'_>, account: &Account) -> Result<(), Ended> {
+    match attempt(ctx, account) {
         None => Ok(()),
         Some(terminal) => Err(Ended::With(terminal)),
     }
 }
 
 /// `None` when `activate` exited 0, else how the action ends.
-fn attempt(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Option<Terminal> {
+fn attempt(ctx: &Ctx<'_>, account: &Account) -> Option<Terminal> {
     let user = &ctx.action.user;
     let search = ctx.ports.programs.find_activate(account);
     let Some(program) = search.found else {
@@ -39,9 +37,6 @@ fn attempt(ctx: &Ctx<'_>, account: &Account, health_follows: bool) -> Option<Ter
         None,
         &format!("running {}", program.display()),
     );
-    if health_follows {
-        ctx.ports.systemd.prepare(account);
-    }
     let run =
         match ctx
             .ports

@@ -193,8 +193,12 @@ impl<'a> Ctx<'a> {
 /// Non-terminal events (`running`, `waiting`) are posted on the way.
 pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     let mut progress = Progress::default();
+    let mut prepared = false;
     for (i, step) in plan.steps.iter().enumerate() {
-        match run_step(ctx, step, plan.steps.get(i + 1), &mut progress) {
+        if !prepared && plan.needs_user_systemd_next(i) {
+            prepared = prepare(ctx, &mut progress);
+        }
+        match run_step(ctx, step, &mut progress) {
             Ok(()) => {}
             Err(Ended::With(terminal)) => return Ok(terminal),
             Err(Ended::Halt(stop)) => return Err(stop),
@@ -209,16 +213,28 @@ pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     ))
 }
 
-/// Runs `step`; `next` is the step after it, if any.
-fn run_step(
-    ctx: &Ctx<'_>,
-    step: &Step,
-    next: Option<&Step>,
-    progress: &mut Progress,
-) -> Result<(), Ended> {
+/// Tells the user's systemd that calls follow soon, so that it gets ready
+/// while the steps before them run. The user is looked up for that if no
+/// step has yet; a failed lookup is left to the `ResolveUser` step to
+/// report. Whether the hint was given.
+fn prepare(ctx: &Ctx<'_>, progress: &mut Progress) -> bool {
+    if progress.account.is_none() {
+        progress.account = ctx.ports.users.lookup(&ctx.action.user).ok();
+    }
+    let Some(account) = &progress.account else {
+        return false;
+    };
+    ctx.ports.systemd.prepare(account);
+    true
+}
+
+/// Runs `step`.
+fn run_step(ctx: &Ctx<'_>, step: &Step, progress: &mut Progress) -> Result<(), Ended> {
     let action = ctx.action;
     match step {
         Step::Announce { status, message } => Ok(ctx.post(*status, message)?),
+        // Looked up already, to get the user's systemd ready.
+        Step::ResolveUser if progress.account.is_some() => Ok(()),
         Step::ResolveUser => {
             let account = ctx.ports.users.lookup(&action.user).map_err(|e| {
                 ctx.fail(
@@ -270,11 +286,7 @@ fn run_step(
             source,
             progress.snapshots.clone(),
         ),
-        Step::Activate => activate::run(
-            ctx,
-            progress.account(action)?,
-            matches!(next, Some(Step::CheckHealth { .. })),
-        ),
+        Step::Activate => activate::run(ctx, progress.account(action)?),
         Step::CheckHealth { within, success } => Err(Ended::With(health::check(
             ctx,
             progress.account(action)?,

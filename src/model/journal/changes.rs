@@ -61,16 +61,19 @@ pub enum Change {
 }
 
 impl Change {
-    /// Whether the change must be on disk before the run goes on. Two need
-    /// not; their lines go to disk with the next change's sync (every run
-    /// ends with one, [`Change::End`]):
-    /// - an action's start: lost in a crash, the action is run again, which
-    ///   is what a start without a finish means anyway (a backup the
+    /// Whether the change must be on disk before the run goes on. Three need
+    /// not; their lines reach the disk with the next change's sync, or with
+    /// the kernel's writeback within seconds (a crash of this process loses
+    /// none of them: they are in the page cache):
+    /// - an action's start: lost in a power loss, the action is run again,
+    ///   which is what a start without a finish means anyway (a backup the
     ///   provider already serves is adopted either way);
     /// - that an event was delivered: lost, the next run finds the event
     ///   finished and not delivered, sees that the provider has it already
     ///   (`memory::already_there`) and posts nothing, or posts that same
-    ///   event once more.
+    ///   event once more;
+    /// - the run's end: nothing a later run does depends on it; lost,
+    ///   `status` shows the run as one that did not end.
     pub fn must_be_durable(&self) -> bool {
         !matches!(
             self,
@@ -78,6 +81,7 @@ impl Change {
                 state: ActionState::Started { .. },
                 ..
             }) | Change::Delivery { .. }
+                | Change::End(_)
         )
     }
 }
