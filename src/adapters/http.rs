@@ -200,6 +200,42 @@ pub struct HttpProvider {
     /// The run deadline: no request outlives it by more than
     /// [`STOPPING_TIMEOUT`].
     deadline: Option<Deadline>,
+    /// The thread that makes requests while the caller watches the stop
+    /// signal (with `cancel` only): one for all requests, not one each.
+    worker: std::sync::Mutex<Option<Worker>>,
+}
+
+/// A request for the [`Worker`], which sends its answer back itself.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that runs [`Job`]s one after the other until its sender is
+/// dropped. A request the caller gave up on (after the stop signal) may
+/// hold it: the caller then drops it and later requests get a new one.
+struct Worker {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Worker {
+    fn start() -> Option<Worker> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("http-requests".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })
+            .ok()?;
+        Some(Worker { jobs })
+    }
+
+    /// Gives `job` to `worker`; back if there is none or its thread is gone.
+    fn hand(worker: Option<&Worker>, job: Job) -> Option<Job> {
+        match worker {
+            Some(worker) => worker.jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -265,6 +301,7 @@ impl HttpProvider {
             token,
             cancel: None,
             deadline: None,
+            worker: std::sync::Mutex::default(),
         })
     }
 
@@ -324,12 +361,12 @@ impl HttpProvider {
         }
         // A request in flight when the stop signal comes gets
         // STOPPING_TIMEOUT more, not the rest of REQUEST_TIMEOUT: it runs on
-        // a thread that is left behind if it takes longer.
+        // the worker thread, which is left behind if it takes longer.
         let (tx, rx) = std::sync::mpsc::channel();
-        let worker = self.detached();
-        std::thread::spawn(move || {
-            let _ = tx.send(worker.exchange(endpoint, request, limit));
-        });
+        let detached = self.detached();
+        self.on_worker(Box::new(move || {
+            let _ = tx.send(detached.exchange(endpoint, request, limit));
+        }));
         let mut give_up: Option<Deadline> = None;
         loop {
             match rx.recv_timeout(Deadline::SLICE) {
@@ -346,6 +383,8 @@ impl HttpProvider {
             if cancel.is_cancelled() {
                 let at = *give_up.get_or_insert_with(|| Deadline::after(STOPPING_TIMEOUT));
                 if at.reached() {
+                    // Still busy with this request: the next gets a new one.
+                    self.workers().take();
                     return Err(ProviderError::Transport(format!(
                         "{} at {}: no answer {}s after the stop signal; not waiting any longer",
                         endpoint.describe(),
@@ -354,6 +393,25 @@ impl HttpProvider {
                     )));
                 }
             }
+        }
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, Option<Worker>> {
+        self.worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `job` on the worker thread (started when there is none, or
+    /// when its thread is gone); on a thread of its own if none can be had.
+    fn on_worker(&self, job: Job) {
+        let mut worker = self.workers();
+        let Some(job) = Worker::hand(worker.as_ref(), job) else {
+            return;
+        };
+        *worker = Worker::start();
+        if let Some(job) = Worker::hand(worker.as_ref(), job) {
+            std::thread::spawn(job);
         }
     }
 
@@ -388,6 +446,7 @@ impl HttpProvider {
             token: self.token.clone(),
             cancel: None,
             deadline: self.deadline,
+            worker: std::sync::Mutex::default(),
         }
     }
 
@@ -641,6 +700,10 @@ mod tests {
             start.elapsed() < REQUEST_TIMEOUT,
             "gave up after {:?}",
             start.elapsed()
+        );
+        assert!(
+            provider.workers().is_none(),
+            "the request thread still stuck is let go; the next request gets a new one"
         );
         drop(listener);
     }

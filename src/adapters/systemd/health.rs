@@ -13,6 +13,7 @@ use anyhow::Context;
 use nix::time::{clock_gettime, ClockId};
 
 use super::batch::Batch;
+use super::proxies::UnitRow;
 use super::session::Session;
 use super::{unit_object_path, UNIT_INTERFACE};
 use crate::model::UnhealthyUnit;
@@ -38,8 +39,9 @@ struct Seen {
 
 /// Waits until every unit has settled (or `deadline`), then tells which
 /// are failed or still not settled. Each round is one `ListUnitsByNames`
-/// (state and pending job of every unit) plus one read per unit that is
-/// active, for when it became so. The signal watch is set up only when the
+/// (state and pending job of every unit) and, for each unit that is
+/// active, a read of when it became so: one round trip for a few units
+/// ([`READ_TOGETHER`]). The signal watch is set up only when the
 /// first round finds something still settling (then a second round follows
 /// it, so no change between the two is missed): a healthy activation costs
 /// the reads of one round.
@@ -116,16 +118,34 @@ fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
     Ok(units)
 }
 
+/// Up to this many units, a round reads every unit's start time beside
+/// the states (one round trip); more, only the active ones' after the
+/// states (two round trips, but no read for a unit that is not active).
+const READ_TOGETHER: usize = 32;
+
 /// The loaded units among `names` as they are now (a `Wants=` of something
-/// absent is no failure): one round trip for their states, one for when
-/// each active one became so.
+/// absent is no failure): their states (`ListUnitsByNames`, which loads
+/// each name as a read of its object would) and when each active one
+/// became so.
 fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
     let context = || format!("{}: cannot read the state of its services", session.who);
-    let rows = session
-        .manager
-        .list_units_by_names(names)
-        .with_context(context)?;
+    let together = names.len() <= READ_TOGETHER;
     let mut batch = Batch::default();
+    let list = batch.manager("ListUnitsByNames", &(names,))?;
+    let mut entered = std::collections::HashMap::new();
+    if together {
+        for name in names {
+            let path = unit_object_path(name);
+            let slot = batch.get(&path, UNIT_INTERFACE, "ActiveEnterTimestampMonotonic")?;
+            entered.insert((*name).to_owned(), slot);
+        }
+    }
+    let mut replies = batch.send(&session.conn).with_context(context)?;
+    let rows: Vec<UnitRow> = replies
+        .take(list)
+        .and_then(|reply| reply.body().deserialize())
+        .with_context(context)?;
+    let mut later = Batch::default();
     let mut read = Vec::with_capacity(rows.len());
     for row in rows.into_iter().filter(|row| is_loaded(&row.2)) {
         let (unit, active_state, sub_state, job, path) = (row.0, row.3, row.4, row.7, row.6);
@@ -134,29 +154,38 @@ fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
                 active_state.as_str(),
                 "activating" | "deactivating" | "reloading" | "refreshing"
             );
-        let entered = if active_state == "active" {
-            Some(batch.get(&path, UNIT_INTERFACE, "ActiveEnterTimestampMonotonic")?)
-        } else {
-            None
+        let since = match (active_state == "active", entered.remove(&unit)) {
+            (false, _) => None,
+            (true, Some(slot)) => Some(Since::Read(slot)),
+            (true, None) => Some(Since::Later(later.get(
+                &path,
+                UNIT_INTERFACE,
+                "ActiveEnterTimestampMonotonic",
+            )?)),
         };
-        read.push((unit, active_state, sub_state, settling, entered));
+        read.push((unit, active_state, sub_state, settling, since));
     }
-    let mut replies = if read.iter().any(|r| r.4.is_some()) {
-        Some(batch.send(&session.conn).with_context(context)?)
+    let mut later = if read.iter().any(|r| matches!(r.4, Some(Since::Later(_)))) {
+        Some(later.send(&session.conn).with_context(context)?)
     } else {
         None
     };
     let now = monotonic_micros();
     let mut seen = Vec::with_capacity(read.len());
-    for (unit, active_state, sub_state, settling, entered) in read {
-        let young_until = match (entered, replies.as_mut()) {
-            (Some(slot), Some(replies)) => {
-                let entered = replies.value::<u64>(slot).with_context(|| {
+    for (unit, active_state, sub_state, settling, since) in read {
+        let value = match (since, later.as_mut()) {
+            (Some(Since::Read(slot)), _) => Some(replies.value::<u64>(slot)),
+            (Some(Since::Later(slot)), Some(later)) => Some(later.value::<u64>(slot)),
+            _ => None,
+        };
+        let young_until = match value {
+            Some(value) => {
+                let entered = value.with_context(|| {
                     format!("{}: cannot read when {unit} became active", session.who)
                 })?;
                 young_until(entered, now)
             }
-            _ => None,
+            None => None,
         };
         seen.push(Seen {
             unit,
@@ -167,6 +196,14 @@ fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
         });
     }
     Ok(seen)
+}
+
+/// Where an active unit's start time is read.
+enum Since {
+    /// In the round's batch, beside the states.
+    Read(super::batch::Slot),
+    /// In a second batch, once the states showed it active.
+    Later(super::batch::Slot),
 }
 
 /// When a unit that entered `active` at `entered` (µs, CLOCK_MONOTONIC)

@@ -45,9 +45,6 @@ pub trait Manager {
     fn reload(&self) -> zbus::Result<()>;
     /// Without a subscriber the manager does not emit job signals.
     fn subscribe(&self) -> zbus::Result<()>;
-    /// One row per name (loaded for the call if needed): the state of many
-    /// units in one round trip.
-    fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
     fn list_units_by_patterns(
         &self,
         states: &[&str],
