@@ -333,7 +333,9 @@ fn main() {
     timed_run(vec![backup()]);
     // `-- --profile DIR`: where the time of one run of each goes
     // (`strace -f -ttt -T`), then stop. `-- --perf DIR`: the same with
-    // `perf trace`, which slows each system call far less than `strace`.
+    // `perf trace`, which slows each system call far less than `strace`;
+    // `$BENCH_TRACER` (e.g. `perf record -g`, `perf stat`) replaces
+    // `perf trace --sched` (its output goes to the same files).
     let args: Vec<String> = std::env::args().collect();
     if let Some(dir) = args
         .iter()

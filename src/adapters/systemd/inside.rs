@@ -243,18 +243,17 @@ impl Helper {
     ) -> anyhow::Result<UnitRun> {
         let who = &self.who;
         let cancel = &self.cancel;
-        // Listen before starting: a fast unit's job can end before StartUnit returns.
-        let jobs = session.watch_jobs()?;
         if cancel.is_cancelled() {
             return Ok(UnitRun {
                 outcome: JobOutcome::Interrupted,
                 status: session.status(unit),
             });
         }
-        let job = session
-            .manager
-            .start_unit(unit, "replace")
-            .with_context(|| format!("{who}: cannot start {unit} in the user's systemd"))?;
+        // Listening before starting: a fast unit's job can end before
+        // StartUnit returns.
+        let (jobs, job) = session.queue_job("StartUnit", unit)?;
+        let job =
+            job.with_context(|| format!("{who}: cannot start {unit} in the user's systemd"))?;
         send(&Line::JobQueued);
         let outcome = match jobs.wait_for(&job, deadline, Some(cancel)) {
             JobEnd::Removed(result) => job_outcome(&result),
@@ -300,11 +299,9 @@ impl Helper {
         if !is_loaded(&load_state) && is_settled(&active_state) {
             return Ok(());
         }
-        let jobs = session.watch_jobs()?;
-        let job = session
-            .manager
-            .stop_unit(unit, "replace")
-            .with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
+        let (jobs, job) = session.queue_job("StopUnit", unit)?;
+        let job =
+            job.with_context(|| format!("{who}: cannot stop {unit} in the user's systemd"))?;
         send(&Line::JobQueued);
         let hint = format!("check `systemctl --user status {unit}` as the user");
         match jobs.wait_for(&job, deadline, Some(&self.cancel)) {

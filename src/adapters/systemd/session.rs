@@ -196,10 +196,19 @@ impl Session {
         Ok(rx)
     }
 
-    /// `Subscribe`, the manager's unique name and a match rule for
-    /// `JobRemoved` (the three in one round trip), and a reader thread
-    /// forwarding each one to a channel, so waits can use `recv_timeout`.
-    pub(super) fn watch_jobs(&self) -> anyhow::Result<JobWatch> {
+    /// Queues a job for `unit` (`method`: `StartUnit` or `StopUnit`, mode
+    /// `replace`) with its end listened for: `Subscribe`, the manager's
+    /// unique name, a match rule for `JobRemoved` and the call itself go
+    /// out in that order in one round trip (the bus applies the rule before
+    /// it passes the call on, the manager subscribes us before it sees the
+    /// call), and a reader thread forwards each `JobRemoved` to a channel,
+    /// so waits can use `recv_timeout`. The outer error: no watch; the
+    /// inner one: the manager refused the call.
+    pub(super) fn queue_job(
+        &self,
+        method: &str,
+        unit: &str,
+    ) -> anyhow::Result<(JobWatch, zbus::Result<OwnedObjectPath>)> {
         let who = &self.who;
         let context = || format!("{who}: cannot listen for job signals of the user's systemd");
         // The stream exists before the rule, the rule before StartUnit: no
@@ -218,6 +227,7 @@ impl Session {
         // user share the bus).
         let owner = batch.bus("GetNameOwner", &(SYSTEMD_NAME,))?;
         let matched = batch.bus("AddMatch", &(rule.to_string(),))?;
+        let queued = batch.manager(method, &(unit, "replace"))?;
         let mut replies = batch.send(&self.conn).with_context(context)?;
         replies.take(subscribe).with_context(context)?;
         replies.take(matched).with_context(context)?;
@@ -240,6 +250,9 @@ impl Session {
                 }
             })
             .with_context(context)?;
-        Ok(JobWatch { rx })
+        let job = replies
+            .take(queued)
+            .and_then(|reply| reply.body().deserialize::<OwnedObjectPath>());
+        Ok((JobWatch { rx }, job))
     }
 }
