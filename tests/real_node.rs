@@ -578,3 +578,59 @@ fn the_calls_of_an_action_share_one_bus_helper() {
     }
     assert!(helpers().is_empty(), "{:?}", helpers());
 }
+
+#[test]
+fn a_health_check_prepared_ahead_looks_at_what_the_targets_want_when_it_runs() {
+    let w = world(&[UserSpec::new("g")]);
+    let user = w.user("g");
+    let a = user.account();
+    user.write_unit(
+        "early.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    )
+    .expect("unit");
+    user.write_unit(
+        "default.target.d/early.conf",
+        "[Unit]\nWants=early.service\n",
+    )
+    .expect("drop-in");
+    user.daemon_reload().expect("daemon-reload");
+    user.systemctl(&["start", "early.service"]).expect("start");
+    let bus = bus();
+    // The helper starts ahead, connects and, idle, reads what the targets
+    // want now (early.service, which is settled by the check: more than
+    // the 2 s of a second look since it started)...
+    bus.prepare(&a);
+    thread::sleep(Duration::from_millis(2500));
+    // ...then the user's program adds a service that fails to
+    // default.target, as an activation may.
+    user.write_unit("late.service", "[Service]\nExecStart=/bin/false\n")
+        .expect("unit");
+    user.write_unit("default.target.d/late.conf", "[Unit]\nWants=late.service\n")
+        .expect("drop-in");
+    user.daemon_reload().expect("daemon-reload");
+    user.systemctl(&["start", "late.service"]).expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !user
+        .systemctl(&["is-failed", "late.service"])
+        .is_ok_and(|ran| ran.ok())
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let health = bus
+        .check_health(&a, Duration::from_secs(10), &Cancel::new())
+        .expect("health");
+    let hostenv_activate::ports::Health::Unhealthy { units } = &health else {
+        panic!("the service added after the helper connected is seen: {health:?}");
+    };
+    assert!(units.iter().any(|u| u.unit == "late.service"), "{units:?}");
+    // Prepared again with nothing changed since: the first look goes out
+    // with the targets' reads, and finds the same.
+    bus.prepare(&a);
+    thread::sleep(Duration::from_millis(500));
+    let again = bus
+        .check_health(&a, Duration::from_secs(10), &Cancel::new())
+        .expect("health");
+    assert_eq!(again, health);
+}

@@ -196,7 +196,8 @@ pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
     let mut prepared = false;
     for (i, step) in plan.steps.iter().enumerate() {
         if !prepared && plan.needs_user_systemd_next(i) {
-            prepared = prepare(ctx, &mut progress);
+            prepare(ctx, &mut progress);
+            prepared = true;
         }
         match run_step(ctx, step, &mut progress) {
             Ok(()) => {}
@@ -216,16 +217,14 @@ pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
 /// Tells the user's systemd that calls follow soon, so that it gets ready
 /// while the steps before them run. The user is looked up for that if no
 /// step has yet; a failed lookup is left to the `ResolveUser` step to
-/// report. Whether the hint was given.
-fn prepare(ctx: &Ctx<'_>, progress: &mut Progress) -> bool {
+/// report (and no hint is given).
+fn prepare(ctx: &Ctx<'_>, progress: &mut Progress) {
     if progress.account.is_none() {
         progress.account = ctx.ports.users.lookup(&ctx.action.user).ok();
     }
-    let Some(account) = &progress.account else {
-        return false;
-    };
-    ctx.ports.systemd.prepare(account);
-    true
+    if let Some(account) = &progress.account {
+        ctx.ports.systemd.prepare(account);
+    }
 }
 
 /// Runs `step`.
