@@ -527,7 +527,18 @@ fn a_terminal_event_that_cannot_be_delivered_stays_pending() {
         .insert(1, ProviderError::Transport("connection reset".into()));
     assert!(matches!(w.run(), Outcome::Failed(_)));
     assert_eq!(delivery(&journal_state(&w, 0)), Some(Delivery::Pending));
-    // The next run delivers it first, then finishes the job.
+    // The closing event its success decided waits behind it.
+    let record = w.journal.record(JOB).expect("a record");
+    assert_eq!(
+        record
+            .pending()
+            .iter()
+            .map(|p| p.of.phase())
+            .collect::<Vec<_>>(),
+        [Activate, Intent]
+    );
+    // The next run delivers them first, in that order, and posts nothing
+    // twice.
     *w.provider.own.borrow_mut() = Some(Ok(Some(status(NODE, Activate, Running))));
     assert!(matches!(w.run(), Outcome::Succeeded(_)));
     assert_eq!(
