@@ -597,9 +597,9 @@ fn a_health_check_prepared_ahead_looks_at_what_the_targets_want_when_it_runs() {
     user.daemon_reload().expect("daemon-reload");
     user.systemctl(&["start", "early.service"]).expect("start");
     let bus = bus();
-    // The helper starts ahead, connects and, idle, reads what the targets
-    // want now (early.service, which is settled by the check: more than
-    // the 2 s of a second look since it started)...
+    // The helper starts ahead and connects while the targets want only
+    // early.service (settled by the time of the check: more than the 2 s
+    // of a second look since it started)...
     bus.prepare(&a);
     thread::sleep(Duration::from_millis(2500));
     // ...then the user's program adds a service that fails to
@@ -625,8 +625,7 @@ fn a_health_check_prepared_ahead_looks_at_what_the_targets_want_when_it_runs() {
         panic!("the service added after the helper connected is seen: {health:?}");
     };
     assert!(units.iter().any(|u| u.unit == "late.service"), "{units:?}");
-    // Prepared again with nothing changed since: the first look goes out
-    // with the targets' reads, and finds the same.
+    // Prepared again with nothing changed since: the same.
     bus.prepare(&a);
     thread::sleep(Duration::from_millis(500));
     let again = bus

@@ -5,14 +5,14 @@
 //! at young units, never on a timer slice: a healthy activation that
 //! started nothing costs one round of reads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use anyhow::Context;
 use nix::time::{clock_gettime, ClockId};
 
-use super::batch::{Batch, Replies, Slot};
+use super::batch::Batch;
 use super::proxies::UnitRow;
 use super::session::Session;
 use super::{unit_object_path, UNIT_INTERFACE};
@@ -45,20 +45,13 @@ struct Seen {
 /// first round finds something still settling (then a second round follows
 /// it, so no change between the two is missed): a healthy activation costs
 /// the reads of one round.
-///
-/// `guess` is what the targets wanted a moment ago ([`wanted_units`] read
-/// while the user's program ran): the first round then goes out with the
-/// targets' reads, and counts only if they still want exactly that.
-pub(super) fn check(
-    session: &Session,
-    deadline: Deadline,
-    guess: Option<BTreeSet<String>>,
-) -> anyhow::Result<Health> {
-    let (units, seen) = first_look(session, guess)?;
+pub(super) fn check(session: &Session, deadline: Deadline) -> anyhow::Result<Health> {
+    let units = wanted_units(session)?;
     if units.is_empty() {
         return Ok(Health::Healthy { looked_at: 0 });
     }
     let names: Vec<&str> = units.iter().map(String::as_str).collect();
+    let seen = look(session, &names)?;
     if settled(&seen).is_none() || deadline.reached() {
         return Ok(verdict(session, seen, units.len()));
     }
@@ -93,53 +86,11 @@ fn settled(seen: &[Seen]) -> Option<Option<Deadline>> {
     (settling || next_look.is_some()).then_some(next_look)
 }
 
-/// The units the targets want and, looked at in the same round trip when
-/// `guess` is still what they want, their states; else their states read
-/// after (a second round trip).
-fn first_look(
-    session: &Session,
-    guess: Option<BTreeSet<String>>,
-) -> anyhow::Result<(BTreeSet<String>, Vec<Seen>)> {
-    let context = || format!("{}: cannot look at {}", session.who, TARGETS.join(" and "));
-    let mut batch = Batch::default();
-    let targets = target_reads(&mut batch)?;
-    let guess = guess.filter(|g| !g.is_empty() && g.len() <= READ_TOGETHER);
-    let guessed: Vec<&str> = guess.iter().flatten().map(String::as_str).collect();
-    let states = match guess {
-        Some(_) => Some(look_calls(&mut batch, &guessed)?),
-        None => None,
-    };
-    let mut replies = batch.send(&session.conn).with_context(context)?;
-    let units = wanted_from(session, &mut replies, targets)?;
-    match states {
-        Some(states) if guess.as_ref() == Some(&units) => {
-            let seen = look_from(session, &mut replies, states)?;
-            Ok((units, seen))
-        }
-        _ if units.is_empty() => Ok((units, Vec::new())),
-        _ => {
-            let names: Vec<&str> = units.iter().map(String::as_str).collect();
-            let seen = look(session, &names)?;
-            Ok((units, seen))
-        }
-    }
-}
-
 /// The names in `Wants` and `Requires` of each target that is loaded: the
 /// `LoadState`, `Wants` and `Requires` of both targets in one round trip.
-pub(super) fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
+fn wanted_units(session: &Session) -> anyhow::Result<BTreeSet<String>> {
     let context = || format!("{}: cannot look at {}", session.who, TARGETS.join(" and "));
     let mut batch = Batch::default();
-    let targets = target_reads(&mut batch)?;
-    let mut replies = batch.send(&session.conn).with_context(context)?;
-    wanted_from(session, &mut replies, targets)
-}
-
-/// Where each target's `LoadState`, `Wants` and `Requires` are read.
-type TargetReads = Vec<(&'static str, Slot, Slot, Slot)>;
-
-/// Adds the reads of both targets to `batch`.
-fn target_reads(batch: &mut Batch) -> anyhow::Result<TargetReads> {
     let mut reads = Vec::new();
     for target in TARGETS {
         let path = unit_object_path(target);
@@ -150,15 +101,7 @@ fn target_reads(batch: &mut Batch) -> anyhow::Result<TargetReads> {
             batch.get(&path, UNIT_INTERFACE, "Requires")?,
         ));
     }
-    Ok(reads)
-}
-
-/// What the loaded targets want, from their reads' replies.
-fn wanted_from(
-    session: &Session,
-    replies: &mut Replies,
-    reads: TargetReads,
-) -> anyhow::Result<BTreeSet<String>> {
+    let mut replies = batch.send(&session.conn).with_context(context)?;
     let mut units = BTreeSet::new();
     for (target, state, wants, requires) in reads {
         let context = || format!("{}: cannot read what {target} wants", session.who);
@@ -186,42 +129,18 @@ const READ_TOGETHER: usize = 32;
 /// became so.
 fn look(session: &Session, names: &[&str]) -> anyhow::Result<Vec<Seen>> {
     let context = || format!("{}: cannot read the state of its services", session.who);
+    let together = names.len() <= READ_TOGETHER;
     let mut batch = Batch::default();
-    let calls = look_calls(&mut batch, names)?;
-    let mut replies = batch.send(&session.conn).with_context(context)?;
-    look_from(session, &mut replies, calls)
-}
-
-/// Where a look's replies are: the states, and for up to
-/// [`READ_TOGETHER`] units each one's start time.
-struct LookCalls {
-    list: Slot,
-    entered: HashMap<String, Slot>,
-}
-
-/// Adds a look at `names` to `batch`.
-fn look_calls(batch: &mut Batch, names: &[&str]) -> anyhow::Result<LookCalls> {
     let list = batch.manager("ListUnitsByNames", &(names,))?;
-    let mut entered = HashMap::new();
-    if names.len() <= READ_TOGETHER {
+    let mut entered = std::collections::HashMap::new();
+    if together {
         for name in names {
             let path = unit_object_path(name);
             let slot = batch.get(&path, UNIT_INTERFACE, "ActiveEnterTimestampMonotonic")?;
             entered.insert((*name).to_owned(), slot);
         }
     }
-    Ok(LookCalls { list, entered })
-}
-
-/// What a look saw, from its replies; the start times it did not read
-/// with the states are read now, for the units that are active.
-fn look_from(
-    session: &Session,
-    replies: &mut Replies,
-    calls: LookCalls,
-) -> anyhow::Result<Vec<Seen>> {
-    let context = || format!("{}: cannot read the state of its services", session.who);
-    let LookCalls { list, mut entered } = calls;
+    let mut replies = batch.send(&session.conn).with_context(context)?;
     let rows: Vec<UnitRow> = replies
         .take(list)
         .and_then(|reply| reply.body().deserialize())
@@ -282,9 +201,9 @@ fn look_from(
 /// Where an active unit's start time is read.
 enum Since {
     /// In the round's batch, beside the states.
-    Read(Slot),
+    Read(super::batch::Slot),
     /// In a second batch, once the states showed it active.
-    Later(Slot),
+    Later(super::batch::Slot),
 }
 
 /// When a unit that entered `active` at `entered` (µs, CLOCK_MONOTONIC)

@@ -8,7 +8,6 @@
 //! the root process). A hostile bus can make this process hang, crash or
 //! grow; the root run then reports a failed action and goes on.
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -52,18 +51,10 @@ pub fn helper_main() -> ExitCode {
     let cancel = Cancel::new();
     // SIGTERM from the root process: stop what was started, then answer.
     let _ = crate::adapters::signals::install(&cancel);
-    let mut input = match Input::open() {
-        Ok(input) => input,
-        Err(e) => {
-            send(&Line::Failed {
-                message: bounded_message(&format!("bus helper: cannot read stdin: {e}")),
-            });
-            return ExitCode::from(1);
-        }
-    };
+    let mut input = std::io::stdin().lock();
     let mut helper: Option<Helper> = None;
     loop {
-        let envelope = match read_request(&mut input.reader) {
+        let envelope = match read_request(&mut input) {
             Ok(Some(envelope)) => envelope,
             Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
@@ -91,19 +82,10 @@ pub fn helper_main() -> ExitCode {
                 started: Instant::now(),
                 cancel: cancel.clone(),
                 session: None,
-                guess: None,
             }),
         };
         match helper.exchange() {
-            Ok(answer) => {
-                let ready = matches!(answer, Answer::Ready);
-                send(&Line::Done { answer });
-                // Connected ahead of a call, and no call yet: the health
-                // check's first read, while the user's program runs.
-                if ready && !input.waiting() {
-                    helper.guess_wanted();
-                }
-            }
+            Ok(answer) => send(&Line::Done { answer }),
             Err(e) => {
                 send(&Line::Failed {
                     message: bounded_message(&format!("{e:#}")),
@@ -111,34 +93,6 @@ pub fn helper_main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         }
-    }
-}
-
-/// The helper's stdin, read through a buffer whose content it can see.
-struct Input {
-    reader: std::io::BufReader<std::fs::File>,
-}
-
-impl Input {
-    fn open() -> std::io::Result<Input> {
-        use std::os::fd::AsFd;
-        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
-        Ok(Input {
-            reader: std::io::BufReader::new(std::fs::File::from(fd)),
-        })
-    }
-
-    /// Whether a request is there to read (in the buffer or on stdin).
-    fn waiting(&self) -> bool {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
-        if !self.reader.buffer().is_empty() {
-            return true;
-        }
-        let fd = self.reader.get_ref().as_fd();
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        // An error: assume a request, and do nothing ahead of it.
-        poll(&mut fds, PollTimeout::ZERO).map_or(true, |n| n > 0)
     }
 }
 
@@ -182,9 +136,6 @@ struct Helper {
     cancel: Cancel,
     /// The connection, made by the first request that needs it.
     session: Option<Session>,
-    /// What the targets wanted when the helper was idle after connecting:
-    /// the health check's first look goes out with its check of that.
-    guess: Option<BTreeSet<String>>,
 }
 
 impl Helper {
@@ -230,7 +181,7 @@ impl Helper {
                 Ok(Answer::Reloaded)
             }
             Request::CheckHealth { .. } => Ok(Answer::Health {
-                health: health::check(session, deadline, self.guess.take())?,
+                health: health::check(session, deadline)?,
             }),
             Request::ListUnits { prefix } => Ok(Answer::Units {
                 list: list_units(session, &prefix)?,
@@ -238,14 +189,6 @@ impl Helper {
             Request::FailedUnits => Ok(Answer::Failed {
                 failed: failed_units(session)?,
             }),
-        }
-    }
-
-    /// Reads what the targets want now, for the health check that may
-    /// follow ([`health::check`] checks it again); a failure is left to it.
-    fn guess_wanted(&mut self) {
-        if let Some(session) = &self.session {
-            self.guess = health::wanted_units(session).ok();
         }
     }
 
