@@ -1,5 +1,7 @@
 //! The provider API over HTTP(S) or a unix socket (`ports::Provider`), with
-//! reqwest's blocking client. One call is one request: retries are the
+//! reqwest's client driven on the calling thread (a current-thread tokio
+//! runtime: no thread of its own, no hand-off per request). One call is one
+//! request: retries are the
 //! engine's business. The node token travels only in a sensitive
 //! `Authorization` header; it never appears in a URL, a log line or an error.
 
@@ -7,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION};
 use reqwest::redirect::Policy;
 use reqwest::Url;
+use reqwest::{Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -200,42 +202,8 @@ pub struct HttpProvider {
     /// The run deadline: no request outlives it by more than
     /// [`STOPPING_TIMEOUT`].
     deadline: Option<Deadline>,
-    /// The thread that makes requests while the caller watches the stop
-    /// signal (with `cancel` only): one for all requests, not one each.
-    worker: std::sync::Mutex<Option<Worker>>,
-}
-
-/// A request for the [`Worker`], which sends its answer back itself.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A thread that runs [`Job`]s one after the other until its sender is
-/// dropped. A request the caller gave up on (after the stop signal) may
-/// hold it: the caller then drops it and later requests get a new one.
-struct Worker {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-impl Worker {
-    fn start() -> Option<Worker> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("http-requests".into())
-            .spawn(move || {
-                for job in queue {
-                    job();
-                }
-            })
-            .ok()?;
-        Some(Worker { jobs })
-    }
-
-    /// Gives `job` to `worker`; back if there is none or its thread is gone.
-    fn hand(worker: Option<&Worker>, job: Job) -> Option<Job> {
-        match worker {
-            Some(worker) => worker.jobs.send(job).err().map(|e| e.0),
-            None => Some(job),
-        }
-    }
+    /// Drives the requests on the calling thread.
+    runtime: tokio::runtime::Runtime,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -293,6 +261,11 @@ impl HttpProvider {
         let client = builder
             .build()
             .context("cannot set up the HTTP client (TLS roots or system settings)")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("cannot set up the HTTP client's event loop")?;
         Ok(Self {
             client,
             base: base_url,
@@ -301,7 +274,7 @@ impl HttpProvider {
             token,
             cancel: None,
             deadline: None,
-            worker: std::sync::Mutex::default(),
+            runtime,
         })
     }
 
@@ -353,38 +326,22 @@ impl HttpProvider {
     ) -> Result<(u16, String), ProviderError> {
         let limit = self.request_limit();
         let request = request.timeout(limit);
-        let Some(cancel) = self.cancel.clone() else {
-            return self.exchange(endpoint, request, limit);
-        };
-        if cancel.is_cancelled() {
-            return self.exchange(endpoint, request, limit);
-        }
-        // A request in flight when the stop signal comes gets
-        // STOPPING_TIMEOUT more, not the rest of REQUEST_TIMEOUT: it runs on
-        // the worker thread, which is left behind if it takes longer.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let detached = self.detached();
-        self.on_worker(Box::new(move || {
-            let _ = tx.send(detached.exchange(endpoint, request, limit));
-        }));
-        let mut give_up: Option<Deadline> = None;
-        loop {
-            match rx.recv_timeout(Deadline::SLICE) {
-                Ok(answer) => return answer,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(ProviderError::Transport(format!(
-                        "{} at {}: the request ended without an answer",
-                        endpoint.describe(),
-                        self.display_base()
-                    )))
+        let cancel = self.cancel.as_ref();
+        self.runtime.block_on(async {
+            let mut exchange = std::pin::pin!(self.exchange(endpoint, request, limit));
+            // A request in flight when the stop signal comes gets
+            // STOPPING_TIMEOUT more, not the rest of REQUEST_TIMEOUT: the
+            // signal is looked at every slice while the request goes on.
+            let mut give_up: Option<Deadline> = None;
+            loop {
+                if let Ok(answer) = tokio::time::timeout(Deadline::SLICE, exchange.as_mut()).await {
+                    return answer;
                 }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            if cancel.is_cancelled() {
+                if !cancel.is_some_and(Cancel::is_cancelled) {
+                    continue;
+                }
                 let at = *give_up.get_or_insert_with(|| Deadline::after(STOPPING_TIMEOUT));
                 if at.reached() {
-                    // Still busy with this request: the next gets a new one.
-                    self.workers().take();
                     return Err(ProviderError::Transport(format!(
                         "{} at {}: no answer {}s after the stop signal; not waiting any longer",
                         endpoint.describe(),
@@ -393,30 +350,11 @@ impl HttpProvider {
                     )));
                 }
             }
-        }
-    }
-
-    fn workers(&self) -> std::sync::MutexGuard<'_, Option<Worker>> {
-        self.worker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Runs `job` on the worker thread (started when there is none, or
-    /// when its thread is gone); on a thread of its own if none can be had.
-    fn on_worker(&self, job: Job) {
-        let mut worker = self.workers();
-        let Some(job) = Worker::hand(worker.as_ref(), job) else {
-            return;
-        };
-        *worker = Worker::start();
-        if let Some(job) = Worker::hand(worker.as_ref(), job) {
-            std::thread::spawn(job);
-        }
+        })
     }
 
     /// One request and its whole answer, within `limit`.
-    fn exchange(
+    async fn exchange(
         &self,
         endpoint: Endpoint,
         request: RequestBuilder,
@@ -424,6 +362,7 @@ impl HttpProvider {
     ) -> Result<(u16, String), ProviderError> {
         let response = request
             .send()
+            .await
             .map_err(|e| self.transport(endpoint, &e, limit))?;
         let status = response.status();
         if status.is_redirection() {
@@ -431,23 +370,9 @@ impl HttpProvider {
         }
         let body = response
             .text()
+            .await
             .map_err(|e| self.transport(endpoint, &e, limit))?;
         Ok((status.as_u16(), self.scrub(&body)))
-    }
-
-    /// What a request thread needs of this provider (no cancel: the caller
-    /// watches it).
-    fn detached(&self) -> HttpProvider {
-        HttpProvider {
-            client: self.client.clone(),
-            base: self.base.clone(),
-            shown_base: self.shown_base.clone(),
-            node: self.node.clone(),
-            token: self.token.clone(),
-            cancel: None,
-            deadline: self.deadline,
-            worker: std::sync::Mutex::default(),
-        }
     }
 
     /// `limit` is what the request was given: [`REQUEST_TIMEOUT`], or less
@@ -700,10 +625,6 @@ mod tests {
             start.elapsed() < REQUEST_TIMEOUT,
             "gave up after {:?}",
             start.elapsed()
-        );
-        assert!(
-            provider.workers().is_none(),
-            "the request thread still stuck is let go; the next request gets a new one"
         );
         drop(listener);
     }

@@ -73,12 +73,7 @@ pub fn deploy(config: &Config, sha: Option<String>) -> anyhow::Result<Exit> {
                         log: log.as_ref(),
                         cancel: &cancel,
                     };
-                    let outcome = engine::run(&settings, ports);
-                    // The process exits next: the HTTP client's runtime
-                    // thread needs no orderly shutdown (a join that only
-                    // delays the exit; the kernel closes the connection).
-                    std::mem::forget(provider);
-                    outcome
+                    engine::run(&settings, ports)
                 }
                 // The token file or the HTTP client: the run ends before
                 // the engine starts, and says so where the others do.
