@@ -258,11 +258,6 @@ pub enum JobOutcome {
     Interrupted,
 }
 
-/// How a unit's run ended. `status` is the unit's state read after a job
-/// that did not end `done`; after `done` it is left empty (the job's result
-/// says enough, and reading it then costs a round trip while systemd is
-/// still busy with the unit): [`UserSystemd::unit_status`] reads it when a
-/// later step needs it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitRun {
     pub outcome: JobOutcome,
@@ -423,14 +418,6 @@ pub trait UserSystemd {
     /// The unit's `LoadState` (`loaded`, `not-found`, `masked`, ...),
     /// within `limit` whatever the user's bus does.
     fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String>;
-    /// The unit's `ActiveState`, `SubState`, `Result` and `ExecMainStatus`
-    /// now (fields that cannot be read stay `None`), within `limit`.
-    fn unit_status(
-        &self,
-        account: &Account,
-        unit: &str,
-        limit: Duration,
-    ) -> anyhow::Result<UnitStatus>;
     /// Starts `unit` (subscribed to job removal first) and waits for its job
     /// to end, at most `timeout`. On timeout or cancel the job is cancelled
     /// and the unit stopped before returning.

@@ -10,7 +10,7 @@ use anyhow::bail;
 
 use crate::model::RestorePlan;
 use crate::ports::{
-    Account, Cancel, FailedUnits, Health, PlanStore, UnitList, UnitRun, UnitStatus, UserSystemd,
+    Account, Cancel, FailedUnits, Health, PlanStore, UnitList, UnitRun, UserSystemd,
 };
 
 /// Wraps a [`UserSystemd`] so that nothing can change through it.
@@ -19,15 +19,6 @@ pub struct ReadOnlySystemd<S>(pub S);
 impl<S: UserSystemd> UserSystemd for ReadOnlySystemd<S> {
     fn load_state(&self, account: &Account, unit: &str, limit: Duration) -> anyhow::Result<String> {
         self.0.load_state(account, unit, limit)
-    }
-
-    fn unit_status(
-        &self,
-        account: &Account,
-        unit: &str,
-        limit: Duration,
-    ) -> anyhow::Result<UnitStatus> {
-        self.0.unit_status(account, unit, limit)
     }
 
     fn list_units(

@@ -284,8 +284,6 @@ pub struct StubSystemd {
     pub health_checks: RefCell<Vec<Duration>>,
     /// What `failed_units` answers (the user's units failed now).
     pub failed: RefCell<FailedUnits>,
-    /// How many times a unit's status was read on its own.
-    pub status_reads: Cell<usize>,
     /// Each `prepare` hint: the user, and how many calls that change or
     /// look at units (health checks, units started or stopped, reloads)
     /// had been made by then.
@@ -352,17 +350,6 @@ impl UserSystemd for StubSystemd {
             .borrow_mut()
             .pop_front()
             .unwrap_or(Ok(Health::Healthy { looked_at: 0 }))
-    }
-
-    fn unit_status(&self, a: &Account, unit: &str, _limit: Duration) -> anyhow::Result<UnitStatus> {
-        self.answering(a)?;
-        self.status_reads.set(self.status_reads.get() + 1);
-        Ok(self
-            .runs
-            .borrow()
-            .get(unit)
-            .map(|run| run.status.clone())
-            .unwrap_or_default())
     }
 
     fn load_state(&self, a: &Account, unit: &str, _limit: Duration) -> anyhow::Result<String> {

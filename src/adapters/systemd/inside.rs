@@ -25,7 +25,7 @@ use super::user_manager_unit;
 use super::wire::{bounded_message, Answer, Envelope, Line, Request};
 use super::{bus_socket_path, is_settled, job_outcome, manager_hint_for, prefix_pattern};
 use crate::ports::{
-    is_loaded, Cancel, Deadline, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun, UnitStatus,
+    is_loaded, Cancel, Deadline, FailedUnit, FailedUnits, JobOutcome, UnitList, UnitRun,
 };
 
 /// The first argument that makes the binary a bus helper.
@@ -164,9 +164,6 @@ impl Helper {
                 let (_, state) = session.load(&unit)?;
                 Ok(Answer::LoadState { state })
             }
-            Request::UnitStatus { unit } => Ok(Answer::Status {
-                status: session.status(&unit),
-            }),
             Request::RunUnit { unit, .. } => Ok(Answer::UnitRun {
                 run: self.run_unit(session, &unit, deadline)?,
             }),
@@ -287,14 +284,10 @@ impl Helper {
                 )
             }
         };
-        // After a job that ended `done` nobody needs the unit's state
-        // now (the root side reads it if a later step fails): no round
-        // trip while systemd is still busy with the unit.
-        let status = match outcome {
-            JobOutcome::Done => UnitStatus::default(),
-            _ => session.status(unit),
-        };
-        Ok(UnitRun { outcome, status })
+        Ok(UnitRun {
+            outcome,
+            status: session.status(unit),
+        })
     }
 
     fn stop_unit(&self, session: &Session, unit: &str, deadline: Deadline) -> anyhow::Result<()> {

@@ -420,18 +420,6 @@ impl UserSystemd for UserBus {
         }
     }
 
-    fn unit_status(
-        &self,
-        account: &Account,
-        unit: &str,
-        limit: Duration,
-    ) -> anyhow::Result<UnitStatus> {
-        match self.ask(account, Request::UnitStatus { unit: unit.into() }, limit)? {
-            Answer::Status { status } => Ok(status),
-            other => Err(unexpected(account, &other)),
-        }
-    }
-
     fn run_unit(
         &self,
         account: &Account,

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{FailedUnits, Health, UnitList, UnitRun, UnitStatus};
+use crate::ports::{FailedUnits, Health, UnitList, UnitRun};
 
 /// The most the root process reads of what one helper says, all its lines
 /// over all the requests it answers (a helper answers a few small ones).
@@ -33,8 +33,6 @@ pub enum Request {
     Connect,
     /// `LoadUnit` + `LoadState`.
     LoadState { unit: String },
-    /// The unit's `ActiveState`, `SubState`, `Result` and `ExecMainStatus`.
-    UnitStatus { unit: String },
     /// Start the unit and wait for its job, at most `timeout_ms`; past it
     /// (or on SIGTERM) cancel, stop, and kill what will not stop.
     RunUnit { unit: String, timeout_ms: u64 },
@@ -59,7 +57,6 @@ impl Request {
         match self {
             Request::Connect => "connecting to the user's systemd manager".to_owned(),
             Request::LoadState { unit } => format!("reading the LoadState of {unit}"),
-            Request::UnitStatus { unit } => format!("reading the state of {unit}"),
             Request::RunUnit { unit, .. } => format!("starting {unit}"),
             Request::StopUnit { unit, .. } => format!("stopping {unit}"),
             Request::ReloadManager => "daemon-reload".to_owned(),
@@ -80,7 +77,6 @@ impl Request {
         match self {
             Request::Connect
             | Request::LoadState { .. }
-            | Request::UnitStatus { .. }
             | Request::ReloadManager
             | Request::ListUnits { .. }
             | Request::FailedUnits => true,
@@ -125,7 +121,6 @@ pub enum Line {
 pub enum Answer {
     Ready,
     LoadState { state: String },
-    Status { status: UnitStatus },
     UnitRun { run: UnitRun },
     Stopped,
     Reloaded,
@@ -147,7 +142,7 @@ pub fn bounded_message(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::JobOutcome;
+    use crate::ports::{JobOutcome, UnitStatus};
 
     #[test]
     fn lines_round_trip_as_one_json_line_each() {

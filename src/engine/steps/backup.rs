@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::model::snapshot::SnapshotStream;
 use crate::model::text::summary;
@@ -13,10 +12,6 @@ use crate::model::{BackupPayload, EventPayload, MigrationKey, Terminal, UnitFail
 use crate::ports::{Account, JobOutcome, Level, ProgramOutcome, UnitStatus};
 
 use super::{Ctx, Ended};
-
-/// What reading a unit's state for a failure's payload may take, also once
-/// the action's time is up (the adapter keeps it within the run deadline).
-const STATUS_READ: Duration = Duration::from_secs(5);
 
 /// One migration key of the action, with what its messages need.
 struct Key<'a> {
@@ -204,14 +199,6 @@ pub fn back_up(
         }
         JobOutcome::Interrupted => return Err(k.interrupted(&format!("running {unit}"), status)),
     }
-    // The job ended `done`: the run did not read the unit's state, which
-    // a failure's payload below reads now.
-    let status = || -> UnitStatus {
-        ctx.ports
-            .systemd
-            .unit_status(account, unit, STATUS_READ)
-            .unwrap_or_default()
-    };
 
     // The list grows with every backup of the key: read as a stream, apart
     // from stderr (whose tail serves the messages), in bounded memory.
@@ -232,7 +219,7 @@ pub fn back_up(
         .map_err(|e| {
             k.failed(
                 format!("cannot run {shown} for user {user}: {e:#}"),
-                Some(&status()),
+                Some(status),
             )
         })?;
     match listed.outcome {
@@ -246,17 +233,17 @@ pub fn back_up(
                     ),
                     &format!("listing the snapshots of {user}, migration key {key}"),
                 ),
-                &status(),
+                status,
             ))
         }
-        ProgramOutcome::Interrupted => return Err(k.interrupted("listing snapshots", &status())),
+        ProgramOutcome::Interrupted => return Err(k.interrupted("listing snapshots", status)),
         other => {
             return Err(k.failed(
                 format!(
                     "{shown} snapshots failed for user {user}, migration key {key} ({other}): {}",
                     summary(&listed.output)
                 ),
-                Some(&status()),
+                Some(status),
             ))
         }
     }
@@ -266,7 +253,7 @@ pub fn back_up(
             format!(
                 "snapshot id missing for user {user}, migration key {key} after {unit}: {e} (run started at {started}, newest snapshot seen: {newest})"
             ),
-            Some(&status()),
+            Some(status),
         )
     })?;
     k.log(
