@@ -351,37 +351,33 @@ fn main() {
     // `$BENCH_TRACER` (e.g. `perf record -g`, `perf stat`) replaces
     // `perf trace --sched` (its output goes to the same files).
     let args: Vec<String> = std::env::args().collect();
-    if let Some(dir) = args
-        .iter()
-        .position(|a| a == "--perf")
-        .and_then(|i| args.get(i + 1))
-    {
+    let traced = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(std::path::PathBuf::from)
+    };
+    let tracing = if let Some(dir) = traced("--profile") {
+        Some((dir, "trace", "strace -f -ttt -T -y -s 80".to_owned()))
+    } else {
+        traced("--perf").map(|dir| {
+            let tracer = std::env::var("BENCH_TRACER")
+                .unwrap_or_else(|_| "perf trace -T --sched".to_owned());
+            (dir, "perf", tracer)
+        })
+    };
+    if let Some((dir, ext, tracer)) = tracing {
         for (name, make) in [
             ("activate", &activate as &dyn Fn() -> Value),
             ("backup", &backup),
         ] {
-            let out = std::path::Path::new(dir).join(format!("{name}.perf"));
-            let tracer = match std::env::var("BENCH_TRACER") {
-                Ok(t) => format!("{t} -o {} --", out.display()),
-                Err(_) => format!("perf trace -T --sched -o {} --", out.display()),
-            };
-            run_traced(vec![make()], &NodeState::new(), &tracer);
-            println!("perf trace of a one-action {name} run: {}", out.display());
-        }
-        return;
-    }
-    if let Some(dir) = args
-        .iter()
-        .position(|a| a == "--profile")
-        .and_then(|i| args.get(i + 1))
-    {
-        for (name, make) in [
-            ("activate", &activate as &dyn Fn() -> Value),
-            ("backup", &backup),
-        ] {
-            let out = std::path::Path::new(dir).join(format!("{name}.trace"));
-            run_under_strace(vec![make()], &NodeState::new(), "-f -ttt -T -y -s 80", &out);
-            println!("profile of a one-action {name} run: {}", out.display());
+            let out = dir.join(format!("{name}.{ext}"));
+            run_traced(
+                vec![make()],
+                &NodeState::new(),
+                &format!("{tracer} -o {} --", out.display()),
+            );
+            println!("`{tracer}` of a one-action {name} run: {}", out.display());
         }
         return;
     }
