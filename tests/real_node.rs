@@ -123,6 +123,45 @@ fn run_unit_reports_a_failing_unit() {
     assert_eq!(run.status.sub_state.as_deref(), Some("failed"));
 }
 
+/// A unit systemd collects as soon as it ends, even when it failed
+/// (`CollectMode=inactive-or-failed`): its state read after the job must be
+/// how this run ended, not the defaults of a fresh load of its file.
+#[test]
+fn run_unit_reads_how_the_run_ended_even_when_systemd_collects_the_unit_at_once() {
+    let w = world(&[UserSpec::new("a")]);
+    let user = w.user("a");
+    let unit = "collected-at-once.service";
+    user.write_unit(
+        unit,
+        "[Unit]\nCollectMode=inactive-or-failed\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 7'\n",
+    )
+    .expect("unit");
+    user.daemon_reload().expect("daemon-reload");
+    let run = bus()
+        .run_unit(
+            &user.account(),
+            unit,
+            Duration::from_secs(30),
+            &Cancel::new(),
+        )
+        .expect("run_unit");
+    assert_eq!(
+        run.outcome,
+        JobOutcome::Failed {
+            job_result: "failed".into()
+        },
+        "{run:?}\n{}",
+        user.manager_log()
+    );
+    assert_eq!(run.status.result.as_deref(), Some("exit-code"), "{run:?}");
+    assert_eq!(run.status.exec_main_status, Some(7), "{run:?}");
+    assert_eq!(
+        run.status.active_state.as_deref(),
+        Some("failed"),
+        "{run:?}"
+    );
+}
+
 #[test]
 fn run_unit_times_out_and_stops_the_unit() {
     let w = world(&[UserSpec::new("a")]);

@@ -227,10 +227,30 @@ impl Session {
         // user share the bus).
         let owner = batch.bus("GetNameOwner", &(SYSTEMD_NAME,))?;
         let matched = batch.bus("AddMatch", &(rule.to_string(),))?;
+        // A started unit stays loaded while we hold it: the status read
+        // after its job sees how this run ended, not a fresh load of a
+        // unit systemd already collected (a finished oneshot is collected
+        // at once), and systemd does not parse its file again for it. The
+        // hold ends with this connection. Without it (refused), the read
+        // works as before.
+        let held = (method == "StartUnit")
+            .then(|| {
+                batch.call(
+                    SYSTEMD_NAME,
+                    &unit_object_path(unit),
+                    UNIT_INTERFACE,
+                    "Ref",
+                    &(),
+                )
+            })
+            .transpose()?;
         let queued = batch.manager(method, &(unit, "replace"))?;
         let mut replies = batch.send(&self.conn).with_context(context)?;
         replies.take(subscribe).with_context(context)?;
         replies.take(matched).with_context(context)?;
+        if let Some(held) = held {
+            let _ = replies.take(held);
+        }
         let owner: String = replies
             .take(owner)
             .and_then(|reply| reply.body().deserialize::<String>())
