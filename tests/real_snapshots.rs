@@ -332,7 +332,15 @@ fn a_real_repository_with_hundreds_of_snapshots() {
         "the id is new"
     );
     assert!(
-        ran.stderr.contains("257 snapshot(s) listed"),
+        ran.stderr.contains("257 snapshot(s) listed in "),
+        "{}",
+        ran.output()
+    );
+    // The operator sees how long the backup unit ran.
+    assert!(
+        ran.stderr.contains(&format!(
+            "restic-backups-{KEY}.service finished (job done) after "
+        )),
         "{}",
         ran.output()
     );

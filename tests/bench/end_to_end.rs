@@ -94,6 +94,18 @@ fn timed_run_of(
     actions: Vec<Value>,
     env: &[(&str, &str)],
 ) -> (Duration, u64) {
+    let (t, peak, _) = timed_parts_of(program, actions, env);
+    (t, peak)
+}
+
+/// [`timed_run_of`], with what the binary's log says the user's own parts
+/// of a backup took: the unit's job and the wrapper's snapshot listing
+/// (none for a binary that does not log them).
+fn timed_parts_of(
+    program: &std::path::Path,
+    actions: Vec<Value>,
+    env: &[(&str, &str)],
+) -> (Duration, u64, Option<Duration>) {
     let fake = provider("job-bench", actions);
     let run = node_run::spawn_binary(
         program,
@@ -106,7 +118,33 @@ fn timed_run_of(
     );
     let (finished, peak) = run.wait_measuring(Duration::from_secs(600));
     assert_eq!(finished.code, Some(0), "{}", finished.output());
-    (finished.elapsed, peak)
+    (finished.elapsed, peak, users_parts(&finished.stderr))
+}
+
+/// The unit's job plus the snapshot listing, as a backup run logged them
+/// ("... finished (job done) after 12.3ms", "... listed in 5.1ms)").
+fn users_parts(log: &str) -> Option<Duration> {
+    let after = |marker: &str| {
+        let rest = &log[log.find(marker)? + marker.len()..];
+        let end = rest.find(|c: char| c.is_whitespace() || c == ')')?;
+        parse_debug_duration(&rest[..end])
+    };
+    Some(after("(job done) after ")? + after("snapshot(s) listed in ")?)
+}
+
+/// A `Duration` as `{:.1?}` prints it: `12.3ms`, `1.2s`, `512.0µs`.
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => number,
+        "ms" => number / 1e3,
+        "µs" => number / 1e6,
+        "ns" => number / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
 }
 
 /// What `strace` saw a run write to its state directory.
@@ -297,15 +335,28 @@ fn compare(
         ("backup", backup, &[]),
     ] {
         let (mut a, mut b) = (Vec::new(), Vec::new());
+        // Wall minus the user's parts, for binaries that log them.
+        let (mut a_own, mut b_own) = (Vec::new(), Vec::new());
         for _ in 0..2 * ROUNDS {
-            a.push(timed_run_of(old, vec![make()], env).0);
-            b.push(timed_run_of(new, vec![make()], env).0);
+            let (t, _, parts) = timed_parts_of(old, vec![make()], env);
+            a.push(t);
+            a_own.extend(parts.map(|p| t.saturating_sub(p)));
+            let (t, _, parts) = timed_parts_of(new, vec![make()], env);
+            b.push(t);
+            b_own.extend(parts.map(|p| t.saturating_sub(p)));
         }
         let (a, b) = (median(a), median(b));
         println!(
             "| one-action {name} | {a:>9.1?} | {b:>9.1?} | {:.2} |",
             b.as_secs_f64() / a.as_secs_f64()
         );
+        if a_own.len() == 2 * ROUNDS && b_own.len() == 2 * ROUNDS {
+            let (a, b) = (median(a_own), median(b_own));
+            println!(
+                "| one-action {name}, wall minus the unit's job and the listing | {a:>9.1?} | {b:>9.1?} | {:.2} |",
+                b.as_secs_f64() / a.as_secs_f64()
+            );
+        }
     }
     let sizes = args
         .iter()
@@ -382,6 +433,36 @@ fn main() {
         return;
     }
 
+    // `-- --manager-trace FILE`: one backup run with the user's systemd
+    // manager (and the processes it forks) under `strace -f`, to see where
+    // the unit's own start goes (e.g. the kernel's cgroup attach: the
+    // writes to `cgroup.procs`), then stop.
+    if let Some(out) = traced("--manager-trace") {
+        let pid = user.manager_pid().expect("the user's manager runs");
+        let mut strace = std::process::Command::new("strace")
+            .args(["-f", "-ttt", "-T", "-y", "-s", "80", "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strace");
+        // strace says it attached before it traces anything.
+        let mut said = std::io::BufReader::new(strace.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut said, &mut line).expect("strace attached");
+        let (t, _) = timed_run(vec![backup()]);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(strace.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = strace.wait();
+        println!(
+            "a one-action backup run ({t:.1?}) with the user's manager (pid {pid}) under `strace -f`: {}",
+            out.display()
+        );
+        return;
+    }
+
     // `-- --compare OLD NEW [--actions N,M]`: the one-action runs of two
     // binaries, taking turns (so that a noisy neighbour hits both alike),
     // then stop.
@@ -415,6 +496,7 @@ fn main() {
     }
     let (activate_floor, backup_floor) = floors(user);
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for (name, make, bash, env, floor) in [
         (
             "activate",
@@ -433,11 +515,23 @@ fn main() {
         ("backup", &backup, BASH_BACKUP, &[], backup_floor),
     ] {
         let mut times = Vec::new();
+        let (mut parts, mut own) = (Vec::new(), Vec::new());
         let mut peak = 0;
         for _ in 0..ROUNDS {
-            let (t, p) = timed_run_with(vec![make()], env);
+            let (t, p, logged) = timed_parts_of(node_run::bin(), vec![make()], env);
             times.push(t);
             peak = peak.max(p);
+            if let Some(logged) = logged {
+                parts.push(logged);
+                own.push(t.saturating_sub(logged));
+            }
+        }
+        if parts.len() == ROUNDS {
+            notes.push(format!(
+                "{name}, as each run logged them: the unit's job plus the snapshot listing {:.1?} (median), wall minus them {:.1?} (median)",
+                median(parts),
+                median(own)
+            ));
         }
         let m = median(times);
         rows.push(format!(
@@ -455,6 +549,9 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
+    }
+    for note in notes {
+        println!("- {note}");
     }
     if args.iter().any(|a| a == "--one-action") {
         return;

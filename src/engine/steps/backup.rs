@@ -146,6 +146,7 @@ pub fn back_up(
         return Err(k.with_payload(terminal, &UnitStatus::default()));
     }
     let started = ctx.ports.clock.now();
+    let job_started = ctx.ports.clock.instant();
     k.log(Level::Info, &format!("starting {unit}"));
     let run = ctx
         .ports
@@ -170,7 +171,13 @@ pub fn back_up(
         )
     };
     match &run.outcome {
-        JobOutcome::Done => {}
+        JobOutcome::Done => k.log(
+            Level::Info,
+            &format!(
+                "{unit} finished (job done) after {:.1?}",
+                ctx.ports.clock.instant().saturating_duration_since(job_started)
+            ),
+        ),
         JobOutcome::Failed { job_result } => {
             return Err(k.failed(
                 format!(
@@ -205,6 +212,7 @@ pub fn back_up(
     let args = ["snapshots", "--tag", key.as_str(), "--json"].map(str::to_owned);
     let shown = wrapper.display();
     let mut stream = SnapshotStream::new(started);
+    let listing_started = ctx.ports.clock.instant();
     let listed = ctx
         .ports
         .programs
@@ -259,8 +267,14 @@ pub fn back_up(
     k.log(
         Level::Info,
         &format!(
-            "snapshot {} taken at {} ({} snapshot(s) listed)",
-            snapshot.id, snapshot.time, snapshot.listed
+            "snapshot {} taken at {} ({} snapshot(s) listed in {:.1?})",
+            snapshot.id,
+            snapshot.time,
+            snapshot.listed,
+            ctx.ports
+                .clock
+                .instant()
+                .saturating_duration_since(listing_started)
         ),
     );
     Ok(snapshot.id)
