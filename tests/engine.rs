@@ -191,6 +191,32 @@ fn the_users_systemd_hears_ahead_that_its_calls_follow() {
 }
 
 #[test]
+fn the_first_actions_user_systemd_gets_ready_before_the_run_reads_its_memory() {
+    // The resume check (`backup-snapshot`) is part of reading the run's
+    // memory: here the provider refuses it, so the run stops before any
+    // action; the hint for the first action's user came before it.
+    let mut p = StubProvider::with_intent(backup_intent(&["db-migrate"]));
+    p.backup = Script::new([Err(ProviderError::Refused)]);
+    let w = World::new(p);
+    assert!(matches!(w.run(), Outcome::Failed(_)));
+    assert_eq!(w.provider.backup_calls.borrow().len(), 1);
+    assert!(w.systemd.started.borrow().is_empty());
+    assert_eq!(*w.systemd.prepared.borrow(), vec![("acme".to_owned(), 0)]);
+
+    // Later actions are got ready at their own start, each once: bob's
+    // after acme's health check.
+    let w = World::new(StubProvider::with_intent(intent(json!([
+        {"op": "activate", "user": "acme"},
+        {"op": "activate", "user": "bob"}
+    ]))));
+    assert!(matches!(w.run(), Outcome::Succeeded(_)));
+    assert_eq!(
+        *w.systemd.prepared.borrow(),
+        vec![("acme".to_owned(), 0), ("bob".to_owned(), 1)]
+    );
+}
+
+#[test]
 fn server_errors_beyond_the_budget_end_the_run() {
     let mut p = StubProvider::with_intent(activate_intent());
     for n in 0..100 {

@@ -127,6 +127,7 @@ fn run_to_the_end(settings: &Settings, ports: Ports<'_>) -> Outcome {
 
 /// Plans `fetched` and performs the plan, keeping the journal.
 fn perform(settings: &Settings, ports: Ports<'_>, fetched: &FetchedIntent) -> Outcome {
+    let ready = get_ready_early(settings, ports, fetched);
     let memory = match memory::recall_for_run(settings, ports, fetched) {
         Ok(memory) => memory,
         Err(stop) => return Outcome::Failed(describe_stop(ports, &stop)),
@@ -134,12 +135,30 @@ fn perform(settings: &Settings, ports: Ports<'_>, fetched: &FetchedIntent) -> Ou
     let plan = plan::plan(settings, fetched, &memory);
     let memo = RunRecorder::open(settings, ports, fetched, &memory);
     let reporter = Reporter::new(settings, ports, plan.job.clone());
-    let outcome = match execute(settings, ports, &reporter, &memo, &plan) {
+    let outcome = match execute(settings, ports, &reporter, &memo, &plan, ready) {
         Ok(outcome) => outcome,
         Err(stop) => Outcome::Failed(describe_stop(ports, &stop)),
     };
     memo.end(&outcome);
     outcome
+}
+
+/// Gets the first action's user systemd ready (its bus helper starts and
+/// connects) while the run reads its memory and opens its journal. Memory
+/// comes after, so this plans as if nothing were remembered: should memory
+/// say that action need not run, the helper just goes unused. Returns the
+/// index of the action it did this for, whose steps then need not.
+fn get_ready_early(
+    settings: &Settings,
+    ports: Ports<'_>,
+    fetched: &FetchedIntent,
+) -> Option<usize> {
+    let plan = plan::plan(settings, fetched, &Recalled::default());
+    let first = plan.ready_at_start()?;
+    // A failed lookup is the action's `ResolveUser` step's to report.
+    let account = ports.users.lookup(&first.action.user).ok()?;
+    ports.systemd.prepare(&account);
+    Some(first.index)
 }
 
 fn execute(
@@ -148,6 +167,7 @@ fn execute(
     reporter: &Reporter<'_>,
     memo: &RunRecorder<'_>,
     plan: &Plan,
+    ready: Option<usize>,
 ) -> Result<Outcome, Stop> {
     let (actions, closing) = match &plan.body {
         Body::Refuse { event, .. } => {
@@ -207,7 +227,8 @@ fn execute(
             }
             Resume::Run | Resume::Rerun => {
                 memo.started(planned);
-                let terminal = match run_action(settings, ports, reporter, planned) {
+                let ready = ready == Some(planned.index);
+                let terminal = match run_action(settings, ports, reporter, planned, ready) {
                     Ok(terminal) => terminal,
                     Err(stop) => return Err(close_action(reporter, memo, planned, stop)),
                 };
@@ -313,11 +334,13 @@ fn close_action(
     stop
 }
 
+/// `ready`: the user's systemd was got ready for it at the run's start.
 fn run_action(
     settings: &Settings,
     ports: Ports<'_>,
     reporter: &Reporter<'_>,
     planned: &ActionPlan,
+    ready: bool,
 ) -> Result<Terminal, Stop> {
     let ctx = steps::Ctx::new(settings, ports, reporter, &planned.action);
     ctx.log(
@@ -326,7 +349,7 @@ fn run_action(
         None,
         &format!("starting {} for {}", planned.action.op, planned.action.user),
     );
-    steps::perform(&ctx, planned)
+    steps::perform(&ctx, planned, ready)
 }
 
 /// Why the run stopped; a provider failure after SIGTERM/SIGINT says so,

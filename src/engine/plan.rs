@@ -694,6 +694,20 @@ impl ActionPlan {
 }
 
 impl Plan {
+    /// The action whose user's systemd is worth getting ready for as the
+    /// run starts (before it reads its memory and opens its journal): the
+    /// first action, when it calls the user's systemd before any wait for
+    /// another node ([`ActionPlan::needs_user_systemd_next`] from its first
+    /// step).
+    pub fn ready_at_start(&self) -> Option<&ActionPlan> {
+        let Body::Perform { actions, .. } = &self.body else {
+            return None;
+        };
+        actions
+            .first()
+            .filter(|first| first.needs_user_systemd_next(0))
+    }
+
     /// Every event the run posts when everything goes as planned.
     pub fn would_post(&self) -> Vec<PlannedEvent> {
         let intent = |t: &Terminal| PlannedEvent {

@@ -515,3 +515,52 @@ fn the_users_systemd_is_got_ready_for_when_no_wait_for_another_node_comes_first(
         [0, 1, 2, 3]
     );
 }
+
+#[test]
+fn the_run_gets_the_first_actions_user_systemd_ready_at_its_start_when_no_wait_comes_first() {
+    let ready = |settings: &Settings, actions: serde_json::Value| {
+        plan(settings, &fetched(actions), &Recalled::default())
+            .ready_at_start()
+            .map(|first| (first.index, first.action.user.to_string()))
+    };
+    let s = settings();
+    assert_eq!(
+        ready(
+            &s,
+            json!([{"op": "backup", "user": "acme", "migrations": ["db"]},
+                   {"op": "activate", "user": "bob"}])
+        ),
+        Some((0, "acme".to_owned()))
+    );
+    // Only the first action: the next ones get ready at their own start.
+    let off = Settings {
+        health_timeout: Duration::ZERO,
+        ..settings()
+    };
+    assert_eq!(
+        ready(
+            &off,
+            json!([{"op": "activate", "user": "acme"}, {"op": "activate", "user": "bob"}])
+        ),
+        None
+    );
+    // A wait for another node comes first: not at the run's start.
+    assert_eq!(
+        ready(
+            &s,
+            json!([{"op": "restore", "user": "acme", "fromNode": "node-b", "toNode": "node-a", "migrations": ["db"]}])
+        ),
+        None
+    );
+    // Nothing runs: nothing to get ready for.
+    let failed_switch = Settings {
+        comin: CominStatus::Failed {
+            message: "switch failed".into(),
+        },
+        ..settings()
+    };
+    assert_eq!(
+        ready(&failed_switch, json!([{"op": "activate", "user": "acme"}])),
+        None
+    );
+}

@@ -191,9 +191,11 @@ impl<'a> Ctx<'a> {
 
 /// Runs the action's steps in order and returns its terminal event.
 /// Non-terminal events (`running`, `waiting`) are posted on the way.
-pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan) -> Result<Terminal, Stop> {
+/// `ready`: the user's systemd was told already that calls follow (at the
+/// run's start, for its first action).
+pub fn perform(ctx: &Ctx<'_>, plan: &ActionPlan, ready: bool) -> Result<Terminal, Stop> {
     let mut progress = Progress::default();
-    let mut prepared = false;
+    let mut prepared = ready;
     for (i, step) in plan.steps.iter().enumerate() {
         if !prepared && plan.needs_user_systemd_next(i) {
             prepare(ctx, &mut progress);
