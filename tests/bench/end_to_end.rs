@@ -316,8 +316,9 @@ fn instant_backup(user: &TestUser) {
 }
 
 /// Medians of `2 * ROUNDS` one-action runs of `old` and of `new`, taking
-/// turns, and with `--actions N,M,...` also three runs of N (M, ...)
-/// `activate` actions of each (median time per action).
+/// turns (who goes first alternates), and with `--actions N,M,...` also
+/// four runs of N (M, ...) `activate` actions of each (median time per
+/// action).
 fn compare(
     old: &std::path::Path,
     new: &std::path::Path,
@@ -337,13 +338,20 @@ fn compare(
         let (mut a, mut b) = (Vec::new(), Vec::new());
         // Wall minus the user's parts, for binaries that log them.
         let (mut a_own, mut b_own) = (Vec::new(), Vec::new());
-        for _ in 0..2 * ROUNDS {
-            let (t, _, parts) = timed_parts_of(old, vec![make()], env);
-            a.push(t);
-            a_own.extend(parts.map(|p| t.saturating_sub(p)));
-            let (t, _, parts) = timed_parts_of(new, vec![make()], env);
-            b.push(t);
-            b_own.extend(parts.map(|p| t.saturating_sub(p)));
+        for round in 0..2 * ROUNDS {
+            // Who goes first alternates: a run right after another one is
+            // faster (a backup unit's cgroup attach skips the kernel's wait
+            // when another attach was just made), and that must not favour
+            // one binary.
+            let mut pair = [(old, &mut a, &mut a_own), (new, &mut b, &mut b_own)];
+            if round % 2 == 1 {
+                pair.reverse();
+            }
+            for (binary, times, own) in pair {
+                let (t, _, parts) = timed_parts_of(binary, vec![make()], env);
+                times.push(t);
+                own.extend(parts.map(|p| t.saturating_sub(p)));
+            }
         }
         let (a, b) = (median(a), median(b));
         println!(
@@ -370,9 +378,16 @@ fn compare(
         .unwrap_or_default();
     for n in sizes {
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            a.push(timed_run_of(old, (0..n).map(|_| activate()).collect(), &[]).0 / n as u32);
-            b.push(timed_run_of(new, (0..n).map(|_| activate()).collect(), &[]).0 / n as u32);
+        for round in 0..4 {
+            let mut pair = [(old, &mut a), (new, &mut b)];
+            if round % 2 == 1 {
+                pair.reverse();
+            }
+            for (binary, times) in pair {
+                times.push(
+                    timed_run_of(binary, (0..n).map(|_| activate()).collect(), &[]).0 / n as u32,
+                );
+            }
         }
         let (a, b) = (median(a), median(b));
         println!(
