@@ -197,11 +197,12 @@ impl Session {
     }
 
     /// Queues a job for `unit` (`method`: `StartUnit` or `StopUnit`, mode
-    /// `replace`) with its end listened for: `Subscribe`, the manager's
-    /// unique name, a match rule for `JobRemoved` and the call itself go
-    /// out in that order in one round trip (the bus applies the rule before
-    /// it passes the call on, the manager subscribes us before it sees the
-    /// call), and a reader thread forwards each `JobRemoved` to a channel,
+    /// `replace`) with its end listened for: the manager's unique name, a
+    /// match rule for `JobRemoved`, for a start a hold on the unit,
+    /// `Subscribe` and the call itself go out in that order in one round
+    /// trip (the bus applies the rule before it passes the call on, the
+    /// manager subscribes us before it sees the call), and a reader thread
+    /// forwards each `JobRemoved` to a channel,
     /// so waits can use `recv_timeout`. The outer error: no watch; the
     /// inner one: the manager refused the call.
     pub(super) fn queue_job(
@@ -222,7 +223,6 @@ impl Session {
             .member("JobRemoved")?
             .build();
         let mut batch = Batch::default();
-        let subscribe = batch.manager("Subscribe", &())?;
         // Only the manager itself may end our job (other processes of the
         // user share the bus).
         let owner = batch.bus("GetNameOwner", &(SYSTEMD_NAME,))?;
@@ -244,6 +244,10 @@ impl Session {
                 )
             })
             .transpose()?;
+        // Subscribed after the hold: loading the unit again for it (it was
+        // collected after the LoadState read) is not broadcast as signals
+        // nobody reads (systemd sends them only while someone subscribes).
+        let subscribe = batch.manager("Subscribe", &())?;
         let queued = batch.manager(method, &(unit, "replace"))?;
         let mut replies = batch.send(&self.conn).with_context(context)?;
         replies.take(subscribe).with_context(context)?;
