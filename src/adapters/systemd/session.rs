@@ -72,12 +72,16 @@ impl Session {
         })
     }
 
-    /// `LoadUnit`: the unit's object path and `LoadState`.
+    /// The unit's object path and `LoadState`, the unit held (`Ref`) from
+    /// then on until this connection closes: a unit read and then started
+    /// or stopped is loaded from its file once, not again after systemd
+    /// collected it in between. A refused hold leaves the read as it is.
     pub(super) fn load(&self, unit: &str) -> anyhow::Result<(OwnedObjectPath, String)> {
         let who = &self.who;
         let path = OwnedObjectPath::try_from(unit_object_path(unit))
             .with_context(|| format!("{who}: {unit} is not a unit name systemd could load"))?;
         let mut batch = Batch::default();
+        batch.call(SYSTEMD_NAME, &path, UNIT_INTERFACE, "Ref", &())?;
         let state = batch.get(&path, UNIT_INTERFACE, "LoadState")?;
         let state = batch
             .send(&self.conn)
@@ -230,9 +234,9 @@ impl Session {
         // A started unit stays loaded while we hold it: the status read
         // after its job sees how this run ended, not a fresh load of a
         // unit systemd already collected (a finished oneshot is collected
-        // at once), and systemd does not parse its file again for it. The
-        // hold ends with this connection. Without it (refused), the read
-        // works as before.
+        // at once). Held already if this connection read its LoadState;
+        // the hold ends with the connection. Without it (refused), the
+        // read works as before.
         let held = (method == "StartUnit")
             .then(|| {
                 batch.call(
@@ -244,9 +248,10 @@ impl Session {
                 )
             })
             .transpose()?;
-        // Subscribed after the hold: loading the unit again for it (it was
-        // collected after the LoadState read) is not broadcast as signals
-        // nobody reads (systemd sends them only while someone subscribes).
+        // Subscribed after the hold: should the hold load the unit (a
+        // connection that did not read its LoadState), that is not
+        // broadcast as signals nobody reads (systemd sends them only while
+        // someone subscribes).
         let subscribe = batch.manager("Subscribe", &())?;
         let queued = batch.manager(method, &(unit, "replace"))?;
         let mut replies = batch.send(&self.conn).with_context(context)?;
