@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hostenv_activate::adapters::systemd::UserBus;
-use hostenv_activate::ports::{Cancel, JobOutcome, UserSystemd};
+use hostenv_activate::ports::{Cancel, JobOutcome, UnitRun, UserSystemd};
 
 use harness::units::{
     FAILING_STATUS, FAILING_UNIT, HANGING_SLEEP, HANGING_UNIT, HOSTENV_TARGET, TARGET_SERVICE,
@@ -31,6 +31,20 @@ fn bus() -> UserBus {
 
 /// Bound on the adapter's reads in these tests.
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// `run_unit` of `unit` as `user` within `limit`, cancelled by `cancel`.
+fn run(user: &TestUser, unit: &str, limit: Duration, cancel: &Cancel) -> UnitRun {
+    bus()
+        .run_unit(&user.account(), unit, limit, cancel)
+        .expect("run_unit")
+}
+
+/// How a job that ended `failed` is reported.
+fn failed_job() -> JobOutcome {
+    JobOutcome::Failed {
+        job_result: "failed".into(),
+    }
+}
 
 fn world(specs: &[UserSpec]) -> World {
     World::up(specs).unwrap_or_else(|e| panic!("cannot bring up the real test node: {e:#}"))
@@ -74,14 +88,12 @@ fn load_state_tells_loaded_from_not_found() {
 fn run_unit_runs_a_real_restic_backup() {
     let w = world(&[UserSpec::new("a").backups(&["app"])]);
     let user = w.user("a");
-    let run = bus()
-        .run_unit(
-            &user.account(),
-            "restic-backups-app.service",
-            Duration::from_secs(60),
-            &Cancel::new(),
-        )
-        .expect("run_unit");
+    let run = run(
+        user,
+        "restic-backups-app.service",
+        Duration::from_secs(60),
+        &Cancel::new(),
+    );
     assert_eq!(
         run.outcome,
         JobOutcome::Done,
@@ -103,20 +115,13 @@ fn run_unit_runs_a_real_restic_backup() {
 #[test]
 fn run_unit_reports_a_failing_unit() {
     let w = world(&[UserSpec::new("a")]);
-    let run = bus()
-        .run_unit(
-            &w.user("a").account(),
-            FAILING_UNIT,
-            Duration::from_secs(30),
-            &Cancel::new(),
-        )
-        .expect("run_unit");
-    assert_eq!(
-        run.outcome,
-        JobOutcome::Failed {
-            job_result: "failed".into()
-        }
+    let run = run(
+        w.user("a"),
+        FAILING_UNIT,
+        Duration::from_secs(30),
+        &Cancel::new(),
     );
+    assert_eq!(run.outcome, failed_job());
     assert_eq!(run.status.result.as_deref(), Some("exit-code"));
     assert_eq!(run.status.exec_main_status, Some(FAILING_STATUS));
     assert_eq!(run.status.active_state.as_deref(), Some("failed"));
@@ -137,22 +142,8 @@ fn run_unit_reads_how_the_run_ended_even_when_systemd_collects_the_unit_at_once(
     )
     .expect("unit");
     user.daemon_reload().expect("daemon-reload");
-    let run = bus()
-        .run_unit(
-            &user.account(),
-            unit,
-            Duration::from_secs(30),
-            &Cancel::new(),
-        )
-        .expect("run_unit");
-    assert_eq!(
-        run.outcome,
-        JobOutcome::Failed {
-            job_result: "failed".into()
-        },
-        "{run:?}\n{}",
-        user.manager_log()
-    );
+    let run = run(user, unit, Duration::from_secs(30), &Cancel::new());
+    assert_eq!(run.outcome, failed_job(), "{run:?}\n{}", user.manager_log());
     assert_eq!(run.status.result.as_deref(), Some("exit-code"), "{run:?}");
     assert_eq!(run.status.exec_main_status, Some(7), "{run:?}");
     assert_eq!(
@@ -167,14 +158,7 @@ fn run_unit_times_out_and_stops_the_unit() {
     let w = world(&[UserSpec::new("a")]);
     let user = w.user("a");
     let started = Instant::now();
-    let run = bus()
-        .run_unit(
-            &user.account(),
-            HANGING_UNIT,
-            Duration::from_secs(1),
-            &Cancel::new(),
-        )
-        .expect("run_unit");
+    let run = run(user, HANGING_UNIT, Duration::from_secs(1), &Cancel::new());
     eprintln!("timed out run: {run:?} after {:?}", started.elapsed());
     assert_eq!(run.outcome, JobOutcome::TimedOut);
     assert!(
@@ -202,14 +186,7 @@ fn run_unit_is_interrupted_by_cancel() {
         trigger.cancel();
     });
     let started = Instant::now();
-    let run = bus()
-        .run_unit(
-            &user.account(),
-            HANGING_UNIT,
-            Duration::from_secs(60),
-            &cancel,
-        )
-        .expect("run_unit");
+    let run = run(user, HANGING_UNIT, Duration::from_secs(60), &cancel);
     canceller.join().expect("canceller thread");
     assert_eq!(run.outcome, JobOutcome::Interrupted);
     assert!(
